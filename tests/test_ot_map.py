@@ -1,0 +1,163 @@
+"""GaussianOTMap: exact transport in the subspace, untouched complement, oracle, batching."""
+
+import pytest
+import torch
+from conftest import gaussian_rows, random_spd
+
+from tl_ot_ablation import GaussianOTMap, GaussianStats, MeanShift
+
+ot = pytest.importorskip("ot")
+
+
+def _pair(
+    d: int = 12, n: int = 400, batch: tuple[int, ...] = (), seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    cov_s = random_spd(d, condition=20, batch=batch, seed=seed)
+    cov_t = random_spd(d, condition=20, batch=batch, seed=seed + 1) * 2
+    mean_s = torch.full((*batch, d), 1.0, dtype=torch.float64)
+    mean_t = torch.zeros(*batch, d, dtype=torch.float64)
+    return gaussian_rows(n, mean_s, cov_s, seed=seed + 2), gaussian_rows(
+        n + 50, mean_t, cov_t, seed=seed + 3
+    )
+
+
+def test_full_space_matches_pot_oracle() -> None:
+    source, target = _pair()
+    ours = GaussianOTMap.fit(source, target, n_components=None, reg=0.0)
+    a, b = ot.gaussian.empirical_bures_wasserstein_mapping(
+        source.numpy(), target.numpy(), reg=0.0, bias=True
+    )
+    # POT's empirical covariance divides by n, ours by n - 1: feed POT our estimates instead.
+    a, b = ot.gaussian.bures_wasserstein_mapping(
+        source.mean(0).numpy(),
+        target.mean(0).numpy(),
+        torch.cov(source.T).numpy(),
+        torch.cov(target.T).numpy(),
+    )
+    expected = torch.from_numpy(source.numpy() @ a + b)
+    torch.testing.assert_close(ours(source), expected, rtol=1e-8, atol=1e-8)
+
+
+def test_mapped_samples_reach_target_moments_inside_the_subspace() -> None:
+    source, target = _pair(d=16)
+    ot_map = GaussianOTMap.fit(source, target, n_components=5, reg=0.0)
+    v = ot_map.basis.components
+    moved = ot_map(source)
+    z_moved = (moved - ot_map.basis.mean) @ v.mT
+    z_target = (target - ot_map.basis.mean) @ v.mT
+    torch.testing.assert_close(z_moved.mean(0), z_target.mean(0), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(torch.cov(z_moved.T), torch.cov(z_target.T), rtol=1e-9, atol=1e-9)
+
+
+def test_complement_of_the_subspace_is_unchanged() -> None:
+    source, target = _pair(d=16)
+    ot_map = GaussianOTMap.fit(source, target, n_components=5)
+    x = torch.randn(7, 16, dtype=torch.float64) * 10
+    v = ot_map.basis.components
+    complement = torch.eye(16, dtype=torch.float64) - v.mT @ v
+    torch.testing.assert_close(ot_map(x) @ complement, x @ complement, rtol=0, atol=1e-12)
+    assert not torch.allclose(ot_map(x), x)
+
+
+def test_strength_interpolates_between_identity_and_map() -> None:
+    source, target = _pair()
+    ot_map = GaussianOTMap.fit(source, target, n_components=6)
+    x = source[:10]
+    assert torch.equal(ot_map.with_strength(0.0)(x), x)
+    half = ot_map.with_strength(0.5)(x)
+    torch.testing.assert_close(half, (x + ot_map(x)) / 2)
+    with pytest.warns(UserWarning, match="extrapolates"):
+        ot_map.with_strength(1.5)
+
+
+def test_inverse_round_trip() -> None:
+    source, target = _pair()
+    ot_map = GaussianOTMap.fit(source, target, n_components=6, reg=1e-3)
+    x = torch.randn(20, 12, dtype=torch.float64)
+    torch.testing.assert_close(ot_map.inverse()(ot_map(x)), x, rtol=1e-9, atol=1e-9)
+
+
+def test_batched_over_layers_equals_per_layer_fit() -> None:
+    source, target = _pair(d=10, batch=(3,))
+    batched = GaussianOTMap.fit(source, target, n_components=4)
+    assert batched.batch_shape == (3,) and len(batched) == 3
+    x = torch.randn(3, 2, 5, 10, dtype=torch.float64)
+    out = batched(x)
+    for i in range(3):
+        single = GaussianOTMap.fit(source[i], target[i], n_components=4)
+        torch.testing.assert_close(out[i], single(x[i]), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(batched[i](x[i]), single(x[i]), rtol=1e-9, atol=1e-9)
+
+
+def test_from_stats_equals_fit_on_rows() -> None:
+    source, target = _pair()
+    stats_s, stats_t = GaussianStats(12), GaussianStats(12)
+    for chunk in source.split(37):
+        stats_s.update(chunk)
+    for chunk in target.split(41):
+        stats_t.update(chunk)
+    streamed = GaussianOTMap.from_stats(stats_s, stats_t, n_components=5, dtype=torch.float64)
+    direct = GaussianOTMap.fit(source, target, n_components=5)
+    torch.testing.assert_close(streamed(source), direct(source), rtol=1e-9, atol=1e-9)
+
+
+def test_singular_covariances_with_few_samples_stay_finite() -> None:
+    source, target = _pair(d=32, n=10)  # n < k: covariances of rank 9
+    ot_map = GaussianOTMap.fit(source, target, n_components=20)
+    assert torch.isfinite(ot_map(source)).all()
+    diag = ot_map.diagnostics()
+    assert diag.transport_residual < 1e-6  # exact for the regularised covariances
+
+
+def test_mean_diff_basis_keeps_a_low_variance_shift() -> None:
+    d = 10
+    noise = torch.diag(torch.logspace(1, -3, d, dtype=torch.float64))
+    shift = torch.zeros(d, dtype=torch.float64)
+    shift[-1] = 0.5  # the means differ only along the lowest-variance axis
+    source = gaussian_rows(500, shift, noise, seed=1)
+    target = gaussian_rows(500, torch.zeros(d, dtype=torch.float64), noise, seed=2)
+    plain = GaussianOTMap.fit(source, target, n_components=3)
+    with_diff = GaussianOTMap.fit(source, target, n_components=3, basis="pca+mean_diff")
+    gap_plain = (plain(source).mean(0) - target.mean(0)).norm()
+    gap_diff = (with_diff(source).mean(0) - target.mean(0)).norm()
+    assert gap_diff < 0.05 < gap_plain
+
+
+def test_mean_shift_only_translates() -> None:
+    source, target = _pair()
+    shift = MeanShift.fit(source, target, n_components=None)
+    torch.testing.assert_close(shift.matrix, torch.eye(12, dtype=torch.float64))
+    moved = shift(source)
+    torch.testing.assert_close(moved - source, (target.mean(0) - source.mean(0)).expand_as(source))
+    torch.testing.assert_close(shift.inverse()(moved), source)
+
+
+def test_diagnostics_split_w2_like_pot() -> None:
+    source, target = _pair(d=6)
+    ot_map = GaussianOTMap.fit(source, target, n_components=None, reg=0.0)
+    diag = ot_map.diagnostics()
+    w = ot.gaussian.bures_wasserstein_distance(
+        source.mean(0).numpy(),
+        target.mean(0).numpy(),
+        torch.cov(source.T).numpy(),
+        torch.cov(target.T).numpy(),
+    )
+    torch.testing.assert_close(diag.w2, torch.tensor(float(w) ** 2, dtype=torch.float64))
+    torch.testing.assert_close(diag.w2_mean, (source.mean(0) - target.mean(0)).square().sum())
+    assert diag.transport_residual < 1e-10
+    assert set(diag.to_dict()) >= {"w2", "w2_mean", "w2_bures", "max_stretch"}
+
+
+def test_dtype_and_device_contract() -> None:
+    source, target = _pair()
+    ot_map = GaussianOTMap.fit(source.float(), target.float(), n_components=4)
+    assert ot_map.matrix.dtype == torch.float32
+    x = source[:3].to(torch.bfloat16)
+    out = ot_map(x)
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    torch.testing.assert_close(out.float(), ot_map(x.float()), rtol=2e-2, atol=5e-2)
+    x_before = x.clone()
+    ot_map(x)
+    assert torch.equal(x, x_before)  # never in place
+    moved = ot_map.to("cpu", dtype=torch.float64)
+    assert moved.basis.components.dtype == torch.float64 and moved.strength == ot_map.strength

@@ -1,0 +1,80 @@
+"""PCA bases: orthonormal, ordered, exact on full rank, and the randomised route is accurate."""
+
+import torch
+from conftest import random_spd
+
+from tl_ot_ablation import PCABasis
+from tl_ot_ablation.pca import top_eigenvectors
+
+
+def test_components_orthonormal_and_variances_descending() -> None:
+    cov = random_spd(20, condition=1e3, seed=1)
+    basis = PCABasis.from_covariance(torch.zeros(20, dtype=torch.float64), cov, 8)
+    torch.testing.assert_close(
+        basis.components @ basis.components.mT, torch.eye(8, dtype=torch.float64)
+    )
+    assert (basis.explained_variance.diff() <= 1e-12).all()
+    top = torch.linalg.eigvalsh(cov).flip(0)[:8]
+    torch.testing.assert_close(basis.explained_variance, top)
+
+
+def test_full_rank_project_reconstruct_is_identity() -> None:
+    cov = random_spd(6, seed=2)
+    mean = torch.randn(6, dtype=torch.float64)
+    basis = PCABasis.from_covariance(mean, cov, None)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    torch.testing.assert_close(basis.reconstruct(basis.project(x)), x)
+    torch.testing.assert_close(
+        basis.explained_variance_ratio, torch.tensor(1.0, dtype=torch.float64)
+    )
+
+
+def test_included_direction_comes_first_and_stays_orthonormal() -> None:
+    cov = random_spd(10, seed=3)
+    direction = torch.randn(10, dtype=torch.float64)
+    basis = PCABasis.from_covariance(
+        torch.zeros(10, dtype=torch.float64), cov, 4, include=direction
+    )
+    torch.testing.assert_close(basis.components[0], direction / direction.norm())
+    torch.testing.assert_close(
+        basis.components @ basis.components.mT, torch.eye(4, dtype=torch.float64)
+    )
+
+
+def test_included_direction_with_rank_deficient_covariance() -> None:
+    x = torch.randn(3, 10, dtype=torch.float64)
+    cov = x.mT @ x  # rank 3, so k - 1 = 5 directions include null-space eigenvectors
+    direction = torch.randn(10, dtype=torch.float64)
+    basis = PCABasis.from_covariance(
+        torch.zeros(10, dtype=torch.float64), cov, 6, include=direction
+    )
+    torch.testing.assert_close(
+        basis.components @ basis.components.mT, torch.eye(6, dtype=torch.float64)
+    )
+
+
+def test_randomized_keeps_the_top_k_variance() -> None:
+    # Activations have a decaying spectrum; so does this covariance (eigenvalues ~ 1/i).
+    d, k = 600, 64
+    g = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+    cov = (q / torch.arange(1, d + 1, dtype=torch.float64)) @ q.mT
+    exact, _ = top_eigenvectors(cov, k, method="exact")
+    approx, vectors = top_eigenvectors(cov, k, method="randomized")
+    kept = torch.einsum("kd,de,ke->", vectors, cov, vectors)
+    assert kept / exact.sum() > 0.999
+    torch.testing.assert_close(vectors @ vectors.mT, torch.eye(k, dtype=torch.float64))
+    assert (approx <= exact + 1e-9).all()
+
+
+def test_batched_basis_equals_per_layer() -> None:
+    cov = random_spd(8, batch=(3,), seed=4)
+    mean = torch.randn(3, 8, dtype=torch.float64)
+    batched = PCABasis.from_covariance(mean, cov, 3)
+    for i in range(3):
+        single = PCABasis.from_covariance(mean[i], cov[i], 3)
+        # Eigenvectors are defined up to sign: compare the projectors.
+        torch.testing.assert_close(
+            batched[i].components.mT @ batched[i].components,
+            single.components.mT @ single.components,
+        )

@@ -1,0 +1,73 @@
+"""Streaming statistics equal one-shot estimates, whatever the chunking or merge order."""
+
+import pytest
+import torch
+
+from tl_ot_ablation import GaussianStats
+
+
+def _rows(n: int, d: int, *, batch: tuple[int, ...] = ()) -> torch.Tensor:
+    return torch.randn(*batch, n, d, dtype=torch.float64) * 3 + 100  # large offset: tests stability
+
+
+def test_chunked_updates_equal_one_shot() -> None:
+    rows = _rows(103, 7)
+    stats = GaussianStats(7)
+    for chunk in rows.split([1, 10, 50, 2, 40]):
+        stats.update(chunk)
+    assert stats.count == 103
+    torch.testing.assert_close(stats.mean, rows.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.cov, torch.cov(rows.T), rtol=1e-10, atol=1e-10)
+
+
+def test_float32_rows_accumulate_in_float64() -> None:
+    rows = _rows(64, 5)
+    stats = GaussianStats.from_rows(rows.float())
+    assert stats.cov.dtype == torch.float64
+    torch.testing.assert_close(stats.cov, torch.cov(rows.float().double().T))
+
+
+def test_batched_over_layers_equals_per_layer() -> None:
+    rows = _rows(30, 4, batch=(3, 2))
+    stats = GaussianStats.from_rows(rows)
+    for i in range(3):
+        for j in range(2):
+            torch.testing.assert_close(stats.cov[i, j], torch.cov(rows[i, j].T))
+    torch.testing.assert_close(stats[1].mean, rows[1].mean(-2))
+
+
+def test_merge_is_exact_and_associative() -> None:
+    a, b, c = _rows(11, 6), _rows(23, 6) * 2, _rows(5, 6) - 50
+    sa, sb, sc = (GaussianStats.from_rows(x) for x in (a, b, c))
+    left = sa.merge(sb).merge(sc)
+    right = sa.merge(sb.merge(sc))
+    everything = torch.cat([a, b, c])
+    for merged in (left, right):
+        assert merged.count == 39
+        torch.testing.assert_close(merged.mean, everything.mean(0), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(merged.cov, torch.cov(everything.T), rtol=1e-10, atol=1e-10)
+    assert sa.count == 11  # inputs untouched
+
+
+def test_merge_with_empty_is_identity() -> None:
+    stats = GaussianStats.from_rows(_rows(9, 3))
+    merged = GaussianStats(3).merge(stats)
+    torch.testing.assert_close(merged.cov, stats.cov)
+
+
+def test_too_few_rows_for_covariance() -> None:
+    stats = GaussianStats.from_rows(_rows(1, 3))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        _ = stats.cov
+
+
+def test_bad_rows_raise_helpful_errors(as_user: None) -> None:
+    stats = GaussianStats(4)
+    with pytest.raises(ValueError, match=r"shape \[\*batch, n, d\]"):
+        stats.update(torch.randn(3, 5))
+    with pytest.raises(ValueError, match="floating-point"):
+        stats.update(torch.ones(3, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="non-finite"):
+        stats.update(torch.tensor([[1.0, float("nan"), 0, 0], [0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="different shapes"):
+        stats.merge(GaussianStats(5))

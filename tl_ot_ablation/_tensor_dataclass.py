@@ -1,0 +1,129 @@
+"""Shared behaviour of the frozen tensor-holding dataclasses: batch shape, indexing, ``.to``.
+
+Every tensor field has a fixed number of trailing *event* dimensions (``EVENT_DIMS``); whatever
+leads them is the batch shape shared by all fields, typically one entry per layer. Fields that
+are themselves ``TensorDataclass`` instances (a map's PCA basis) are handled recursively.
+"""
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+Self = TypeVar("Self", bound="TensorDataclass")
+
+
+class TensorDataclass:
+    """Mixin for ``@dataclass(frozen=True)`` classes whose tensors share leading batch dims."""
+
+    EVENT_DIMS: ClassVar[dict[str, int]] = {}
+
+    def _tensor_items(self) -> Iterator[tuple[str, "Tensor | TensorDataclass"]]:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor | TensorDataclass):
+                yield f.name, value
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """Leading dimensions shared by every tensor (``()`` for a single layer's object)."""
+        for name, value in self._tensor_items():
+            if isinstance(value, TensorDataclass):
+                return value.batch_shape
+            event = self.EVENT_DIMS[name]
+            return value.shape[: value.ndim - event]
+        return torch.Size()
+
+    def _replace_tensors(self: Self, fn: Any) -> Self:
+        changes = {}
+        for name, value in self._tensor_items():
+            changes[name] = (
+                value._replace_tensors(fn) if isinstance(value, TensorDataclass) else fn(value)
+            )
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to(
+        self: Self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Self:
+        """Copy with every tensor moved to ``device`` and/or cast to the float ``dtype``."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+        return self._replace_tensors(lambda t: t.to(device=device, dtype=dtype))
+
+    @property
+    def device(self) -> torch.device:
+        for _, value in self._tensor_items():
+            return value.device
+        raise AttributeError("no tensors")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for _, value in self._tensor_items():
+            return value.dtype
+        raise AttributeError("no tensors")
+
+    def __getitem__(self: Self, index: int | slice) -> Self:
+        """The object for one entry (or a slice) of the leading batch axis, e.g. one layer."""
+        if not self.batch_shape:
+            raise IndexError(
+                f"this {type(self).__name__} is not batched; there is nothing to index"
+            )
+        if isinstance(index, int) and not -self.batch_shape[0] <= index < self.batch_shape[0]:
+            raise IndexError(
+                f"index {index} is out of range for batch shape {tuple(self.batch_shape)}"
+            )
+        return self._replace_tensors(lambda t: t[index])
+
+    def __len__(self) -> int:
+        if not self.batch_shape:
+            raise TypeError(f"this {type(self).__name__} is not batched and has no len()")
+        return self.batch_shape[0]
+
+    def _as_rows(self, x: Tensor, d_model: int) -> Tensor:
+        """View ``x`` as ``[*batch, m, d_model]`` rows matching this object's batch shape."""
+        batch = self.batch_shape
+        if x.shape[-1] != d_model or x.shape[: len(batch)] != batch:
+            expected = (
+                "[*batch, d_model]"
+                if not batch
+                else f"[{', '.join(map(str, batch))}, ..., {d_model}]"
+            )
+            raise ValueError(
+                f"{type(self).__name__} with batch shape {tuple(batch)} expects activations of "
+                f"shape {expected} with d_model={d_model}, got {tuple(x.shape)}"
+            )
+        if not batch:
+            return x
+        return x.reshape(*batch, -1, d_model)
+
+
+class StrengthMixin(TensorDataclass):
+    """``strength`` handling shared by every intervention: 0 is the identity, 1 the fitted edit."""
+
+    strength: float
+    #: Strengths above this get a warning (the fitted map is defined up to 1); None: no limit.
+    STRENGTH_WARN_ABOVE: ClassVar[float | None] = 1.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.strength, int | float) and math.isfinite(self.strength)):
+            raise ValueError(f"strength must be a finite number, got {self.strength!r}")
+        if self.strength < 0:
+            raise ValueError(
+                f"strength must be >= 0, got {self.strength}; use .inverse() to move "
+                "activations the other way"
+            )
+
+    def with_strength(self: Self, strength: float) -> Self:
+        """Copy with another ``strength`` (0: identity, 1: the fitted edit)."""
+        limit = self.STRENGTH_WARN_ABOVE  # type: ignore[attr-defined]
+        if limit is not None and strength > limit:
+            warnings.warn(
+                f"strength={strength} > {limit} extrapolates beyond the fitted "
+                f"{type(self).__name__}; check the damage (KL) it causes on harmless prompts",
+                stacklevel=2,
+            )
+        return dataclasses.replace(self, strength=float(strength))  # type: ignore[type-var]

@@ -1,0 +1,222 @@
+"""Baselines in the same ``Tensor -> Tensor`` contract as ``GaussianOTMap``.
+
+- ``DirectionAblation``: project out the difference-of-means direction,
+  ``x - s·(x·r) r`` (Arditi et al., 2024, "Refusal in language models is mediated by a single
+  direction").
+- ``ActAdd``: add ``s·(m_t - m_s)``, the mean difference (Turner et al., 2023, activation
+  addition; Arditi et al. use it to induce refusal with the opposite sign, see ``inverse``).
+- ``PerNeuronOT``: independent 1-D Gaussian transport per coordinate,
+  ``m_t + (σ_t/σ_s)(x - m_s)`` (Rodriguez et al., 2024, Linear-AcT).
+
+``MeanShift`` (transport with ``A = I`` in the subspace) lives in ``ot_map``. Every class has
+``fit(source, target)`` on rows and ``from_stats`` on streamed statistics; ``source`` is the
+distribution to move away from (harmful) and ``target`` the one to reach (harmless).
+"""
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ._tensor_dataclass import StrengthMixin
+from ._validate import check_reg, check_rows, check_same_width, compute_dtype
+from .stats import GaussianStats
+
+
+def _stats_pair(source: Tensor, target: Tensor) -> tuple[GaussianStats, GaussianStats]:
+    source = check_rows(source, "source", min_rows=1)
+    target = check_rows(target, "target", min_rows=1)
+    check_same_width(source, target)
+    return GaussianStats.from_rows(source), GaussianStats.from_rows(target)
+
+
+def _fit_dtype(source: Tensor, target: Tensor) -> torch.dtype:
+    return compute_dtype(torch.promote_types(source.dtype, target.dtype))
+
+
+def _check_pair(source: GaussianStats, target: GaussianStats, min_count: int) -> None:
+    if source.d != target.d or source.batch_shape != target.batch_shape:
+        raise ValueError(
+            "source and target statistics must share d_model and batch shape; got "
+            f"{(*source.batch_shape, source.d)} and {(*target.batch_shape, target.d)}"
+        )
+    for name, stats in (("source", source), ("target", target)):
+        if stats.count < min_count:
+            raise ValueError(f"need at least {min_count} samples in {name}, got n={stats.count}")
+
+
+@dataclass(frozen=True, eq=False)
+class DirectionAblation(StrengthMixin):
+    """Remove the component along a unit direction: ``x - s·(x·r) r``.
+
+    Attributes:
+        direction: Unit direction ``r``, ``[*batch, d_model]``.
+        strength: 1 removes the component entirely, 0 is the identity.
+
+    Example:
+        >>> ab = DirectionAblation.fit(torch.randn(50, 4) + 1, torch.randn(60, 4))
+        >>> bool((ab(torch.randn(3, 4)) @ ab.direction).abs().max() < 1e-5)
+        True
+    """
+
+    direction: Float[Tensor, "*batch d_model"] = field(repr=False)
+    strength: float = 1.0
+    EVENT_DIMS: ClassVar[dict[str, int]] = {"direction": 1}
+
+    @classmethod
+    def fit(
+        cls, source: Float[Tensor, "*batch n d_model"], target: Float[Tensor, "*batch m d_model"]
+    ) -> "DirectionAblation":
+        """Direction of ``mean(source) - mean(target)`` (harmful minus harmless), normalised."""
+        return cls.from_stats(*_stats_pair(source, target), dtype=_fit_dtype(source, target))
+
+    @classmethod
+    def from_stats(
+        cls, source: GaussianStats, target: GaussianStats, *, dtype: torch.dtype = torch.float32
+    ) -> "DirectionAblation":
+        _check_pair(source, target, 1)
+        diff = source.mean - target.mean
+        norm = diff.norm(dim=-1, keepdim=True)
+        if bool((norm == 0).any()):
+            raise ValueError("source and target means are identical; there is no direction")
+        return cls(direction=(diff / norm).to(dtype))
+
+    @classmethod
+    def random(
+        cls, d_model: int, *, batch_shape: tuple[int, ...] = (), seed: int = 0
+    ) -> "DirectionAblation":
+        """Placebo: a uniformly random unit direction (same cost, no refusal information)."""
+        generator = torch.Generator().manual_seed(seed)
+        direction = torch.randn(*batch_shape, d_model, generator=generator)
+        return cls(direction=direction / direction.norm(dim=-1, keepdim=True))
+
+    def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        rows = self._as_rows(x, self.direction.shape[-1])
+        dtype = compute_dtype(x.dtype)
+        r = self.direction.to(dtype).unsqueeze(-2)
+        rows = rows.to(dtype)
+        out = rows - self.strength * (rows * r).sum(-1, keepdim=True) * r
+        return out.reshape(x.shape).to(x.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class ActAdd(StrengthMixin):
+    """Add the mean difference: ``x + s·(m_t - m_s)``.
+
+    Attributes:
+        vector: ``mean(target) - mean(source)``, ``[*batch, d_model]``.
+        strength: The coefficient ``s`` (any value >= 0; 1 moves the source mean onto the
+            target mean).
+    """
+
+    vector: Float[Tensor, "*batch d_model"] = field(repr=False)
+    strength: float = 1.0
+    EVENT_DIMS: ClassVar[dict[str, int]] = {"vector": 1}
+    STRENGTH_WARN_ABOVE: ClassVar[float | None] = None
+
+    @classmethod
+    def fit(
+        cls, source: Float[Tensor, "*batch n d_model"], target: Float[Tensor, "*batch m d_model"]
+    ) -> "ActAdd":
+        return cls.from_stats(*_stats_pair(source, target), dtype=_fit_dtype(source, target))
+
+    @classmethod
+    def from_stats(
+        cls, source: GaussianStats, target: GaussianStats, *, dtype: torch.dtype = torch.float32
+    ) -> "ActAdd":
+        _check_pair(source, target, 1)
+        return cls(vector=(target.mean - source.mean).to(dtype))
+
+    def inverse(self) -> "ActAdd":
+        """Subtract instead of add (moves target towards source, e.g. to induce refusal)."""
+        return ActAdd(vector=-self.vector, strength=self.strength)
+
+    def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        rows = self._as_rows(x, self.vector.shape[-1])
+        dtype = compute_dtype(x.dtype)
+        out = rows.to(dtype) + self.strength * self.vector.to(dtype).unsqueeze(-2)
+        return out.reshape(x.shape).to(x.dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class PerNeuronOT(StrengthMixin):
+    """Independent 1-D Gaussian transport of each coordinate: ``m_t + (σ_t/σ_s)(x - m_s)``.
+
+    Attributes:
+        mean_source: ``[*batch, d_model]``.
+        mean_target: ``[*batch, d_model]``.
+        scale: ``σ_t / σ_s`` per coordinate, ``[*batch, d_model]``.
+        strength: 0 is the identity, 1 the full map.
+        reg: Relative ridge added to the variances (times their mean).
+    """
+
+    mean_source: Float[Tensor, "*batch d_model"] = field(repr=False)
+    mean_target: Float[Tensor, "*batch d_model"] = field(repr=False)
+    scale: Float[Tensor, "*batch d_model"] = field(repr=False)
+    strength: float = 1.0
+    reg: float = 1e-3
+    EVENT_DIMS: ClassVar[dict[str, int]] = {"mean_source": 1, "mean_target": 1, "scale": 1}
+
+    @classmethod
+    def fit(
+        cls,
+        source: Float[Tensor, "*batch n d_model"],
+        target: Float[Tensor, "*batch m d_model"],
+        *,
+        reg: float = 1e-3,
+    ) -> "PerNeuronOT":
+        source = check_rows(source, "source")
+        target = check_rows(target, "target")
+        check_same_width(source, target)
+        return cls.from_stats(
+            GaussianStats.from_rows(source),
+            GaussianStats.from_rows(target),
+            reg=reg,
+            dtype=_fit_dtype(source, target),
+        )
+
+    @classmethod
+    def from_stats(
+        cls,
+        source: GaussianStats,
+        target: GaussianStats,
+        *,
+        reg: float = 1e-3,
+        dtype: torch.dtype = torch.float32,
+    ) -> "PerNeuronOT":
+        _check_pair(source, target, 2)
+        reg = check_reg(reg)
+
+        def variance(stats: GaussianStats) -> Tensor:
+            var = torch.diagonal(stats.cov, dim1=-2, dim2=-1)
+            return var + reg * var.mean(-1, keepdim=True)
+
+        scale = (variance(target) / variance(source)).sqrt()
+        if not bool(torch.isfinite(scale).all()):
+            raise ValueError(
+                f"PerNeuronOT fit produced non-finite scales (constant coordinates?); increase "
+                f"`reg` (currently {reg:g})"
+            )
+        fitted = cls(mean_source=source.mean, mean_target=target.mean, scale=scale, reg=reg)
+        return fitted.to(dtype=dtype)
+
+    def inverse(self) -> "PerNeuronOT":
+        return PerNeuronOT(
+            mean_source=self.mean_target,
+            mean_target=self.mean_source,
+            scale=1 / self.scale,
+            strength=self.strength,
+            reg=self.reg,
+        )
+
+    def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        rows = self._as_rows(x, self.scale.shape[-1])
+        dtype = compute_dtype(x.dtype)
+        m_s, m_t, scale = (
+            t.to(dtype).unsqueeze(-2) for t in (self.mean_source, self.mean_target, self.scale)
+        )
+        rows = rows.to(dtype)
+        moved = m_t + scale * (rows - m_s)
+        return (rows + self.strength * (moved - rows)).reshape(x.shape).to(x.dtype)

@@ -1,0 +1,352 @@
+"""The closed-form Gaussian optimal-transport map, applied inside a PCA subspace.
+
+Conventions (row vectors): PCA coordinates ``z = (x - μ) @ Vᵀ`` for a basis ``V`` of ``k``
+orthonormal rows. With source (harmful) and target (harmless) Gaussians ``N(m_s, S)`` and
+``N(m_t, C)`` fitted in those coordinates, the 2-Wasserstein-optimal map is
+
+    T(z) = m_t + (z - m_s) @ A,    A = S^{-1/2} (S^{1/2} C S^{1/2})^{1/2} S^{-1/2}
+
+(Knott & Smith, 1984; Peyré & Cuturi, 2019, remark 2.29); ``A`` is symmetric, so ``Aᵀ = A``.
+The edit is added back in the residual stream, ``x ↦ x + s·(T(z) - z) @ V``, so the orthogonal
+complement of the subspace is untouched and ``strength`` ``s`` moves along McCann's displacement
+interpolation (0: identity, 1: the full map). Covariances get a relative ridge,
+``S + reg·(tr S / k)·I``, because with a few hundred prompts ``n < k`` is normal and ``S`` is
+singular. The map is fitted for all layers at once (leading ``*batch`` dims, one batched
+``eigh``).
+
+POT's ``ot.gaussian.bures_wasserstein_mapping`` computes the same ``A`` in the full space for
+one pair of covariances in numpy; it is our test oracle. It does not batch over layers, work in
+a subspace of a torch activation, or fuse the map into the two small matmuls a hook needs, so
+that part is written here.
+"""
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number, symmetrize
+from ._tensor_dataclass import StrengthMixin, TensorDataclass
+from ._validate import check_n_components, check_reg, check_rows, check_same_width, compute_dtype
+from .pca import EigenMethod, PCABasis
+from .stats import GaussianStats
+
+BasisChoice = Literal["pca", "pca+mean_diff"]
+DEFAULT_REG = 1e-3
+
+
+def _check_stats_pair(source: GaussianStats, target: GaussianStats) -> None:
+    for name, stats in (("source_stats", source), ("target_stats", target)):
+        if not isinstance(stats, GaussianStats):
+            raise TypeError(f"{name} must be GaussianStats, got {type(stats).__name__}")
+        if stats.count < 2:
+            raise ValueError(
+                f"need at least 2 samples in {name} to estimate a covariance, got n={stats.count}"
+            )
+    if source.d != target.d or source.batch_shape != target.batch_shape:
+        raise ValueError(
+            "source and target statistics must share d_model and batch shape; got "
+            f"{(*source.batch_shape, source.d)} and {(*target.batch_shape, target.d)}"
+        )
+
+
+def _fit_basis(
+    source: GaussianStats,
+    target: GaussianStats,
+    n_components: int | None,
+    basis: "BasisChoice | PCABasis",
+    eigen_method: EigenMethod,
+) -> PCABasis:
+    if isinstance(basis, PCABasis):
+        if basis.d_model != source.d or basis.batch_shape != source.batch_shape:
+            raise ValueError(
+                f"the given basis has d_model={basis.d_model} and batch shape "
+                f"{tuple(basis.batch_shape)}; the statistics have d_model={source.d} and "
+                f"batch shape {tuple(source.batch_shape)}"
+            )
+        return basis.to(dtype=torch.float64)
+    pooled = source.merge(target)
+    if basis == "pca":
+        include = None
+    elif basis == "pca+mean_diff":
+        include = source.mean - target.mean
+    else:
+        raise ValueError(f"basis must be 'pca', 'pca+mean_diff' or a PCABasis, got {basis!r}")
+    return PCABasis.from_stats(pooled, n_components, include=include, method=eigen_method)
+
+
+def _regularize(cov: Tensor, reg: float) -> Tensor:
+    k = cov.shape[-1]
+    scale = torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1)[..., None, None]
+    return cov + reg * scale * torch.eye(k, dtype=cov.dtype, device=cov.device)
+
+
+@dataclass(frozen=True, eq=False)
+class OTDiagnostics(TensorDataclass):
+    """Per-layer health report of a fitted map (float64, shapes ``[*batch]``).
+
+    Attributes:
+        w2_mean: Mean part ``|m_s - m_t|²`` of the squared 2-Wasserstein distance.
+        w2_bures: Covariance (Bures) part of the squared 2-Wasserstein distance.
+        explained_variance_ratio: Share of the pooled variance that the subspace keeps.
+        condition_source: Condition number of the (regularised) source covariance.
+        condition_target: Condition number of the (regularised) target covariance.
+        max_stretch: Largest eigenvalue of ``A``: how much the map stretches any direction.
+        min_stretch: Smallest eigenvalue of ``A``.
+        transport_residual: ``‖A S A - C‖_F / ‖C‖_F``; near 0 when the map is exact.
+    """
+
+    w2_mean: Tensor
+    w2_bures: Tensor
+    explained_variance_ratio: Tensor
+    condition_source: Tensor
+    condition_target: Tensor
+    max_stretch: Tensor
+    min_stretch: Tensor
+    transport_residual: Tensor
+    EVENT_DIMS: ClassVar[dict[str, int]] = dict.fromkeys(
+        (
+            "w2_mean", "w2_bures", "explained_variance_ratio", "condition_source",
+            "condition_target", "max_stretch", "min_stretch", "transport_residual",
+        ),
+        0,
+    )  # fmt: skip
+
+    @property
+    def w2(self) -> Tensor:
+        """Squared 2-Wasserstein distance between the two Gaussians in the subspace."""
+        return self.w2_mean + self.w2_bures
+
+    def to_dict(self) -> dict[str, float | list[float]]:
+        """Plain floats (or per-layer lists), for JSON reports and DataFrames."""
+        out: dict[str, float | list[float]] = {"w2": self.w2.tolist()}
+        for name, value in self._tensor_items():
+            assert isinstance(value, Tensor)
+            out[name] = value.tolist()
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianOTMap(StrengthMixin):
+    """Closed-form 2-Wasserstein map between Gaussian fits of two activation sets, in a subspace.
+
+    See the module docstring for the formula. Call it on ``[*batch, d_model]`` activations; a map
+    fitted for ``L`` layers at once has batch shape ``[L]``, applies to ``[L, ..., d_model]``
+    (layer ``i``'s map to ``x[i]``), and ``maps[i]`` is layer ``i``'s map.
+
+    Attributes:
+        basis: PCA subspace the map acts in.
+        mean_source: Source mean in PCA coordinates, ``[*batch, k]``.
+        mean_target: Target mean in PCA coordinates, ``[*batch, k]``.
+        cov_source: Regularised source covariance in PCA coordinates, ``[*batch, k, k]``.
+        cov_target: Regularised target covariance in PCA coordinates, ``[*batch, k, k]``.
+        matrix: Symmetric p.s.d. transport matrix ``A``, ``[*batch, k, k]``.
+        strength: 0 leaves activations unchanged, 1 applies the full map.
+        reg: Relative ridge that was added to both covariances.
+        basis_method: How the subspace was chosen ("pca", "pca+mean_diff" or "given").
+
+    Example:
+        >>> src, tgt = torch.randn(200, 8) + 2, torch.randn(300, 8) * 0.5
+        >>> ot = GaussianOTMap.fit(src, tgt, n_components=4)
+        >>> ot(src).shape, ot.with_strength(0.0)(src).equal(src)
+        (torch.Size([200, 8]), True)
+    """
+
+    basis: PCABasis
+    mean_source: Float[Tensor, "*batch k"] = field(repr=False)
+    mean_target: Float[Tensor, "*batch k"] = field(repr=False)
+    cov_source: Float[Tensor, "*batch k k"] = field(repr=False)
+    cov_target: Float[Tensor, "*batch k k"] = field(repr=False)
+    matrix: Float[Tensor, "*batch k k"] = field(repr=False)
+    strength: float = 1.0
+    reg: float = DEFAULT_REG
+    basis_method: str = "pca"
+
+    EVENT_DIMS: ClassVar[dict[str, int]] = {
+        "mean_source": 1, "mean_target": 1, "cov_source": 2, "cov_target": 2, "matrix": 2,
+    }  # fmt: skip
+
+    @staticmethod
+    def _linear_part(cov_source: Tensor, cov_target: Tensor) -> Tensor:
+        return bures_ot_matrix(cov_source, cov_target)
+
+    @classmethod
+    def fit(
+        cls,
+        source: Float[Tensor, "*batch n d_model"],
+        target: Float[Tensor, "*batch m d_model"],
+        *,
+        n_components: int | None,
+        reg: float = DEFAULT_REG,
+        basis: "BasisChoice | PCABasis" = "pca",
+        eigen_method: EigenMethod = "auto",
+    ) -> "GaussianOTMap":
+        """Fit the map that moves ``source`` rows (harmful) onto ``target`` rows (harmless).
+
+        Args:
+            source: Activations to move, ``[*batch, n, d_model]`` (``*batch``: e.g. layers).
+            target: Activations whose distribution to reach, ``[*batch, m, d_model]``.
+            n_components: Subspace size ``k``; ``None`` (or ``d_model``) for the full space.
+            reg: Relative ridge on both covariances (``0`` for none).
+            basis: "pca" (top-k directions of the pooled data), "pca+mean_diff" (the normalised
+                difference of means first, then the top-(k-1) of the rest), or a ``PCABasis``.
+            eigen_method: How to find the top-k directions ("auto", "exact", "randomized").
+
+        Returns:
+            The fitted map, stored in float64 if the inputs are float64, else float32.
+
+        Raises:
+            ValueError: on mismatched shapes, too few rows, non-finite or integer inputs, an
+                out-of-range ``n_components``, or a fit that produced non-finite values.
+        """
+        source = check_rows(source, "source")
+        target = check_rows(target, "target")
+        check_same_width(source, target)
+        return cls.from_stats(
+            GaussianStats.from_rows(source),
+            GaussianStats.from_rows(target),
+            n_components=n_components,
+            reg=reg,
+            basis=basis,
+            eigen_method=eigen_method,
+            dtype=compute_dtype(torch.promote_types(source.dtype, target.dtype)),
+        )
+
+    @classmethod
+    def from_stats(
+        cls,
+        source_stats: GaussianStats,
+        target_stats: GaussianStats,
+        *,
+        n_components: int | None,
+        reg: float = DEFAULT_REG,
+        basis: "BasisChoice | PCABasis" = "pca",
+        eigen_method: EigenMethod = "auto",
+        dtype: torch.dtype = torch.float32,
+    ) -> "GaussianOTMap":
+        """Fit from streamed statistics (same arguments as ``fit``); computed in float64."""
+        _check_stats_pair(source_stats, target_stats)
+        check_n_components(n_components, source_stats.d)
+        reg = check_reg(reg)
+        failure = ValueError(
+            f"{cls.__name__} fit produced non-finite values; increase `reg` (currently "
+            f"{reg:g}) or lower `n_components`, and check the activations' scale"
+        )
+        for stats in (source_stats, target_stats):
+            if not bool(torch.isfinite(stats.scatter).all()):
+                raise failure
+        try:
+            pca = _fit_basis(source_stats, target_stats, n_components, basis, eigen_method)
+            v = pca.components
+
+            def project(stats: GaussianStats) -> tuple[Tensor, Tensor]:
+                mean = ((stats.mean - pca.mean).unsqueeze(-2) @ v.mT).squeeze(-2)
+                return mean, _regularize(symmetrize(v @ stats.cov @ v.mT), reg)
+
+            mean_s, cov_s = project(source_stats)
+            mean_t, cov_t = project(target_stats)
+            matrix = cls._linear_part(cov_s, cov_t)
+        except torch.linalg.LinAlgError as err:
+            raise failure from err
+        if not bool(torch.isfinite(matrix).all()):
+            raise failure
+        fitted = cls(
+            basis=pca,
+            mean_source=mean_s,
+            mean_target=mean_t,
+            cov_source=cov_s,
+            cov_target=cov_t,
+            matrix=matrix,
+            reg=reg,
+            basis_method=basis if isinstance(basis, str) else "given",
+        )
+        return fitted.to(dtype=dtype)
+
+    @property
+    def n_components(self) -> int:
+        return self.basis.n_components
+
+    @property
+    def d_model(self) -> int:
+        return self.basis.d_model
+
+    @cached_property
+    def _fused(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(W_in [d,k], bias [k], V [k,d])`` with ``edit(x) = (x @ W_in + bias) @ V``.
+
+        Expands ``s·((z - m_s) @ (A - I) + m_t - m_s) @ V`` with ``z = (x - μ) @ Vᵀ``, so a hook
+        costs two thin matmuls per position.
+        """
+        v = self.basis.components
+        eye = torch.eye(self.n_components, dtype=v.dtype, device=v.device)
+        shift = self.strength * (self.matrix - eye)
+        w_in = v.mT @ shift
+        centre = self.basis.mean.unsqueeze(-2) @ w_in + self.mean_source.unsqueeze(-2) @ shift
+        bias = self.strength * (self.mean_target - self.mean_source) - centre.squeeze(-2)
+        return w_in, bias, v
+
+    def edit(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        """The displacement ``map(x) - x``, in the compute dtype (float64 only for float64 x)."""
+        rows = self._as_rows(x, self.d_model)
+        dtype = compute_dtype(x.dtype)
+        w_in, bias, v = (t.to(dtype) for t in self._fused)
+        delta = (rows.to(dtype) @ w_in + bias.unsqueeze(-2)) @ v
+        return delta.reshape(x.shape)
+
+    def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        """Transported activations, a new tensor in ``x``'s dtype and device."""
+        if self.strength == 0:
+            return x.clone()
+        return (x.to(compute_dtype(x.dtype)) + self.edit(x)).to(x.dtype)
+
+    def inverse(self) -> "GaussianOTMap":
+        """The map from target back to source (same subspace; e.g. to induce refusal)."""
+        matrix = self._linear_part(
+            self.cov_target.to(torch.float64), self.cov_source.to(torch.float64)
+        )
+        return type(self)(
+            basis=self.basis,
+            mean_source=self.mean_target,
+            mean_target=self.mean_source,
+            cov_source=self.cov_target,
+            cov_target=self.cov_source,
+            matrix=matrix.to(self.matrix.dtype),
+            strength=self.strength,
+            reg=self.reg,
+            basis_method=self.basis_method,
+        )
+
+    def diagnostics(self) -> OTDiagnostics:
+        """Distances, variance kept, conditioning and exactness of the fit, per layer."""
+        f64 = self.to(dtype=torch.float64)
+        a, s, c = f64.matrix, f64.cov_source, f64.cov_target
+        eig_a = torch.linalg.eigvalsh(a)
+        residual = torch.linalg.matrix_norm(a @ s @ a - c) / torch.linalg.matrix_norm(c)
+        return OTDiagnostics(
+            w2_mean=(f64.mean_source - f64.mean_target).square().sum(-1),
+            w2_bures=bures_distance_squared(s, c),
+            explained_variance_ratio=f64.basis.explained_variance_ratio,
+            condition_source=condition_number(s),
+            condition_target=condition_number(c),
+            max_stretch=eig_a[..., -1],
+            min_stretch=eig_a[..., 0],
+            transport_residual=residual,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class MeanShift(GaussianOTMap):
+    """Transport with the identity as linear part: translate the subspace mean, ``A = I``.
+
+    The ablation that shows what the covariance part of ``GaussianOTMap`` adds. Its fields are
+    those of ``GaussianOTMap`` (with ``matrix`` the identity), so every tool treats both alike.
+    """
+
+    @staticmethod
+    def _linear_part(cov_source: Tensor, cov_target: Tensor) -> Tensor:
+        k = cov_source.shape[-1]
+        eye = torch.eye(k, dtype=cov_source.dtype, device=cov_source.device)
+        return eye.expand(cov_source.shape).clone()

@@ -1,0 +1,153 @@
+"""Streaming Gaussian statistics: mean and covariance of activation rows, never the rows.
+
+Rows arrive in batches of ``[*batch, n, d]`` (``*batch`` is typically the layer axis, so one
+forward pass updates every layer's statistics together). Each batch is folded in with the
+pairwise update of Chan, Golub & LeVeque (1979): the batch's own centred scatter matrix is
+added with one ``baddbmm`` (the O(n·d²) product no covariance estimate can skip), plus a
+rank-one correction for the shift of the mean. Everything accumulates in float64, so the
+result does not depend on how the rows were chunked, and two accumulators ``merge`` exactly —
+the same rule combines shards from several processes.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ._validate import check_finite, check_float_tensor
+
+
+class GaussianStats:
+    """Running count, mean and scatter matrix of ``d``-dimensional rows, batched over ``*batch``.
+
+    Example:
+        >>> stats = GaussianStats(3)
+        >>> stats.update(torch.randn(10, 3)); stats.update(torch.randn(5, 3))
+        >>> stats.count, tuple(stats.cov.shape)
+        (15, (3, 3))
+    """
+
+    def __init__(
+        self,
+        d: int,
+        *,
+        batch_shape: Sequence[int] = (),
+        device: torch.device | str | None = None,
+    ) -> None:
+        if d < 1:
+            raise ValueError(f"d must be >= 1, got {d}")
+        self.d = d
+        self.batch_shape = torch.Size(batch_shape)
+        self.count = 0
+        self._mean = torch.zeros(*self.batch_shape, d, dtype=torch.float64, device=device)
+        self._scatter = torch.zeros(*self.batch_shape, d, d, dtype=torch.float64, device=device)
+
+    @classmethod
+    def from_rows(cls, rows: Float[Tensor, "*batch n d"]) -> "GaussianStats":
+        """Statistics of one block of rows."""
+        rows = check_float_tensor(rows, "rows")
+        if rows.ndim < 2:
+            raise ValueError(f"rows must have shape [*batch, n, d], got {tuple(rows.shape)}")
+        stats = cls(rows.shape[-1], batch_shape=rows.shape[:-2], device=rows.device)
+        stats.update(rows)
+        return stats
+
+    @property
+    def device(self) -> torch.device:
+        return self._mean.device
+
+    def update(self, rows: Float[Tensor, "*batch n d"]) -> None:
+        """Fold in a block of rows (any float dtype; accumulated in float64 on ``self.device``)."""
+        rows = check_float_tensor(rows, "rows")
+        expected = (*self.batch_shape, rows.shape[-2] if rows.ndim >= 2 else -1, self.d)
+        if rows.ndim < 2 or rows.shape[:-2] != self.batch_shape or rows.shape[-1] != self.d:
+            raise ValueError(
+                f"rows must have shape [*batch, n, d] = {expected}, got {tuple(rows.shape)}"
+            )
+        n_new = rows.shape[-2]
+        if n_new == 0:
+            return
+        check_finite(rows, "rows")
+        rows = rows.to(device=self.device, dtype=torch.float64)
+        mean_new = rows.mean(dim=-2)
+        centred = (rows - mean_new.unsqueeze(-2)).reshape(-1, n_new, self.d)
+        scatter = self._scatter.view(-1, self.d, self.d)
+        scatter.baddbmm_(centred.mT, centred)
+        self._fold_mean(n_new, mean_new)
+
+    def _fold_mean(self, n_new: int, mean_new: Tensor) -> None:
+        total = self.count + n_new
+        delta = mean_new - self._mean
+        weight = self.count * n_new / total
+        self._scatter += weight * delta.unsqueeze(-1) * delta.unsqueeze(-2)
+        self._mean += delta * (n_new / total)
+        self.count = total
+
+    def merge(self, other: "GaussianStats") -> "GaussianStats":
+        """Statistics of the union of both row sets (exact; neither input is modified)."""
+        if not isinstance(other, GaussianStats):
+            raise TypeError(f"can only merge GaussianStats, got {type(other).__name__}")
+        if other.d != self.d or other.batch_shape != self.batch_shape:
+            raise ValueError(
+                "cannot merge statistics of different shapes: "
+                f"{(*self.batch_shape, self.d)} and {(*other.batch_shape, other.d)}"
+            )
+        merged = self.clone()
+        if other.count == 0:
+            return merged
+        merged._scatter += other._scatter.to(merged.device)
+        merged._fold_mean(other.count, other._mean.to(merged.device))
+        return merged
+
+    def clone(self) -> "GaussianStats":
+        copy = GaussianStats(self.d, batch_shape=self.batch_shape, device=self.device)
+        copy.count = self.count
+        copy._mean = self._mean.clone()
+        copy._scatter = self._scatter.clone()
+        return copy
+
+    def to(self, device: torch.device | str) -> "GaussianStats":
+        copy = self.clone()
+        copy._mean = copy._mean.to(device)
+        copy._scatter = copy._scatter.to(device)
+        return copy
+
+    def __getitem__(self, index: int | slice) -> "GaussianStats":
+        """Statistics of one element (or a slice) of the leading batch axis, e.g. one layer."""
+        if not self.batch_shape:
+            raise IndexError("these statistics have no batch dimension to index")
+        mean = self._mean[index]
+        copy = GaussianStats(self.d, batch_shape=mean.shape[:-1], device=self.device)
+        copy.count = self.count
+        copy._mean = mean.clone()
+        copy._scatter = self._scatter[index].clone()
+        return copy
+
+    def _require(self, minimum: int, what: str) -> None:
+        if self.count < minimum:
+            raise ValueError(
+                f"need at least {minimum} rows to compute the {what}, got count={self.count}"
+            )
+
+    @property
+    def mean(self) -> Float[Tensor, "*batch d"]:
+        """Sample mean, float64."""
+        self._require(1, "mean")
+        return self._mean.clone()
+
+    @property
+    def scatter(self) -> Float[Tensor, "*batch d d"]:
+        """Sum of centred outer products ``Σ (x - mean)(x - mean)ᵀ``, float64."""
+        return self._scatter.clone()
+
+    @property
+    def cov(self) -> Float[Tensor, "*batch d d"]:
+        """Unbiased sample covariance (divides by ``count - 1``), float64."""
+        self._require(2, "covariance")
+        return self._scatter / (self.count - 1)
+
+    def __repr__(self) -> str:
+        return (
+            f"GaussianStats(d={self.d}, batch_shape={tuple(self.batch_shape)}, count={self.count})"
+        )
