@@ -161,3 +161,35 @@ def test_dtype_and_device_contract() -> None:
     assert torch.equal(x, x_before)  # never in place
     moved = ot_map.to("cpu", dtype=torch.float64)
     assert moved.basis.components.dtype == torch.float64 and moved.strength == ot_map.strength
+
+
+@pytest.mark.parametrize("basis", ["pca", "pca+mean_diff"])
+def test_rows_route_equals_covariance_route_when_exact(basis: str) -> None:
+    source, target = _pair(d=40, n=12)  # n + m <= d: the Gram matrix gives the exact top-k
+    via_rows = GaussianOTMap.fit(source, target, n_components=6, route="rows", basis=basis)
+    via_cov = GaussianOTMap.fit(source, target, n_components=6, route="covariance", basis=basis)
+    x = torch.randn(9, 40, dtype=torch.float64)
+    torch.testing.assert_close(via_rows(x), via_cov(x), rtol=1e-8, atol=1e-8)
+
+
+def test_rows_route_randomized_matches_covariance_route_closely() -> None:
+    d = 512
+    scales = 1 / torch.arange(1, d + 1, dtype=torch.float64).sqrt()
+    source = torch.randn(600, d, dtype=torch.float64) * scales + 0.05
+    target = torch.randn(700, d, dtype=torch.float64) * scales * 1.3
+    fast = GaussianOTMap.fit(source, target, n_components=32, route="rows")
+    exact = GaussianOTMap.fit(
+        source, target, n_components=32, route="covariance", eigen_method="exact"
+    )
+    kept_fast = fast.basis.explained_variance.sum()
+    assert kept_fast / exact.basis.explained_variance.sum() > 0.99
+
+
+def test_stats_project_equals_statistics_of_projected_rows() -> None:
+    rows = torch.randn(50, 8, dtype=torch.float64) + 3
+    components = torch.linalg.qr(torch.randn(8, 3, dtype=torch.float64)).Q.mT
+    centre = torch.randn(8, dtype=torch.float64)
+    projected = GaussianStats.from_rows(rows).project(components, centre)
+    direct = GaussianStats.from_rows((rows - centre) @ components.mT)
+    torch.testing.assert_close(projected.mean, direct.mean)
+    torch.testing.assert_close(projected.cov, direct.cov)

@@ -72,3 +72,17 @@ def test_index_out_of_range() -> None:
     ot_map = GaussianOTMap.fit(torch.randn(2, 10, 4), torch.randn(2, 10, 4), n_components=2)
     with pytest.raises(IndexError, match="out of range"):
         ot_map[2]
+
+
+def test_rows_route_needs_more_rows_than_components() -> None:
+    with pytest.raises(ValueError, match=r"rows route needs n_components < n.*route='covariance'"):
+        GaussianOTMap.fit(torch.randn(3, 40), torch.randn(3, 40), n_components=8, route="rows")
+    # "auto" falls back to the covariance route instead.
+    assert (
+        GaussianOTMap.fit(torch.randn(3, 40), torch.randn(3, 40), n_components=8).n_components == 8
+    )
+
+
+def test_unknown_route() -> None:
+    with pytest.raises(ValueError, match="route must be"):
+        _fit(torch.randn(10, 4), torch.randn(10, 4), route="fast")

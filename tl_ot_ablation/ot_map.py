@@ -28,13 +28,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number, symmetrize
+from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number
 from ._tensor_dataclass import StrengthMixin, TensorDataclass
 from ._validate import check_n_components, check_reg, check_rows, check_same_width, compute_dtype
 from .pca import EigenMethod, PCABasis
 from .stats import GaussianStats
 
 BasisChoice = Literal["pca", "pca+mean_diff"]
+Route = Literal["auto", "covariance", "rows"]
 DEFAULT_REG = 1e-3
 
 
@@ -68,14 +69,24 @@ def _fit_basis(
                 f"batch shape {tuple(source.batch_shape)}"
             )
         return basis.to(dtype=torch.float64)
+    include = _basis_include(basis, source.mean, target.mean)
     pooled = source.merge(target)
-    if basis == "pca":
-        include = None
-    elif basis == "pca+mean_diff":
-        include = source.mean - target.mean
-    else:
-        raise ValueError(f"basis must be 'pca', 'pca+mean_diff' or a PCABasis, got {basis!r}")
     return PCABasis.from_stats(pooled, n_components, include=include, method=eigen_method)
+
+
+def _basis_include(basis: "BasisChoice", mean_source: Tensor, mean_target: Tensor) -> Tensor | None:
+    if basis == "pca":
+        return None
+    if basis == "pca+mean_diff":
+        return mean_source - mean_target
+    raise ValueError(f"basis must be 'pca', 'pca+mean_diff' or a PCABasis, got {basis!r}")
+
+
+def _non_finite_fit(cls: type, reg: float) -> ValueError:
+    return ValueError(
+        f"{cls.__name__} fit produced non-finite values; increase `reg` (currently {reg:g}) "
+        "or lower `n_components`, and check the activations' scale"
+    )
 
 
 def _regularize(cov: Tensor, reg: float) -> Tensor:
@@ -183,6 +194,7 @@ class GaussianOTMap(StrengthMixin):
         reg: float = DEFAULT_REG,
         basis: "BasisChoice | PCABasis" = "pca",
         eigen_method: EigenMethod = "auto",
+        route: Route = "auto",
     ) -> "GaussianOTMap":
         """Fit the map that moves ``source`` rows (harmful) onto ``target`` rows (harmless).
 
@@ -194,6 +206,11 @@ class GaussianOTMap(StrengthMixin):
             basis: "pca" (top-k directions of the pooled data), "pca+mean_diff" (the normalised
                 difference of means first, then the top-(k-1) of the rest), or a ``PCABasis``.
             eigen_method: How to find the top-k directions ("auto", "exact", "randomized").
+            route: "covariance" streams the rows into ``d × d`` float64 statistics
+                (``GaussianStats``); "rows" finds the PCA basis from the pooled rows' smaller
+                Gram matrix (``(n+m) × (n+m)`` when ``n + m ≤ d``: no ``d × d`` matrix at all),
+                then the moments of the ``k``-dim coordinates. "auto" takes "rows" exactly
+                when ``k < n + m ≤ d``.
 
         Returns:
             The fitted map, stored in float64 if the inputs are float64, else float32.
@@ -205,14 +222,40 @@ class GaussianOTMap(StrengthMixin):
         source = check_rows(source, "source")
         target = check_rows(target, "target")
         check_same_width(source, target)
-        return cls.from_stats(
-            GaussianStats.from_rows(source),
-            GaussianStats.from_rows(target),
-            n_components=n_components,
+        d = source.shape[-1]
+        k = check_n_components(n_components, d)
+        n_pooled = source.shape[-2] + target.shape[-2]
+        dtype = compute_dtype(torch.promote_types(source.dtype, target.dtype))
+        if route == "auto":
+            gram_is_smaller = k < n_pooled <= d
+            route = "rows" if gram_is_smaller and not isinstance(basis, PCABasis) else "covariance"
+        if route == "covariance":
+            return cls.from_stats(
+                GaussianStats.from_rows(source),
+                GaussianStats.from_rows(target),
+                n_components=k,
+                reg=reg,
+                basis=basis,
+                eigen_method=eigen_method,
+                dtype=dtype,
+            )
+        if route != "rows":
+            raise ValueError(f"route must be 'auto', 'covariance' or 'rows', got {route!r}")
+        reg = check_reg(reg)
+        source, target = source.to(dtype), target.to(dtype)
+        if isinstance(basis, PCABasis):
+            pca = basis.to(dtype=dtype)
+        else:
+            include = _basis_include(basis, source.mean(-2), target.mean(-2))
+            pooled = torch.cat([source, target], dim=-2)
+            pca = PCABasis.from_rows(pooled, k, include=include, method=eigen_method)
+        return cls._from_subspace_stats(
+            pca,
+            GaussianStats.from_rows(pca.project(source)),
+            GaussianStats.from_rows(pca.project(target)),
             reg=reg,
-            basis=basis,
-            eigen_method=eigen_method,
-            dtype=compute_dtype(torch.promote_types(source.dtype, target.dtype)),
+            basis_method=basis if isinstance(basis, str) else "given",
+            dtype=dtype,
         )
 
     @classmethod
@@ -231,37 +274,52 @@ class GaussianOTMap(StrengthMixin):
         _check_stats_pair(source_stats, target_stats)
         check_n_components(n_components, source_stats.d)
         reg = check_reg(reg)
-        failure = ValueError(
-            f"{cls.__name__} fit produced non-finite values; increase `reg` (currently "
-            f"{reg:g}) or lower `n_components`, and check the activations' scale"
-        )
         for stats in (source_stats, target_stats):
-            if not bool(torch.isfinite(stats.scatter).all()):
-                raise failure
+            # |S_ij| <= sqrt(S_ii S_jj): an overflow anywhere shows on the diagonal (O(d) check).
+            if not bool(torch.isfinite(torch.diagonal(stats._scatter, dim1=-2, dim2=-1)).all()):
+                raise _non_finite_fit(cls, reg)
         try:
             pca = _fit_basis(source_stats, target_stats, n_components, basis, eigen_method)
-            v = pca.components
+        except torch.linalg.LinAlgError as err:
+            raise _non_finite_fit(cls, reg) from err
+        return cls._from_subspace_stats(
+            pca,
+            source_stats.project(pca.components, pca.mean),
+            target_stats.project(pca.components, pca.mean),
+            reg=reg,
+            basis_method=basis if isinstance(basis, str) else "given",
+            dtype=dtype,
+        )
 
-            def project(stats: GaussianStats) -> tuple[Tensor, Tensor]:
-                mean = ((stats.mean - pca.mean).unsqueeze(-2) @ v.mT).squeeze(-2)
-                return mean, _regularize(symmetrize(v @ stats.cov @ v.mT), reg)
-
-            mean_s, cov_s = project(source_stats)
-            mean_t, cov_t = project(target_stats)
+    @classmethod
+    def _from_subspace_stats(
+        cls,
+        pca: PCABasis,
+        source: GaussianStats,
+        target: GaussianStats,
+        *,
+        reg: float,
+        basis_method: str,
+        dtype: torch.dtype,
+    ) -> "GaussianOTMap":
+        """The map from the Gaussians' moments in PCA coordinates (computed in float64)."""
+        cov_s = _regularize(source.cov, reg)
+        cov_t = _regularize(target.cov, reg)
+        try:
             matrix = cls._linear_part(cov_s, cov_t)
         except torch.linalg.LinAlgError as err:
-            raise failure from err
+            raise _non_finite_fit(cls, reg) from err
         if not bool(torch.isfinite(matrix).all()):
-            raise failure
+            raise _non_finite_fit(cls, reg)
         fitted = cls(
-            basis=pca,
-            mean_source=mean_s,
-            mean_target=mean_t,
+            basis=pca.to(dtype=torch.float64),
+            mean_source=source.mean,
+            mean_target=target.mean,
             cov_source=cov_s,
             cov_target=cov_t,
             matrix=matrix,
             reg=reg,
-            basis_method=basis if isinstance(basis, str) else "given",
+            basis_method=basis_method,
         )
         return fitted.to(dtype=dtype)
 

@@ -4,9 +4,10 @@ Rows arrive in batches of ``[*batch, n, d]`` (``*batch`` is typically the layer 
 forward pass updates every layer's statistics together). Each batch is folded in with the
 pairwise update of Chan, Golub & LeVeque (1979): the batch's own centred scatter matrix is
 added with one ``baddbmm`` (the O(n·d²) product no covariance estimate can skip), plus a
-rank-one correction for the shift of the mean. Everything accumulates in float64, so the
-result does not depend on how the rows were chunked, and two accumulators ``merge`` exactly —
-the same rule combines shards from several processes.
+rank-one correction for the shift of the mean. Means and scatter matrices accumulate in
+float64 (the per-batch product runs in float32 for float32 or half-precision rows, on rows
+already centred), so the result does not depend on how the rows were chunked, and two
+accumulators ``merge`` exactly — the same rule combines shards from several processes.
 """
 
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._validate import check_finite, check_float_tensor
+from ._validate import check_finite, check_float_tensor, compute_dtype
 
 
 class GaussianStats:
@@ -68,19 +69,43 @@ class GaussianStats:
         n_new = rows.shape[-2]
         if n_new == 0:
             return
-        check_finite(rows, "rows")
-        rows = rows.to(device=self.device, dtype=torch.float64)
-        mean_new = rows.mean(dim=-2)
-        centred = (rows - mean_new.unsqueeze(-2)).reshape(-1, n_new, self.d)
+        rows = rows.to(self.device)
+        # The O(n·d²) product runs in the rows' compute dtype (float32 unless the rows are
+        # float64) on rows centred first, and is added to the float64 accumulator: float32
+        # products then lose nothing that matters next to the sampling noise, at ~2.5x the speed.
+        dtype = compute_dtype(rows.dtype)
+        shift = rows.mean(dim=-2, dtype=dtype)
+        centred = rows - shift.unsqueeze(-2)
+        residual = centred.mean(dim=-2)  # what rounding left of the mean: tiny, exact in float64
+        mean_new = shift.double() + residual.double()
+        if not bool(torch.isfinite(mean_new).all()):  # NaN/inf in any row reaches its mean
+            check_finite(rows, "rows")
+        centred = centred.reshape(-1, n_new, self.d)
         scatter = self._scatter.view(-1, self.d, self.d)
-        scatter.baddbmm_(centred.mT, centred)
-        self._fold_mean(n_new, mean_new)
+        if dtype == torch.float64:
+            scatter.baddbmm_(centred.mT, centred)
+        else:
+            scatter += torch.bmm(centred.mT, centred)
+        # Σ(x - m)(x - m)ᵀ = Cᵀ C - n r rᵀ, r the residual mean of the centred rows C.
+        self._fold_mean(n_new, mean_new, extra=(float(-n_new), residual.double()))
 
-    def _fold_mean(self, n_new: int, mean_new: Tensor) -> None:
+    def _fold_mean(
+        self, n_new: int, mean_new: Tensor, extra: tuple[float, Tensor] | None = None
+    ) -> None:
+        """Merge in the mean of ``n_new`` rows whose scatter was already added.
+
+        Adds Chan's correction ``(n·n_new / total) δ δᵀ`` for the shift ``δ`` between the means
+        (and the optional rank-one term ``extra = (weight, u)``) in one pass over the matrix.
+        """
         total = self.count + n_new
         delta = mean_new - self._mean
-        weight = self.count * n_new / total
-        self._scatter += weight * delta.unsqueeze(-1) * delta.unsqueeze(-2)
+        terms = [(self.count * n_new / total, delta)] if self.count else []
+        if extra is not None:
+            terms.append(extra)
+        if terms:
+            left = torch.stack([u for _, u in terms], dim=-1).reshape(-1, self.d, len(terms))
+            right = torch.stack([w * u for w, u in terms], dim=-2).reshape(-1, len(terms), self.d)
+            self._scatter.view(-1, self.d, self.d).baddbmm_(left, right)
         self._mean += delta * (n_new / total)
         self.count = total
 
@@ -99,6 +124,21 @@ class GaussianStats:
         merged._scatter += other._scatter.to(merged.device)
         merged._fold_mean(other.count, other._mean.to(merged.device))
         return merged
+
+    def project(
+        self, components: Float[Tensor, "*batch k d"], centre: Float[Tensor, "*batch d"]
+    ) -> "GaussianStats":
+        """Exact statistics of the coordinates ``(x - centre) @ components.mT`` of the rows."""
+        components = components.to(device=self.device, dtype=torch.float64)
+        centre = centre.to(device=self.device, dtype=torch.float64)
+        projected = GaussianStats(
+            components.shape[-2], batch_shape=self.batch_shape, device=self.device
+        )
+        projected.count = self.count
+        projected._mean = ((self._mean - centre).unsqueeze(-2) @ components.mT).squeeze(-2)
+        scatter = components @ self._scatter @ components.mT
+        projected._scatter = (scatter + scatter.mT) / 2
+        return projected
 
     def clone(self) -> "GaussianStats":
         copy = GaussianStats(self.d, batch_shape=self.batch_shape, device=self.device)
