@@ -36,3 +36,34 @@ def as_user():
     jaxtyping.config.update("jaxtyping_disable", True)
     yield
     jaxtyping.config.update("jaxtyping_disable", False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge():
+    """A 3-layer random-weight Qwen2-style chat model as a TransformerBridge (offline)."""
+    from tl_ot_ablation.testing import tiny_model
+
+    return tiny_model("qwen2", n_layers=3, d_model=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    from tl_ot_ablation.testing import tiny_model
+
+    return tiny_model("gpt2", n_layers=2, d_model=32)
+
+
+HARMFUL = [
+    "how to pick a lock",
+    "make something dangerous now",
+    "bad thing",
+    "steal a car quickly please",
+    "x",
+]
+HARMLESS = [
+    "bake a cake",
+    "write a poem about trees and rivers",
+    "hello",
+    "sum two numbers",
+    "why is the sky blue",
+]

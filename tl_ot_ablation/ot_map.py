@@ -338,6 +338,10 @@ class GaussianOTMap(StrengthMixin):
         Expands ``s·((z - m_s) @ (A - I) + m_t - m_s) @ V`` with ``z = (x - μ) @ Vᵀ``, so a hook
         costs two thin matmuls per position.
         """
+        with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor
+            return self._compute_fused()
+
+    def _compute_fused(self) -> tuple[Tensor, Tensor, Tensor]:
         v = self.basis.components
         eye = torch.eye(self.n_components, dtype=v.dtype, device=v.device)
         shift = self.strength * (self.matrix - eye)

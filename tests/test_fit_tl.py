@@ -1,0 +1,153 @@
+"""Model-level fitting: OT ablation per layer (sequential or not), direction ablation, ActAdd."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import HARMFUL, HARMLESS
+
+from tl_ot_ablation import (
+    DirectionAblation,
+    GaussianOTMap,
+    GaussianStats,
+    InterventionSet,
+    collect_stats,
+    fit_actadd,
+    fit_direction_ablation,
+    fit_ot_ablation,
+)
+
+QUIET = {"progress": False}
+
+
+def test_one_map_per_layer_with_recorded_settings(tiny_bridge) -> None:
+    fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[2, 0], n_components=6, **QUIET)
+    assert list(fitted) == ["blocks.0.hook_resid_pre", "blocks.2.hook_resid_pre"]
+    assert all(isinstance(m, GaussianOTMap) and m.n_components == 6 for m in fitted.values())
+    meta = fitted.metadata
+    assert meta["layers"] == [0, 2] and meta["n_components"] == 6 and meta["d_model"] == 32
+    assert meta["positions"] == "post_instruction" and len(meta["prompts_sha256"]) == 16
+    assert fitted.positions == "post_instruction" and fitted.n_post_instruction == 13
+
+
+def test_sequential_fit_sees_the_earlier_maps(tiny_bridge) -> None:
+    # Not layer 0: its post-instruction rows are the template's token embeddings, identical for
+    # every prompt, so the map there would be the identity.
+    kwargs = {"layers": [1, 2], "n_components": 6, "reg": 0.01, **QUIET}
+    sequential = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=True, **kwargs)
+    independent = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=False, **kwargs)
+    first, second = "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"
+    torch.testing.assert_close(sequential[first].matrix, independent[first].matrix)
+    assert not torch.allclose(sequential[second].mean_source, independent[second].mean_source)
+    # The second map was fitted on activations that passed through the first map.
+    earlier = InterventionSet(
+        {first: sequential[first]}, positions="post_instruction", n_post_instruction=13
+    )
+    source = collect_stats(tiny_bridge, HARMFUL, second, fwd_hooks=earlier.fwd_hooks(), **QUIET)[
+        second
+    ]
+    target = collect_stats(tiny_bridge, HARMLESS, second, fwd_hooks=earlier.fwd_hooks(), **QUIET)[
+        second
+    ]
+    expected = GaussianOTMap.from_stats(source, target, n_components=6, reg=0.01)
+    x = torch.randn(4, 32)
+    torch.testing.assert_close(sequential[second](x), expected(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["mean_shift", "per_neuron_ot"])
+def test_other_layerwise_methods(tiny_bridge, method: str) -> None:
+    fitted = fit_ot_ablation(
+        tiny_bridge, HARMFUL, HARMLESS, layers=[1], method=method, n_components=8, **QUIET
+    )
+    assert fitted.metadata["method"] == method
+
+
+def test_direction_ablation_is_projected_out_everywhere(tiny_bridge) -> None:
+    fitted = fit_direction_ablation(tiny_bridge, HARMFUL, HARMLESS, layer=1, **QUIET)
+    assert len(fitted) == 3 * tiny_bridge.cfg.n_layers and fitted.positions == "all"
+    directions = {id(v) for v in fitted.values()}
+    assert len(directions) == 1  # one direction shared by every hook point
+    name = "blocks.1.hook_resid_pre"
+    src = collect_stats(tiny_bridge, HARMFUL, name, **QUIET)[name]
+    tgt = collect_stats(tiny_bridge, HARMLESS, name, **QUIET)[name]
+    expected = DirectionAblation.from_stats(src, tgt).direction
+    torch.testing.assert_close(fitted[name].direction, expected)
+    seen = {}
+
+    def spy(resid, hook):
+        seen[hook.name] = (resid @ expected).abs().max().item()
+
+    ids = tiny_bridge.tokenizer(["hello there"], return_tensors="pt")["input_ids"]
+    spies = [(f"blocks.{i}.hook_resid_post", spy) for i in range(3)]
+    tiny_bridge.run_with_hooks(ids, fwd_hooks=fitted.fwd_hooks() + spies)
+    assert max(seen.values()) < 1e-4
+
+
+def test_actadd_at_one_layer(tiny_bridge) -> None:
+    fitted = fit_actadd(tiny_bridge, HARMFUL, HARMLESS, layer=2, coefficient=2.0, **QUIET)
+    assert list(fitted) == ["blocks.2.hook_resid_pre"] and fitted.strength == 2.0
+
+
+def test_save_load_round_trip_and_model_checks(tiny_bridge, tmp_path: Path) -> None:
+    from tl_ot_ablation.testing import tiny_model
+
+    fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[2], n_components=4, **QUIET)
+    folder = fitted.save(tmp_path / "set")
+    loaded = InterventionSet.load(folder, model=tiny_bridge)
+    assert loaded.metadata == fitted.metadata and loaded.positions == fitted.positions
+    ids = tiny_bridge.tokenizer(["hello there friend"], return_tensors="pt")["input_ids"]
+    a = tiny_bridge.run_with_hooks(ids, fwd_hooks=fitted.fwd_hooks(positions="all"))
+    b = tiny_bridge.run_with_hooks(ids, fwd_hooks=loaded.fwd_hooks(positions="all"))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="d_model=32; this model has d_model=48"):
+        InterventionSet.load(folder, model=tiny_model(d_model=48))
+    with pytest.raises(ValueError, match="hook layer 2; this model has only 2 layers"):
+        InterventionSet.load(folder, model=tiny_model(n_layers=2))
+
+
+def test_direction_ablation_set_saves_its_shared_direction_once(
+    tiny_bridge, tmp_path: Path
+) -> None:
+    fitted = fit_direction_ablation(tiny_bridge, HARMFUL, HARMLESS, layer=1, **QUIET)
+    folder = fitted.save(tmp_path / "da")
+    assert len(list(folder.glob("intervention_*"))) == 1
+    loaded = InterventionSet.load(folder)
+    assert len({id(v) for v in loaded.values()}) == 1 and len(loaded) == len(fitted)
+
+
+def test_with_strength_applies_to_every_intervention(tiny_bridge) -> None:
+    fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[1, 2], n_components=8, **QUIET)
+    half = fitted.with_strength(0.5)
+    assert half.strength == 0.5 and fitted.strength == 1.0
+
+
+class TestBadInput:
+    def test_layer_out_of_range(self, tiny_bridge) -> None:
+        with pytest.raises(
+            ValueError, match=r"layer\(s\) \[3\] out of range: this model has layers 0..2"
+        ):
+            fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[3], **QUIET)
+
+    def test_no_layers(self, tiny_bridge) -> None:
+        with pytest.raises(ValueError, match="layers is empty"):
+            fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[], **QUIET)
+
+    def test_empty_prompts(self, tiny_bridge) -> None:
+        with pytest.raises(ValueError, match="prompt list is empty"):
+            fit_direction_ablation(tiny_bridge, [], HARMLESS, layer=0, **QUIET)
+
+    def test_not_a_saved_set(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="not a saved InterventionSet"):
+            InterventionSet.load(tmp_path)
+
+
+def test_identical_means_give_a_clear_error(tiny_bridge) -> None:
+    # At layer 0 the post-instruction rows are the same template embeddings for every prompt.
+    with pytest.raises(ValueError, match="means are identical"):
+        fit_direction_ablation(tiny_bridge, HARMFUL, HARMLESS, layer=0, **QUIET)
+
+
+def test_stats_streaming_matches_rows_for_the_fit(tiny_bridge) -> None:
+    name = "blocks.1.hook_resid_pre"
+    streamed = collect_stats(tiny_bridge, HARMFUL, name, batch_size=2, **QUIET)[name]
+    assert isinstance(streamed, GaussianStats) and streamed.count == len(HARMFUL) * 13

@@ -1,0 +1,256 @@
+"""Fit interventions on a model: OT ablation (and its baselines) per layer, direction ablation.
+
+``fit_ot_ablation`` fits one map per chosen layer at ``blocks.{l}.hook_{hook}``. With
+``sequential=True`` the map at a later layer is fitted on activations already transported by
+the maps at the earlier chosen layers (applied where they will be applied at inference), so it
+sees the distribution it will actually receive; ``sequential=False`` fits every layer from one
+pass. ``fit_direction_ablation`` does what Arditi et al. (2024) do: one direction, read at one
+layer, projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post`` at every
+position. ``fit_actadd`` adds the mean difference at one layer.
+"""
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from .baselines import ActAdd, DirectionAblation, PerNeuronOT
+from .collect import FitPositions, Prompts, check_layers, collect_stats, hook_name
+from .hooks import PositionSpec
+from .intervention_set import InterventionSet
+from .ot_map import DEFAULT_REG, BasisChoice, GaussianOTMap, MeanShift
+from .prompts import post_instruction_length
+from .stats import GaussianStats
+
+Method = Literal["ot", "mean_shift", "per_neuron_ot"]
+DEFAULT_N_COMPONENTS = 64
+
+
+def prompts_hash(*prompt_sets: Prompts) -> str:
+    """SHA-256 (first 16 hex digits) of the prompt sets, recorded with every fit."""
+    digest = hashlib.sha256()
+    for prompts in prompt_sets:
+        if isinstance(prompts, tuple):
+            for tensor in prompts:
+                digest.update(tensor.cpu().numpy().tobytes())
+        else:
+            digest.update(json.dumps(list(prompts)).encode())
+    return digest.hexdigest()[:16]
+
+
+def apply_positions_for(positions: FitPositions) -> PositionSpec:
+    """Where to apply a map fitted at ``positions``: where it was fitted (plus generated tokens)."""
+    return slice(1, None) if positions == "all" else positions
+
+
+def _model_metadata(model: Any) -> dict[str, Any]:
+    return {
+        "model": getattr(model.cfg, "model_name", None),
+        "d_model": model.cfg.d_model,
+        "n_layers": model.cfg.n_layers,
+    }
+
+
+def _fit_one(
+    method: Method,
+    source: GaussianStats,
+    target: GaussianStats,
+    n_components: int | None,
+    reg: float,
+    basis: BasisChoice,
+) -> Any:
+    if method == "ot":
+        return GaussianOTMap.from_stats(
+            source, target, n_components=n_components, reg=reg, basis=basis
+        )
+    if method == "mean_shift":
+        return MeanShift.from_stats(source, target, n_components=n_components, reg=reg, basis=basis)
+    if method == "per_neuron_ot":
+        return PerNeuronOT.from_stats(source, target, reg=reg)
+    raise ValueError(f"method must be 'ot', 'mean_shift' or 'per_neuron_ot', got {method!r}")
+
+
+def fit_ot_ablation(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    *,
+    layers: Sequence[int],
+    hook: str = "resid_pre",
+    n_components: int | None = DEFAULT_N_COMPONENTS,
+    reg: float = DEFAULT_REG,
+    basis: BasisChoice = "pca",
+    positions: FitPositions = "post_instruction",
+    apply_positions: PositionSpec | None = None,
+    sequential: bool = True,
+    method: Method = "ot",
+    batch_size: int = 16,
+    system: str | None = None,
+    progress: bool = True,
+) -> InterventionSet:
+    """Fit a transport map from harmful to harmless activations at each of ``layers``.
+
+    Args:
+        model: A ``TransformerBridge`` in eval mode.
+        harmful: Instructions (or tokens) to move away from: the source distribution.
+        harmless: Instructions (or tokens) to move towards: the target distribution.
+        layers: Block indices to intervene at.
+        hook: ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``.
+        n_components: PCA subspace size ``k`` (``None``: full space).
+        reg: Relative ridge on the covariances.
+        basis: "pca" or "pca+mean_diff" (see ``GaussianOTMap.fit``).
+        positions: Fitting rows: "post_instruction" (default), "last" or "all".
+        apply_positions: Where the hooks apply (default: where the maps were fitted, plus
+            every generated token; never the first position).
+        sequential: Fit later layers on activations transported by the earlier maps.
+        method: "ot" (the Bures-Wasserstein map), "mean_shift" (A = I) or "per_neuron_ot".
+        batch_size: Prompts per forward pass.
+        system: Optional system prompt.
+        progress: Show progress bars.
+
+    Returns:
+        An ``InterventionSet`` with one map per hook point, and the fit's settings in
+        ``metadata``.
+    """
+    chosen = check_layers(model, layers)
+    names = [hook_name(hook, layer) for layer in chosen]
+    n_post = post_instruction_length(model.tokenizer, system=system)
+    where = apply_positions_for(positions) if apply_positions is None else apply_positions
+    metadata = {
+        **_model_metadata(model),
+        "method": method,
+        "hook_names": names,
+        "layers": chosen,
+        "positions": positions,
+        "n_components": n_components,
+        "reg": reg,
+        "basis": basis,
+        "sequential": sequential,
+        "prompts_sha256": prompts_hash(harmful, harmless),
+        "n_harmful": len(harmful[0]) if isinstance(harmful, tuple) else len(harmful),
+        "n_harmless": len(harmless[0]) if isinstance(harmless, tuple) else len(harmless),
+    }
+    common: dict[str, Any] = {
+        "positions": positions,
+        "batch_size": batch_size,
+        "system": system,
+        "progress": progress,
+    }
+    maps: dict[str, Any] = {}
+
+    def partial_set() -> InterventionSet:
+        return InterventionSet(maps, positions=where, n_post_instruction=n_post)
+
+    if sequential:
+        for name in names:
+            earlier = partial_set().fwd_hooks() if maps else []
+            source = collect_stats(model, harmful, name, fwd_hooks=earlier, **common)[name]
+            target = collect_stats(model, harmless, name, fwd_hooks=earlier, **common)[name]
+            maps[name] = _fit_one(method, source, target, n_components, reg, basis)
+    else:
+        sources = collect_stats(model, harmful, names, **common)
+        targets = collect_stats(model, harmless, names, **common)
+        for name in names:
+            maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
+    return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)
+
+
+def _mean_difference_stats(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    layer: int,
+    hook: str,
+    positions: FitPositions,
+    batch_size: int,
+    system: str | None,
+    progress: bool,
+) -> tuple[GaussianStats, GaussianStats]:
+    check_layers(model, [layer])
+    name = hook_name(hook, layer)
+    common: dict[str, Any] = {
+        "positions": positions,
+        "batch_size": batch_size,
+        "system": system,
+        "progress": progress,
+    }
+    return (
+        collect_stats(model, harmful, name, **common)[name],
+        collect_stats(model, harmless, name, **common)[name],
+    )
+
+
+def fit_direction_ablation(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    *,
+    layer: int,
+    hook: str = "resid_pre",
+    positions: FitPositions = "post_instruction",
+    apply_positions: PositionSpec = "all",
+    batch_size: int = 16,
+    system: str | None = None,
+    progress: bool = True,
+) -> InterventionSet:
+    """Arditi et al.'s refusal-direction ablation: the unit difference of means at one layer,
+    projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post``."""
+    source, target = _mean_difference_stats(
+        model, harmful, harmless, layer, hook, positions, batch_size, system, progress
+    )
+    ablation = DirectionAblation.from_stats(source, target)
+    names = [
+        hook_name(kind, i)
+        for i in range(model.cfg.n_layers)
+        for kind in ("resid_pre", "resid_mid", "resid_post")
+    ]
+    metadata = {
+        **_model_metadata(model),
+        "method": "direction_ablation",
+        "direction_layer": layer,
+        "hook": hook,
+        "positions": positions,
+        "prompts_sha256": prompts_hash(harmful, harmless),
+    }
+    return InterventionSet(
+        dict.fromkeys(names, ablation),
+        positions=apply_positions,
+        n_post_instruction=post_instruction_length(model.tokenizer, system=system),
+        metadata=metadata,
+    )
+
+
+def fit_actadd(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    *,
+    layer: int,
+    hook: str = "resid_pre",
+    coefficient: float = 1.0,
+    positions: FitPositions = "post_instruction",
+    apply_positions: PositionSpec = "all",
+    batch_size: int = 16,
+    system: str | None = None,
+    progress: bool = True,
+) -> InterventionSet:
+    """Add ``coefficient × (mean harmless − mean harmful)`` at one layer's hook point."""
+    source, target = _mean_difference_stats(
+        model, harmful, harmless, layer, hook, positions, batch_size, system, progress
+    )
+    add = ActAdd.from_stats(source, target).with_strength(coefficient)
+    metadata = {
+        **_model_metadata(model),
+        "method": "actadd",
+        "layer": layer,
+        "hook": hook,
+        "coefficient": coefficient,
+        "positions": positions,
+        "prompts_sha256": prompts_hash(harmful, harmless),
+    }
+    return InterventionSet(
+        {hook_name(hook, layer): add},
+        positions=apply_positions,
+        n_post_instruction=post_instruction_length(model.tokenizer, system=system),
+        metadata=metadata,
+    )

@@ -1,0 +1,77 @@
+"""Batched generation under any list of hooks, returning completions as text.
+
+Generation goes through the Hugging Face ``generate`` of the model the bridge wraps (booting
+rewired its layers, so every TransformerLens hook fires), with left padding, an attention mask
+and the KV cache: the hooks see each prompt once, then ``[batch, 1, d_model]`` per new token.
+TransformerLens 4.3 with transformers >= 5.24 silently breaks cached generation (the cache is
+passed as ``cache=``, which the attention bridge ignores), so ``generate`` refuses to run there.
+"""
+
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .collect import Prompts, prepare_tokens, require_eval
+
+
+def check_generation_stack() -> None:
+    """Raise on the TransformerLens / transformers combination that garbles cached generation."""
+    major, minor = (int(part) for part in version("transformers").split(".")[:2])
+    tl_major, tl_minor = (int(part) for part in version("transformer-lens").split(".")[:2])
+    if (major, minor) >= (5, 24) and (tl_major, tl_minor) <= (4, 3):
+        raise RuntimeError(
+            f"transformers {version('transformers')} with transformer-lens "
+            f"{version('transformer-lens')} produces garbage after the first generated token "
+            "(the KV cache is never filled); install 'transformers>=5.9,<5.24'"
+        )
+
+
+def generate(
+    model: Any,
+    prompts: Prompts,
+    *,
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    system: str | None = None,
+    chat: bool = True,
+    progress: bool = True,
+) -> list[str]:
+    """Completions (text, special tokens stripped) of ``prompts`` under ``fwd_hooks``.
+
+    Greedy by default; ``do_sample=True`` samples at ``temperature`` from a seeded generator.
+    """
+    require_eval(model)
+    check_generation_stack()
+    ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
+    tokenizer = model.tokenizer
+    device = next(model.parameters()).device
+    completions: list[str] = []
+    sampling = (
+        {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
+    )
+    if do_sample:
+        torch.manual_seed(seed)
+    batches = range(0, len(ids), batch_size)
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
+        for start in tqdm(batches, desc="generate", disable=not progress):
+            batch_ids = ids[start : start + batch_size].to(device)
+            batch_mask = mask[start : start + batch_size].to(device)
+            out = model.original_model.generate(
+                input_ids=batch_ids,
+                attention_mask=batch_mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                top_p=None,
+                top_k=None,
+                **sampling,
+            )
+            new_tokens = out[:, batch_ids.shape[1] :]
+            completions.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return completions

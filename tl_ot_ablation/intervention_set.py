@@ -1,0 +1,228 @@
+"""A model-level intervention: one tensor-level intervention per hook point, as TL hooks.
+
+``InterventionSet.fwd_hooks()`` gives ``(hook_name, fn)`` pairs for ``model.hooks(...)``,
+``model.run_with_hooks(...)``, ``run_with_cache``, generation and TransformerLens's patching
+utilities; sets compose by list order (``a.fwd_hooks() + b.fwd_hooks()``). Nothing stays
+attached after a ``with model.hooks(...)`` block. ``attach(model)`` / ``detach()`` are the
+explicit persistent route: hooks are then global state on the model, which every later forward
+pass (including other people's code in the same notebook) goes through until ``detach()``.
+"""
+
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import io
+from .collect import layer_of
+from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_positions
+
+_SET_KIND = "InterventionSet"
+
+
+def _positions_to_json(positions: PositionSpec) -> Any:
+    if isinstance(positions, slice):
+        return {"slice": [positions.start, positions.stop, positions.step]}
+    return positions
+
+
+def _positions_from_json(value: Any) -> PositionSpec:
+    if isinstance(value, dict) and "slice" in value:
+        return slice(*value["slice"])
+    return value
+
+
+class InterventionSet(Mapping[str, Intervention]):
+    """Interventions keyed by hook name, with where along the sequence they apply.
+
+    Attributes:
+        positions: Default position spec for ``fwd_hooks`` (see ``tl_ot_ablation.hooks``).
+        n_post_instruction: Length of the chat template's post-instruction span.
+        metadata: What the set was fitted on (model, layers, k, reg, prompts' hash, ...).
+
+    Example:
+        >>> from tl_ot_ablation import DirectionAblation
+        >>> ab = DirectionAblation(direction=torch.tensor([1.0, 0.0]))
+        >>> s = InterventionSet({"blocks.0.hook_resid_pre": ab}, positions="all")
+        >>> [name for name, _ in s.fwd_hooks()]
+        ['blocks.0.hook_resid_pre']
+    """
+
+    def __init__(
+        self,
+        interventions: Mapping[str, Intervention],
+        *,
+        positions: PositionSpec = "post_instruction",
+        n_post_instruction: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not interventions:
+            raise ValueError("an InterventionSet needs at least one (hook_name, intervention)")
+        check_positions(positions, n_post_instruction)
+        self._interventions = dict(interventions)
+        self.positions = positions
+        self.n_post_instruction = n_post_instruction
+        self.metadata = dict(metadata or {})
+        self._attached: Any = None
+
+    def __getitem__(self, hook_name: str) -> Intervention:
+        return self._interventions[hook_name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._interventions)
+
+    def __len__(self) -> int:
+        return len(self._interventions)
+
+    def __repr__(self) -> str:
+        kinds = sorted({type(v).__name__ for v in self._interventions.values()})
+        return (
+            f"InterventionSet({len(self)} hook points, {'/'.join(kinds)}, "
+            f"positions={self.positions!r}, strength={self.strength})"
+        )
+
+    @property
+    def strength(self) -> float | None:
+        """The common ``strength`` of the interventions (``None`` if they differ)."""
+        values = {getattr(v, "strength", None) for v in self._interventions.values()}
+        return values.pop() if len(values) == 1 else None
+
+    def fwd_hooks(
+        self, positions: PositionSpec | None = None
+    ) -> list[tuple[str, InterventionHook]]:
+        """``(hook_name, fn)`` pairs, ``fn(resid, *, hook) -> resid``, for TL's hook API."""
+        where = self.positions if positions is None else positions
+        hooks: dict[int, InterventionHook] = {}  # one hook object per distinct intervention
+        pairs = []
+        for name, intervention in self._interventions.items():
+            key = id(intervention)
+            if key not in hooks:
+                hooks[key] = as_hook(
+                    intervention, positions=where, n_post_instruction=self.n_post_instruction
+                )
+            pairs.append((name, hooks[key]))
+        return pairs
+
+    def with_strength(self, strength: float) -> "InterventionSet":
+        """Copy with every intervention at ``strength`` (0: identity)."""
+        changed: dict[int, Intervention] = {}
+        out = {}
+        for name, intervention in self._interventions.items():
+            if id(intervention) not in changed:
+                changed[id(intervention)] = intervention.with_strength(strength)  # type: ignore[attr-defined]
+            out[name] = changed[id(intervention)]
+        return self._replace(out)
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> "InterventionSet":
+        moved: dict[int, Intervention] = {}
+        out = {}
+        for name, intervention in self._interventions.items():
+            if id(intervention) not in moved:
+                moved[id(intervention)] = intervention.to(device, dtype)  # type: ignore[attr-defined]
+            out[name] = moved[id(intervention)]
+        return self._replace(out)
+
+    def _replace(self, interventions: Mapping[str, Intervention]) -> "InterventionSet":
+        return InterventionSet(
+            interventions,
+            positions=self.positions,
+            n_post_instruction=self.n_post_instruction,
+            metadata=self.metadata,
+        )
+
+    def attach(self, model: Any) -> "InterventionSet":
+        """Keep the hooks on ``model`` until ``detach()``: GLOBAL state (see the module doc)."""
+        if self._attached is not None:
+            raise RuntimeError("this InterventionSet is already attached; call detach() first")
+        context = model.hooks(fwd_hooks=self.fwd_hooks())
+        context.__enter__()
+        self._attached = context
+        warnings.warn(
+            "InterventionSet.attach: the hooks now run on every forward pass of this model "
+            "until .detach(); prefer `with model.hooks(fwd_hooks=s.fwd_hooks()):`",
+            stacklevel=2,
+        )
+        return self
+
+    def detach(self) -> None:
+        """Remove the hooks ``attach`` added (and only those)."""
+        if self._attached is None:
+            raise RuntimeError("this InterventionSet is not attached")
+        context, self._attached = self._attached, None
+        context.__exit__(None, None, None)
+
+    def check_model(self, model: Any) -> None:
+        """Raise if ``model`` cannot take these hooks (other d_model, too few layers)."""
+        d_model = self.metadata.get("d_model")
+        if d_model is not None and d_model != model.cfg.d_model:
+            raise ValueError(
+                f"these interventions were fitted on d_model={d_model}; this model has "
+                f"d_model={model.cfg.d_model}"
+            )
+        layers = [layer for layer in map(layer_of, self) if layer is not None]
+        deepest = max(layers, default=-1)
+        if deepest >= model.cfg.n_layers:
+            raise ValueError(
+                f"these interventions hook layer {deepest}; this model has only "
+                f"{model.cfg.n_layers} layers"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write to a folder: one subfolder per distinct intervention plus ``config.json``."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        index: dict[int, str] = {}
+        entries = {}
+        for name, intervention in self._interventions.items():
+            if id(intervention) not in index:
+                index[id(intervention)] = f"intervention_{len(index)}"
+                io.save(intervention, folder / index[id(intervention)])  # type: ignore[arg-type]
+            entries[name] = index[id(intervention)]
+        config = {
+            "kind": _SET_KIND,
+            "format_version": io.FORMAT_VERSION,
+            "positions": _positions_to_json(self.positions),
+            "n_post_instruction": self.n_post_instruction,
+            "hooks": entries,
+            "metadata": self.metadata,
+        }
+        (folder / io.CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return folder
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, model: Any = None, device: torch.device | str = "cpu"
+    ) -> "InterventionSet":
+        """Read a saved set; with ``model``, check that it fits that model."""
+        folder = Path(path)
+        config_file = folder / io.CONFIG_NAME
+        if not config_file.is_file():
+            raise ValueError(f"{folder} is not a saved InterventionSet (no {io.CONFIG_NAME})")
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_file} is not valid JSON ({err})") from err
+        if config.get("kind") != _SET_KIND:
+            raise ValueError(f"{folder} holds a {config.get('kind')!r}, not an InterventionSet")
+        if config.get("format_version") != io.FORMAT_VERSION:
+            raise ValueError(
+                f"{folder} has format_version {config.get('format_version')!r}; this version "
+                f"reads {io.FORMAT_VERSION}. Upgrade tl_ot_ablation."
+            )
+        loaded = {
+            sub: io.load(folder / sub, device=device) for sub in set(config["hooks"].values())
+        }
+        result = cls(
+            {name: loaded[sub] for name, sub in config["hooks"].items()},
+            positions=_positions_from_json(config["positions"]),
+            n_post_instruction=config.get("n_post_instruction"),
+            metadata=config.get("metadata", {}),
+        )
+        if model is not None:
+            result.check_model(model)
+        return result
