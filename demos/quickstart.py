@@ -1,16 +1,18 @@
-import torch
-
 import tl_ot_ablation as tlo
 
-# Residual activations at 3 layers: [layers, n_prompts, d_model] (random stand-ins here).
-harmful = torch.randn(3, 256, 64) + 0.5
-harmless = torch.randn(3, 300, 64) * 1.5
+model = tlo.load_model()  # the embedded Qwen2.5-Coder-1.5B-Instruct, bfloat16
+harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
 
-ot = tlo.GaussianOTMap.fit(harmful, harmless, n_components=16)  # all 3 layers in one batched fit
-ablate = tlo.DirectionAblation.fit(harmful, harmless)
+# Fit on 48 + 48 prompts; OT at one mid-depth layer, and Arditi-style direction ablation.
+ot = tlo.fit_ot_ablation(model, harmful[:48], harmless[:48], layers=[14], n_components=32)
+da = tlo.fit_direction_ablation(model, harmful[:48], harmless[:48], layer=14)
+diag = ot["blocks.14.hook_resid_pre"].diagnostics()
+print(
+    ot, f"\nW2² = {diag.w2:.1f}: mean part {diag.w2_mean:.1f} + covariance part {diag.w2_bures:.1f}"
+)
 
-moved = ot(harmful)  # same shape and dtype, a new tensor
-layer_1 = ot[1].with_strength(0.5)  # one layer's map, half-way along the transport
-print(ot.diagnostics().to_dict()["w2_mean"], ot.diagnostics().to_dict()["w2_bures"])
-tlo.save(ot, "maps/demo")
-assert torch.equal(tlo.load("maps/demo")(harmful), moved)
+held_out = harmful[48:52] + harmless[48:50]
+for name, hooks in [("none", []), ("direction", da.fwd_hooks()), ("OT", ot.fwd_hooks())]:
+    completions = tlo.generate(model, held_out, fwd_hooks=hooks, max_new_tokens=24)
+    for prompt, completion in zip(held_out, completions, strict=True):
+        print(f"[{name:9s}] {prompt[:40]:40s} -> {completion[:70]!r}")

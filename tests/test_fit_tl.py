@@ -151,3 +151,11 @@ def test_stats_streaming_matches_rows_for_the_fit(tiny_bridge) -> None:
     name = "blocks.1.hook_resid_pre"
     streamed = collect_stats(tiny_bridge, HARMFUL, name, batch_size=2, **QUIET)[name]
     assert isinstance(streamed, GaussianStats) and streamed.count == len(HARMFUL) * 13
+
+
+def test_top_level_save_and_load_handle_intervention_sets(tiny_bridge, tmp_path: Path) -> None:
+    import tl_ot_ablation as tlo
+
+    fitted = fit_actadd(tiny_bridge, HARMFUL, HARMLESS, layer=2, **QUIET)
+    loaded = tlo.load(tlo.save(fitted, tmp_path / "set"))
+    assert isinstance(loaded, InterventionSet) and list(loaded) == list(fitted)

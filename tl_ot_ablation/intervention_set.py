@@ -181,7 +181,7 @@ class InterventionSet(Mapping[str, Intervention]):
         for name, intervention in self._interventions.items():
             if id(intervention) not in index:
                 index[id(intervention)] = f"intervention_{len(index)}"
-                io.save(intervention, folder / index[id(intervention)])  # type: ignore[arg-type]
+                io.save(intervention, folder / index[id(intervention)])
             entries[name] = index[id(intervention)]
         config = {
             "kind": _SET_KIND,

@@ -67,10 +67,8 @@ def _build(
     return cls(**kwargs)
 
 
-def save(
-    obj: TensorDataclass, path: str | Path, *, metadata: Mapping[str, Any] | None = None
-) -> Path:
-    """Write ``obj`` (a fitted map, baseline or basis) to the folder ``path``; returns it.
+def save(obj: Any, path: str | Path, *, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``obj`` (a fitted map, baseline, basis or InterventionSet) to the folder ``path``.
 
     Example:
         >>> import tempfile
@@ -79,6 +77,12 @@ def save(
         >>> load(folder).direction
         tensor([1., 0.])
     """
+    from .intervention_set import InterventionSet  # imports this module: import here
+
+    if isinstance(obj, InterventionSet):
+        if metadata:
+            raise ValueError("an InterventionSet keeps its metadata itself: set obj.metadata")
+        return obj.save(path)
     kind = type(obj).__name__
     if kind not in _KINDS:
         raise TypeError(f"cannot save a {kind}; savable kinds are {sorted(_KINDS)}")
@@ -129,6 +133,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
     """Read an object written by ``save`` onto ``device``; tensors come back bit-for-bit."""
+    config_file = Path(path) / CONFIG_NAME
+    if config_file.is_file() and '"InterventionSet"' in config_file.read_text():
+        from .intervention_set import InterventionSet
+
+        return InterventionSet.load(path, device=device)
     config = read_config(path)
     tensors = load_file(str(Path(path) / TENSORS_NAME), device=str(device))
     return _build(_KINDS[config["kind"]], tensors, config.get("fields", {}))

@@ -48,9 +48,32 @@ def tiny_model(
     chat_template: str | None = CHAT_TEMPLATE,
 ) -> Any:
     """A random-weight chat model as a ``TransformerBridge`` (eval mode, CPU)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
-
     from .models import bridge_from_hf
+
+    hf_model, tokenizer = tiny_hf_model(
+        architecture,
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=n_ctx,
+        dtype=dtype,
+        seed=seed,
+        chat_template=chat_template,
+    )
+    return bridge_from_hf(hf_model, tokenizer, f"tiny-{architecture}", dtype=dtype)
+
+
+def tiny_hf_model(
+    architecture: Literal["qwen2", "gpt2"] = "qwen2",
+    *,
+    n_layers: int = 3,
+    d_model: int = 32,
+    n_ctx: int = 256,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    chat_template: str | None = CHAT_TEMPLATE,
+) -> tuple[Any, Any]:
+    """``(hf_model, tokenizer)`` before booting: the same seed gives the same weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = tiny_tokenizer(chat_template=chat_template)
     torch.manual_seed(seed)
@@ -79,5 +102,4 @@ def tiny_model(
     else:
         raise ValueError(f"architecture must be 'qwen2' or 'gpt2', got {architecture!r}")
     config._attn_implementation = "eager"  # what TransformerLens switches to anyway
-    hf_model = hf_model.to(dtype).eval()
-    return bridge_from_hf(hf_model, tokenizer, f"tiny-{architecture}", dtype=dtype)
+    return hf_model.to(dtype).eval(), tokenizer

@@ -1,0 +1,54 @@
+"""Demos run headless: notebooks through nbclient, scripts through runpy."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_notebook(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
+    notebook = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), (
+        f"{path.name} is committed with outputs; strip them (outputs come only from a run)"
+    )
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(
+            notebook,
+            timeout=900,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(ROOT)}},
+        ).execute()
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return notebook
+
+
+def test_quickstart_notebook_on_a_tiny_model() -> None:
+    notebook = run_notebook(
+        ROOT / "demos" / "quickstart.ipynb", {"TL_OT_ABLATION_DEMO_MODEL": "tiny"}
+    )
+    text = "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
+    assert "direction ablation" in text and "{}" in text
+
+
+@pytest.mark.slow
+def test_quickstart_notebook_on_the_embedded_model() -> None:
+    notebook = run_notebook(
+        ROOT / "demos" / "quickstart.ipynb", {"TL_OT_ABLATION_DEMO_MODEL": "embedded"}
+    )
+    text = "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
+    assert "I'm sorry" in text  # the unmodified model refuses the held-out harmful prompts
