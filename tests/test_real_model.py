@@ -74,3 +74,16 @@ def test_generation_matches_plain_transformers_greedy(model) -> None:
         )
     expected = model.tokenizer.batch_decode(reference[:, ids.shape[1] :], skip_special_tokens=True)
     assert tlo.generate(model, prompts, max_new_tokens=8, progress=False) == expected
+
+
+def test_load_model_from_a_local_gguf_file(model) -> None:
+    """The same weights through the local-file route: identical logits to the embedded route."""
+    from tl_ot_ablation import models
+
+    from_file = tlo.load_model(str(models.embedded_gguf_path()))
+    ids, mask = prepare_tokens(model, ["hello"])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            from_file(ids, attention_mask=mask), model(ids, attention_mask=mask)
+        )
+    assert from_file.cfg.default_prepend_bos is False and from_file.tokenizer.padding_side == "left"
