@@ -1,0 +1,116 @@
+"""Model-level measurements under interventions: next-token distributions and completion NLL.
+
+The damage an intervention does on harmless prompts is measured two ways (issue 4): the KL
+divergence of the next-token distribution at the first generated position from the unmodified
+model's, and the cross-entropy (perplexity) of given completions, teacher-forced. For the
+latter, prompt and completion sit in one sequence ``[left-padded prompt | right-padded
+completion]``, so an ``InterventionSet`` applied "where it was fitted, plus every generated
+token" is applied here at the same tokens as during generation: its position spec is shifted
+to the prompt/completion boundary (``scoring_hooks``).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .collect import Prompts, prepare_tokens, require_eval
+from .hooks import PositionSpec
+from .intervention_set import InterventionSet
+
+
+def next_token_logprobs(
+    model: Any,
+    prompts: Prompts,
+    *,
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    batch_size: int = 16,
+    system: str | None = None,
+) -> Float[Tensor, "n vocab"]:
+    """Log-probabilities of the first generated token, ``[n_prompts, vocab]`` (float32, CPU)."""
+    require_eval(model)
+    ids, mask = prepare_tokens(model, prompts, system=system)
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
+        for start in range(0, len(ids), batch_size):
+            logits = model(
+                ids[start : start + batch_size].to(device),
+                attention_mask=mask[start : start + batch_size].to(device),
+            )
+            out.append(logits[:, -1].float().log_softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def scoring_positions(positions: PositionSpec, prompt_len: int, n_post: int | None) -> PositionSpec:
+    """The position spec that edits, in a ``[prompt | completion]`` sequence, the tokens that
+    generation would have edited (prompt positions as fitted, then every completion token)."""
+    if positions == "post_instruction":
+        assert n_post is not None
+        return slice(prompt_len - n_post, None)
+    if positions == "last":
+        return slice(prompt_len - 1, None)
+    return positions
+
+
+def scoring_hooks(interventions: InterventionSet, prompt_len: int) -> list[tuple[str, Any]]:
+    where = scoring_positions(interventions.positions, prompt_len, interventions.n_post_instruction)
+    return interventions.fwd_hooks(positions=where)
+
+
+def completion_nll(
+    model: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    *,
+    interventions: Sequence[InterventionSet] = (),
+    batch_size: int = 8,
+    system: str | None = None,
+) -> Float[Tensor, " n"]:
+    """Mean negative log-likelihood (nats per token) of each completion given its prompt.
+
+    ``exp`` of the mean over prompts is the perplexity. ``interventions`` are applied (in list
+    order) where generation would apply them. Every completion needs at least one token.
+    """
+    require_eval(model)
+    if len(prompts) != len(completions):
+        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
+    tokenizer = model.tokenizer
+    prompt_ids, prompt_mask = prepare_tokens(model, prompts, system=system)
+    tokenizer.padding_side = "right"
+    try:
+        encoded = tokenizer(
+            list(completions), add_special_tokens=False, padding=True, return_tensors="pt"
+        )
+    finally:
+        tokenizer.padding_side = "left"
+    comp_ids, comp_mask = encoded["input_ids"], encoded["attention_mask"]
+    empty = (comp_mask.sum(1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"completions {empty} are empty; every completion needs at least one token"
+        )
+    prompt_len = prompt_ids.shape[1]
+    ids = torch.cat([prompt_ids, comp_ids], 1)
+    mask = torch.cat([prompt_mask, comp_mask], 1)
+    if ids.shape[1] > model.cfg.n_ctx:
+        raise ValueError(
+            f"prompt + completion is {ids.shape[1]} tokens, more than the context {model.cfg.n_ctx}"
+        )
+    hooks = [pair for group in interventions for pair in scoring_hooks(group, prompt_len)]
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        for start in range(0, len(ids), batch_size):
+            batch_ids = ids[start : start + batch_size].to(device)
+            batch_mask = mask[start : start + batch_size].to(device)
+            logits = model(batch_ids, attention_mask=batch_mask)
+            # Positions prompt_len - 1 ... end - 2 predict the completion tokens.
+            predicting = logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
+            targets = batch_ids[:, prompt_len:]
+            token_logprobs = predicting.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            weights = batch_mask[:, prompt_len:].float()
+            out.append((-(token_logprobs * weights).sum(1) / weights.sum(1)).cpu())
+    return torch.cat(out)
