@@ -7,7 +7,7 @@ positions only (never at pads):
 
 - ``"post_instruction"``: the chat template's tokens after the user message (default);
 - ``"last"``: the last prompt token;
-- ``"all"``: every real token but the first (the attention sink, ~100x the others' norm).
+- ``"all"``: every real token but the first (the attention sink, ~150x the others' norm).
 """
 
 import re

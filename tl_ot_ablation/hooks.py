@@ -14,7 +14,7 @@ Positions (where along the sequence the edit applies):
 - ``"last"``: the last position of a multi-token pass and every generated token;
 - ``"all"``: every position, the first one included (what Arditi et al. do for direction
   ablation; a transport map fitted on post-instruction tokens usually wrecks the first
-  position, an attention sink whose norm is ~100x the others);
+  position, an attention sink whose norm is ~150x the others);
 - a ``slice`` of positions, applied to every pass.
 """
 
