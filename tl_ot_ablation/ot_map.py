@@ -352,17 +352,21 @@ class GaussianOTMap(StrengthMixin):
 
     def edit(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         """The displacement ``map(x) - x``, in the compute dtype (float64 only for float64 x)."""
+        return self._edit(x.to(compute_dtype(x.dtype)))
+
+    def _edit(self, x: Tensor) -> Tensor:
+        """``edit`` of an activation already in its compute dtype."""
         rows = self._as_rows(x, self.d_model)
-        dtype = compute_dtype(x.dtype)
-        w_in, bias, v = (t.to(dtype) for t in self._fused)
-        delta = (rows.to(dtype) @ w_in + bias.unsqueeze(-2)) @ v
+        w_in, bias, v = (t.to(x.dtype) for t in self._fused)
+        delta = (rows @ w_in + bias.unsqueeze(-2)) @ v
         return delta.reshape(x.shape)
 
     def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         """Transported activations, a new tensor in ``x``'s dtype and device."""
         if self.strength == 0:
             return x.clone()
-        return (x.to(compute_dtype(x.dtype)) + self.edit(x)).to(x.dtype)
+        computed = x.to(compute_dtype(x.dtype))  # one cast, shared by the sum and the edit
+        return (computed + self._edit(computed)).to(x.dtype)
 
     def inverse(self) -> "GaussianOTMap":
         """The map from target back to source (same subspace; e.g. to induce refusal)."""
