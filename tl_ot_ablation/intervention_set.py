@@ -8,11 +8,12 @@ explicit persistent route: hooks are then global state on the model, which every
 pass (including other people's code in the same notebook) goes through until ``detach()``.
 """
 
+import itertools
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,6 +22,7 @@ from .collect import layer_of
 from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_positions
 
 _SET_KIND = "InterventionSet"
+T = TypeVar("T")
 
 
 def _positions_to_json(positions: PositionSpec) -> Any:
@@ -90,42 +92,37 @@ class InterventionSet(Mapping[str, Intervention]):
         values = {getattr(v, "strength", None) for v in self._interventions.values()}
         return values.pop() if len(values) == 1 else None
 
+    def _per_distinct(self, fn: Callable[[Intervention], T]) -> dict[str, T]:
+        """``{name: fn(intervention)}``, calling ``fn`` once per distinct intervention object
+        (direction ablation shares one across all 3L hook points)."""
+        done: dict[int, T] = {}
+        out = {}
+        for name, intervention in self._interventions.items():
+            if id(intervention) not in done:
+                done[id(intervention)] = fn(intervention)
+            out[name] = done[id(intervention)]
+        return out
+
     def fwd_hooks(
         self, positions: PositionSpec | None = None
     ) -> list[tuple[str, InterventionHook]]:
         """``(hook_name, fn)`` pairs, ``fn(resid, *, hook) -> resid``, for TL's hook API."""
         where = self.positions if positions is None else positions
-        hooks: dict[int, InterventionHook] = {}  # one hook object per distinct intervention
-        pairs = []
-        for name, intervention in self._interventions.items():
-            key = id(intervention)
-            if key not in hooks:
-                hooks[key] = as_hook(
-                    intervention, positions=where, n_post_instruction=self.n_post_instruction
-                )
-            pairs.append((name, hooks[key]))
-        return pairs
+        hooks = self._per_distinct(
+            lambda intervention: as_hook(
+                intervention, positions=where, n_post_instruction=self.n_post_instruction
+            )
+        )
+        return list(hooks.items())
 
     def with_strength(self, strength: float) -> "InterventionSet":
         """Copy with every intervention at ``strength`` (0: identity)."""
-        changed: dict[int, Intervention] = {}
-        out = {}
-        for name, intervention in self._interventions.items():
-            if id(intervention) not in changed:
-                changed[id(intervention)] = intervention.with_strength(strength)  # type: ignore[attr-defined]
-            out[name] = changed[id(intervention)]
-        return self._replace(out)
+        return self._replace(self._per_distinct(lambda i: i.with_strength(strength)))  # type: ignore[attr-defined]
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> "InterventionSet":
-        moved: dict[int, Intervention] = {}
-        out = {}
-        for name, intervention in self._interventions.items():
-            if id(intervention) not in moved:
-                moved[id(intervention)] = intervention.to(device, dtype)  # type: ignore[attr-defined]
-            out[name] = moved[id(intervention)]
-        return self._replace(out)
+        return self._replace(self._per_distinct(lambda i: i.to(device, dtype)))  # type: ignore[attr-defined]
 
     def _replace(self, interventions: Mapping[str, Intervention]) -> "InterventionSet":
         return InterventionSet(
@@ -176,13 +173,14 @@ class InterventionSet(Mapping[str, Intervention]):
         """Write to a folder: one subfolder per distinct intervention plus ``config.json``."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        index: dict[int, str] = {}
-        entries = {}
-        for name, intervention in self._interventions.items():
-            if id(intervention) not in index:
-                index[id(intervention)] = f"intervention_{len(index)}"
-                io.save(intervention, folder / index[id(intervention)])
-            entries[name] = index[id(intervention)]
+        numbers = itertools.count()
+
+        def save_one(intervention: Intervention) -> str:
+            sub = f"intervention_{next(numbers)}"
+            io.save(intervention, folder / sub)
+            return sub
+
+        entries = self._per_distinct(save_one)
         config = {
             "kind": _SET_KIND,
             "format_version": io.FORMAT_VERSION,
