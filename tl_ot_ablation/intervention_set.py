@@ -21,7 +21,6 @@ from . import io
 from .collect import layer_of
 from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_positions
 
-_SET_KIND = "InterventionSet"
 T = TypeVar("T")
 
 
@@ -182,7 +181,7 @@ class InterventionSet(Mapping[str, Intervention]):
 
         entries = self._per_distinct(save_one)
         config = {
-            "kind": _SET_KIND,
+            "kind": io.SET_KIND,
             "format_version": io.FORMAT_VERSION,
             "positions": _positions_to_json(self.positions),
             "n_post_instruction": self.n_post_instruction,
@@ -198,29 +197,28 @@ class InterventionSet(Mapping[str, Intervention]):
     ) -> "InterventionSet":
         """Read a saved set; with ``model``, check that it fits that model."""
         folder = Path(path)
-        config_file = folder / io.CONFIG_NAME
-        if not config_file.is_file():
+        if not (folder / io.CONFIG_NAME).is_file():
             raise ValueError(f"{folder} is not a saved InterventionSet (no {io.CONFIG_NAME})")
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_file} is not valid JSON ({err})") from err
-        if config.get("kind") != _SET_KIND:
-            raise ValueError(f"{folder} holds a {config.get('kind')!r}, not an InterventionSet")
-        if config.get("format_version") != io.FORMAT_VERSION:
-            raise ValueError(
-                f"{folder} has format_version {config.get('format_version')!r}; this version "
-                f"reads {io.FORMAT_VERSION}. Upgrade tl_ot_ablation."
-            )
+        config = io.read_config(folder)
+        if config["kind"] != io.SET_KIND:
+            raise ValueError(f"{folder} holds a {config['kind']!r}, not an InterventionSet")
+        result = cls.from_config(folder, config, device=device)
+        if model is not None:
+            result.check_model(model)
+        return result
+
+    @classmethod
+    def from_config(
+        cls, path: str | Path, config: Mapping[str, Any], *, device: torch.device | str = "cpu"
+    ) -> "InterventionSet":
+        """Build a set from its validated ``config.json`` (see ``io.read_config``)."""
+        folder = Path(path)
         loaded = {
             sub: io.load(folder / sub, device=device) for sub in set(config["hooks"].values())
         }
-        result = cls(
+        return cls(
             {name: loaded[sub] for name, sub in config["hooks"].items()},
             positions=_positions_from_json(config["positions"]),
             n_post_instruction=config.get("n_post_instruction"),
             metadata=config.get("metadata", {}),
         )
-        if model is not None:
-            result.check_model(model)
-        return result

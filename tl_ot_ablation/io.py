@@ -25,6 +25,7 @@ from .pca import PCABasis
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 TENSORS_NAME = "tensors.safetensors"
+SET_KIND = "InterventionSet"  # saved by InterventionSet.save: a folder of saved objects
 
 _KINDS: dict[str, type[TensorDataclass]] = {
     cls.__name__: cls
@@ -108,11 +109,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
     """The JSON config of a saved object, validated (kind and format version known)."""
     folder = Path(path)
     config_file = folder / CONFIG_NAME
-    if not folder.is_dir() or not config_file.is_file() or not (folder / TENSORS_NAME).is_file():
-        raise ValueError(
-            f"{folder} is not a saved tl_ot_ablation object: expected a folder holding "
-            f"{CONFIG_NAME} and {TENSORS_NAME}, as written by tl_ot_ablation.save"
-        )
+    if not folder.is_dir() or not config_file.is_file():
+        raise ValueError(_not_saved(folder))
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as err:
@@ -124,20 +122,27 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{folder} has format_version {config['format_version']!r}; this version of "
             f"tl_ot_ablation reads format_version {FORMAT_VERSION}. Upgrade tl_ot_ablation."
         )
-    if config["kind"] not in _KINDS:
-        raise ValueError(
-            f"{folder} holds an unknown kind {config['kind']!r}; known: {sorted(_KINDS)}"
-        )
+    known = sorted([*_KINDS, SET_KIND])
+    if config["kind"] not in known:
+        raise ValueError(f"{folder} holds an unknown kind {config['kind']!r}; known: {known}")
+    if config["kind"] != SET_KIND and not (folder / TENSORS_NAME).is_file():
+        raise ValueError(_not_saved(folder))
     return config
+
+
+def _not_saved(folder: Path) -> str:
+    return (
+        f"{folder} is not a saved tl_ot_ablation object: expected a folder holding "
+        f"{CONFIG_NAME} and {TENSORS_NAME}, as written by tl_ot_ablation.save"
+    )
 
 
 def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
     """Read an object written by ``save`` onto ``device``; tensors come back bit-for-bit."""
-    config_file = Path(path) / CONFIG_NAME
-    if config_file.is_file() and '"InterventionSet"' in config_file.read_text():
-        from .intervention_set import InterventionSet
-
-        return InterventionSet.load(path, device=device)
     config = read_config(path)
+    if config["kind"] == SET_KIND:
+        from .intervention_set import InterventionSet  # imports this module: import here
+
+        return InterventionSet.from_config(path, config, device=device)
     tensors = load_file(str(Path(path) / TENSORS_NAME), device=str(device))
     return _build(_KINDS[config["kind"]], tensors, config.get("fields", {}))
