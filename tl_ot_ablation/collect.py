@@ -11,7 +11,7 @@ positions only (never at pads):
 """
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -102,14 +102,20 @@ def require_eval(model: Any) -> None:
         raise ValueError("the model is in training mode (dropout active); call model.eval() first")
 
 
-def _batches(ids: Tensor, mask: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+def batches(
+    ids: Tensor, mask: Tensor, batch_size: int, device: torch.device | str
+) -> list[tuple[Tensor, Tensor]]:
+    """``(input_ids, attention_mask)`` chunks of ``batch_size`` rows, on ``device``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, len(ids), batch_size):
-        yield ids[start : start + batch_size], mask[start : start + batch_size]
+    return [
+        (ids[start : start + batch_size].to(device), mask[start : start + batch_size].to(device))
+        for start in range(0, len(ids), batch_size)
+    ]
 
 
-def _model_device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    """Device of the model's first parameters (where its inputs go)."""
     return next(model.parameters()).device
 
 
@@ -143,7 +149,6 @@ def for_each_batch(
     stop_at = None if None in layers else max(layer for layer in layers if layer is not None) + 1
     if stop_at is not None and stop_at >= model.cfg.n_layers:
         stop_at = None
-    device = _model_device(model)
     fired: dict[str, int] = {}
     batch_mask: list[Tensor] = []
 
@@ -155,14 +160,14 @@ def for_each_batch(
         return hook
 
     captures = [(name, capture(name)) for name in hook_names]
-    batches = list(_batches(ids, mask, batch_size))
+    chunks = batches(ids, mask, batch_size, model_device(model))
     with torch.no_grad(), model.hooks(fwd_hooks=[*fwd_hooks, *captures]):
-        for batch_ids, batch_attention in tqdm(batches, desc="activations", disable=not progress):
+        for batch_ids, batch_attention in tqdm(chunks, desc="activations", disable=not progress):
             fired.clear()
             batch_mask[:] = [position_mask(batch_attention, positions, n_post)]
             model(
-                batch_ids.to(device),
-                attention_mask=batch_attention.to(device),
+                batch_ids,
+                attention_mask=batch_attention,
                 stop_at_layer=stop_at,
                 return_type=None,
             )

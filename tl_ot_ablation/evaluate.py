@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .collect import Prompts, prepare_tokens, require_eval
+from .collect import Prompts, batches, model_device, prepare_tokens, require_eval
 from .hooks import PositionSpec
 from .intervention_set import InterventionSet
 
@@ -32,14 +32,10 @@ def next_token_logprobs(
     """Log-probabilities of the first generated token, ``[n_prompts, vocab]`` (float32, CPU)."""
     require_eval(model)
     ids, mask = prepare_tokens(model, prompts, system=system)
-    device = next(model.parameters()).device
     out = []
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
-        for start in range(0, len(ids), batch_size):
-            logits = model(
-                ids[start : start + batch_size].to(device),
-                attention_mask=mask[start : start + batch_size].to(device),
-            )
+        for batch_ids, batch_mask in batches(ids, mask, batch_size, model_device(model)):
+            logits = model(batch_ids, attention_mask=batch_mask)
             out.append(logits[:, -1].float().log_softmax(-1).cpu())
     return torch.cat(out)
 
@@ -100,12 +96,9 @@ def completion_nll(
             f"prompt + completion is {ids.shape[1]} tokens, more than the context {model.cfg.n_ctx}"
         )
     hooks = [pair for group in interventions for pair in scoring_hooks(group, prompt_len)]
-    device = next(model.parameters()).device
     out = []
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        for start in range(0, len(ids), batch_size):
-            batch_ids = ids[start : start + batch_size].to(device)
-            batch_mask = mask[start : start + batch_size].to(device)
+        for batch_ids, batch_mask in batches(ids, mask, batch_size, model_device(model)):
             logits = model(batch_ids, attention_mask=batch_mask)
             # Positions prompt_len - 1 ... end - 2 predict the completion tokens.
             predicting = logits[:, prompt_len - 1 : -1].float().log_softmax(-1)

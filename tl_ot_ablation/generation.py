@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .collect import Prompts, prepare_tokens, require_eval
+from .collect import Prompts, batches, model_device, prepare_tokens, require_eval
 
 
 def check_generation_stack() -> None:
@@ -51,18 +51,15 @@ def generate(
     check_generation_stack()
     ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
     tokenizer = model.tokenizer
-    device = next(model.parameters()).device
     completions: list[str] = []
     sampling = (
         {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
     )
     if do_sample:
         torch.manual_seed(seed)
-    batches = range(0, len(ids), batch_size)
+    chunks = batches(ids, mask, batch_size, model_device(model))
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
-        for start in tqdm(batches, desc="generate", disable=not progress):
-            batch_ids = ids[start : start + batch_size].to(device)
-            batch_mask = mask[start : start + batch_size].to(device)
+        for batch_ids, batch_mask in tqdm(chunks, desc="generate", disable=not progress):
             out = model.original_model.generate(
                 input_ids=batch_ids,
                 attention_mask=batch_mask,
