@@ -43,12 +43,33 @@ def apply_positions_for(positions: FitPositions) -> PositionSpec:
     return slice(1, None) if positions == "all" else positions
 
 
-def _model_metadata(model: Any) -> dict[str, Any]:
+def _fit_metadata(
+    model: Any, method: str, harmful: Prompts, harmless: Prompts, **settings: Any
+) -> dict[str, Any]:
+    """What every fit records: the model, the method, the prompts' hash and its settings."""
     return {
         "model": getattr(model.cfg, "model_name", None),
         "d_model": model.cfg.d_model,
         "n_layers": model.cfg.n_layers,
+        "method": method,
+        "prompts_sha256": prompts_hash(harmful, harmless),
+        **settings,
     }
+
+
+def _collect_pair(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    names: Sequence[str],
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    **options: Any,
+) -> tuple[dict[str, GaussianStats], dict[str, GaussianStats]]:
+    """Streamed statistics of both prompt sets at ``names`` (``collect_stats`` options)."""
+    return (
+        collect_stats(model, harmful, names, fwd_hooks=fwd_hooks, **options),
+        collect_stats(model, harmless, names, fwd_hooks=fwd_hooks, **options),
+    )
 
 
 def _fit_one(
@@ -116,21 +137,22 @@ def fit_ot_ablation(
     names = [hook_name(hook, layer) for layer in chosen]
     n_post = post_instruction_length(model.tokenizer, system=system)
     where = apply_positions_for(positions) if apply_positions is None else apply_positions
-    metadata = {
-        **_model_metadata(model),
-        "method": method,
-        "hook_names": names,
-        "layers": chosen,
-        "positions": positions,
-        "n_components": n_components,
-        "reg": reg,
-        "basis": basis,
-        "sequential": sequential,
-        "prompts_sha256": prompts_hash(harmful, harmless),
-        "n_harmful": len(harmful[0]) if isinstance(harmful, tuple) else len(harmful),
-        "n_harmless": len(harmless[0]) if isinstance(harmless, tuple) else len(harmless),
-    }
-    common: dict[str, Any] = {
+    metadata = _fit_metadata(
+        model,
+        method,
+        harmful,
+        harmless,
+        hook_names=names,
+        layers=chosen,
+        positions=positions,
+        n_components=n_components,
+        reg=reg,
+        basis=basis,
+        sequential=sequential,
+        n_harmful=len(harmful[0]) if isinstance(harmful, tuple) else len(harmful),
+        n_harmless=len(harmless[0]) if isinstance(harmless, tuple) else len(harmless),
+    )
+    options: dict[str, Any] = {
         "positions": positions,
         "batch_size": batch_size,
         "system": system,
@@ -138,18 +160,17 @@ def fit_ot_ablation(
     }
     maps: dict[str, Any] = {}
 
-    def partial_set() -> InterventionSet:
-        return InterventionSet(maps, positions=where, n_post_instruction=n_post)
-
     if sequential:
         for name in names:
-            earlier = partial_set().fwd_hooks() if maps else []
-            source = collect_stats(model, harmful, name, fwd_hooks=earlier, **common)[name]
-            target = collect_stats(model, harmless, name, fwd_hooks=earlier, **common)[name]
-            maps[name] = _fit_one(method, source, target, n_components, reg, basis)
+            earlier = (
+                InterventionSet(maps, positions=where, n_post_instruction=n_post).fwd_hooks()
+                if maps
+                else []
+            )
+            sources, targets = _collect_pair(model, harmful, harmless, [name], earlier, **options)
+            maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
     else:
-        sources = collect_stats(model, harmful, names, **common)
-        targets = collect_stats(model, harmless, names, **common)
+        sources, targets = _collect_pair(model, harmful, harmless, names, **options)
         for name in names:
             maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
     return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)
@@ -168,16 +189,17 @@ def _mean_difference_stats(
 ) -> tuple[GaussianStats, GaussianStats]:
     check_layers(model, [layer])
     name = hook_name(hook, layer)
-    common: dict[str, Any] = {
-        "positions": positions,
-        "batch_size": batch_size,
-        "system": system,
-        "progress": progress,
-    }
-    return (
-        collect_stats(model, harmful, name, **common)[name],
-        collect_stats(model, harmless, name, **common)[name],
+    sources, targets = _collect_pair(
+        model,
+        harmful,
+        harmless,
+        [name],
+        positions=positions,
+        batch_size=batch_size,
+        system=system,
+        progress=progress,
     )
+    return sources[name], targets[name]
 
 
 def fit_direction_ablation(
@@ -204,14 +226,15 @@ def fit_direction_ablation(
         for i in range(model.cfg.n_layers)
         for kind in ("resid_pre", "resid_mid", "resid_post")
     ]
-    metadata = {
-        **_model_metadata(model),
-        "method": "direction_ablation",
-        "direction_layer": layer,
-        "hook": hook,
-        "positions": positions,
-        "prompts_sha256": prompts_hash(harmful, harmless),
-    }
+    metadata = _fit_metadata(
+        model,
+        "direction_ablation",
+        harmful,
+        harmless,
+        direction_layer=layer,
+        hook=hook,
+        positions=positions,
+    )
     return InterventionSet(
         dict.fromkeys(names, ablation),
         positions=apply_positions,
@@ -239,15 +262,16 @@ def fit_actadd(
         model, harmful, harmless, layer, hook, positions, batch_size, system, progress
     )
     add = ActAdd.from_stats(source, target).with_strength(coefficient)
-    metadata = {
-        **_model_metadata(model),
-        "method": "actadd",
-        "layer": layer,
-        "hook": hook,
-        "coefficient": coefficient,
-        "positions": positions,
-        "prompts_sha256": prompts_hash(harmful, harmless),
-    }
+    metadata = _fit_metadata(
+        model,
+        "actadd",
+        harmful,
+        harmless,
+        layer=layer,
+        hook=hook,
+        coefficient=coefficient,
+        positions=positions,
+    )
     return InterventionSet(
         {hook_name(hook, layer): add},
         positions=apply_positions,
