@@ -178,8 +178,8 @@ def load_model(
         name_or_path: An embedded model name (see ``EMBEDDED_MODELS``), a local ``.gguf`` file,
             a local model folder, or a Hugging Face hub name.
         device: Where to put the model (default: CUDA if available, else CPU).
-        dtype: Weight dtype. bfloat16 (the default) ran the embedded 1.5B model 1.6x faster
-            than float32 on a 2-core CPU with the same greedy refusals.
+        dtype: Weight dtype; bfloat16 (the default) halves float32's memory, and the embedded
+            model still refuses under it (tests/test_real_model.py).
         **bridge_kwargs: Passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map``,
             ``n_devices`` for a model dispatched over several GPUs).
 
