@@ -52,3 +52,44 @@ def test_quickstart_notebook_on_the_embedded_model() -> None:
         out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
     )
     assert "I'm sorry" in text  # the unmodified model refuses the held-out harmful prompts
+
+
+def _text(notebook: nbformat.NotebookNode) -> str:
+    return "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
+
+
+def _images(notebook: nbformat.NotebookNode) -> int:
+    return sum(
+        "image/png" in out.get("data", {})
+        for cell in notebook.cells
+        for out in cell.get("outputs", [])
+    )
+
+
+ANALYSIS_NOTEBOOKS = {
+    # notebook: (text every run prints, number of figures)
+    "compare_methods": ("| ot_selective |", 2),
+    "layer_sweep": ("W2²", 3),
+    "circuit_analysis": ("share of the OT effect", 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ANALYSIS_NOTEBOOKS))
+def test_analysis_notebook_on_a_tiny_model(name: str) -> None:
+    notebook = run_notebook(ROOT / "demos" / f"{name}.ipynb", {"TL_OT_ABLATION_DEMO_MODEL": "tiny"})
+    expected_text, n_figures = ANALYSIS_NOTEBOOKS[name]
+    assert expected_text in _text(notebook)
+    assert _images(notebook) == n_figures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ANALYSIS_NOTEBOOKS))
+def test_analysis_notebook_on_the_embedded_model(name: str) -> None:
+    notebook = run_notebook(
+        ROOT / "demos" / f"{name}.ipynb", {"TL_OT_ABLATION_DEMO_MODEL": "embedded"}
+    )
+    expected_text, n_figures = ANALYSIS_NOTEBOOKS[name]
+    assert expected_text in _text(notebook)
+    assert _images(notebook) == n_figures

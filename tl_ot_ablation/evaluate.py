@@ -107,3 +107,53 @@ def completion_nll(
             weights = batch_mask[:, prompt_len:].float()
             out.append((-(token_logprobs * weights).sum(1) / weights.sum(1)).cpu())
     return torch.cat(out)
+
+
+def text_nll(
+    model: Any,
+    texts: Sequence[str],
+    *,
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    batch_size: int = 8,
+) -> Float[Tensor, " n"]:
+    """Mean NLL (nats per token) of each plain text (no chat template), under ``fwd_hooks``.
+
+    Texts are right-padded, so a position spec such as ``slice(1, None)`` ("every token but the
+    first") means the same tokens in every row.
+    """
+    require_eval(model)
+    if isinstance(texts, str) or len(texts) == 0:
+        raise ValueError("texts must be a non-empty list of strings")
+    tokenizer = model.tokenizer
+    tokenizer.padding_side = "right"
+    try:
+        encoded = tokenizer(
+            list(texts), add_special_tokens=False, padding=True, return_tensors="pt"
+        )
+    finally:
+        tokenizer.padding_side = "left"
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    if int(mask.sum(1).min()) < 2:
+        raise ValueError("every text needs at least two tokens")
+    if ids.shape[1] > model.cfg.n_ctx:
+        raise ValueError(
+            f"a text is {ids.shape[1]} tokens, more than the context {model.cfg.n_ctx}"
+        )
+    out = []
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
+        for batch_ids, batch_mask in batches(ids, mask, batch_size, model_device(model)):
+            logits = model(batch_ids, attention_mask=batch_mask)
+            logprobs = logits[:, :-1].float().log_softmax(-1)
+            token_logprobs = logprobs.gather(-1, batch_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            weights = batch_mask[:, 1:].float()
+            out.append((-(token_logprobs * weights).sum(1) / weights.sum(1)).cpu())
+    return torch.cat(out)
+
+
+def text_hooks(interventions: InterventionSet) -> list[tuple[str, Any]]:
+    """Hooks for plain text: a set fitted on chat-template positions applies to every token but
+    the first (the attention sink); a set applied everywhere keeps its own spec."""
+    where = interventions.positions
+    if where in ("post_instruction", "last"):
+        where = slice(1, None)
+    return interventions.fwd_hooks(positions=where)

@@ -11,7 +11,7 @@ position. ``fit_actadd`` adds the mean difference at one layer.
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from .baselines import ActAdd, DirectionAblation, PerNeuronOT
@@ -23,6 +23,7 @@ from .prompts import post_instruction_length
 from .stats import GaussianStats
 
 Method = Literal["ot", "mean_shift", "per_neuron_ot"]
+StatsPair = tuple[Mapping[str, GaussianStats], Mapping[str, GaussianStats]]
 DEFAULT_N_COMPONENTS = 64
 
 
@@ -63,9 +64,20 @@ def _collect_pair(
     harmless: Prompts,
     names: Sequence[str],
     fwd_hooks: Sequence[tuple[str, Any]] = (),
+    cached: StatsPair | None = None,
     **options: Any,
-) -> tuple[dict[str, GaussianStats], dict[str, GaussianStats]]:
-    """Streamed statistics of both prompt sets at ``names`` (``collect_stats`` options)."""
+) -> StatsPair:
+    """Streamed statistics of both prompt sets at ``names`` (``collect_stats`` options).
+
+    ``cached`` statistics (of the same prompts and options) are reused when they hold every
+    name and no earlier hooks change the activations.
+    """
+    if (
+        cached is not None
+        and not fwd_hooks
+        and all(n in cached[0] and n in cached[1] for n in names)
+    ):
+        return {n: cached[0][n] for n in names}, {n: cached[1][n] for n in names}
     return (
         collect_stats(model, harmful, names, fwd_hooks=fwd_hooks, **options),
         collect_stats(model, harmless, names, fwd_hooks=fwd_hooks, **options),
@@ -108,6 +120,7 @@ def fit_ot_ablation(
     batch_size: int = 16,
     system: str | None = None,
     progress: bool = True,
+    cached_stats: StatsPair | None = None,
 ) -> InterventionSet:
     """Fit a transport map from harmful to harmless activations at each of ``layers``.
 
@@ -128,6 +141,9 @@ def fit_ot_ablation(
         batch_size: Prompts per forward pass.
         system: Optional system prompt.
         progress: Show progress bars.
+        cached_stats: ``(harmful, harmless)`` statistics by hook name, already collected from
+            these prompts with these options (e.g. for every layer at once): used instead of a
+            new pass wherever the unmodified model's activations are what is needed.
 
     Returns:
         An ``InterventionSet`` with one map per hook point, and the fit's settings in
@@ -167,10 +183,14 @@ def fit_ot_ablation(
                 if maps
                 else []
             )
-            sources, targets = _collect_pair(model, harmful, harmless, [name], earlier, **options)
+            sources, targets = _collect_pair(
+                model, harmful, harmless, [name], earlier, cached_stats, **options
+            )
             maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
     else:
-        sources, targets = _collect_pair(model, harmful, harmless, names, **options)
+        sources, targets = _collect_pair(
+            model, harmful, harmless, names, cached=cached_stats, **options
+        )
         for name in names:
             maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
     return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)
@@ -186,6 +206,7 @@ def _mean_difference_stats(
     batch_size: int,
     system: str | None,
     progress: bool,
+    cached_stats: StatsPair | None,
 ) -> tuple[GaussianStats, GaussianStats]:
     check_layers(model, [layer])
     name = hook_name(hook, layer)
@@ -194,6 +215,7 @@ def _mean_difference_stats(
         harmful,
         harmless,
         [name],
+        cached=cached_stats,
         positions=positions,
         batch_size=batch_size,
         system=system,
@@ -214,11 +236,12 @@ def fit_direction_ablation(
     batch_size: int = 16,
     system: str | None = None,
     progress: bool = True,
+    cached_stats: StatsPair | None = None,
 ) -> InterventionSet:
     """Arditi et al.'s refusal-direction ablation: the unit difference of means at one layer,
     projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post``."""
     source, target = _mean_difference_stats(
-        model, harmful, harmless, layer, hook, positions, batch_size, system, progress
+        model, harmful, harmless, layer, hook, positions, batch_size, system, progress, cached_stats
     )
     ablation = DirectionAblation.from_stats(source, target)
     names = [
@@ -256,10 +279,11 @@ def fit_actadd(
     batch_size: int = 16,
     system: str | None = None,
     progress: bool = True,
+    cached_stats: StatsPair | None = None,
 ) -> InterventionSet:
     """Add ``coefficient × (mean harmless − mean harmful)`` at one layer's hook point."""
     source, target = _mean_difference_stats(
-        model, harmful, harmless, layer, hook, positions, batch_size, system, progress
+        model, harmful, harmless, layer, hook, positions, batch_size, system, progress, cached_stats
     )
     add = ActAdd.from_stats(source, target).with_strength(coefficient)
     metadata = _fit_metadata(

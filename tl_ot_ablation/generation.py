@@ -12,6 +12,8 @@ from importlib.metadata import version
 from typing import Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from .collect import Prompts, batches, model_device, prepare_tokens, require_eval
@@ -27,6 +29,56 @@ def check_generation_stack() -> None:
             f"{version('transformer-lens')} produces garbage after the first generated token "
             "(the KV cache is never filled); install 'transformers>=5.9,<5.24'"
         )
+
+
+def generate_with_first_logprobs(
+    model: Any,
+    prompts: Prompts,
+    *,
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+    system: str | None = None,
+    chat: bool = True,
+    progress: bool = True,
+) -> tuple[list[str], Float[Tensor, "n vocab"]]:
+    """``generate``, plus the log-probabilities of the first generated token (float32, CPU).
+
+    The first decoding step is a plain forward pass over the prompts, so these are the
+    ``next_token_logprobs`` of the prompts, obtained without a second pass.
+    """
+    require_eval(model)
+    check_generation_stack()
+    ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
+    tokenizer = model.tokenizer
+    completions: list[str] = []
+    first_logprobs: list[Tensor] = []
+    sampling = (
+        {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
+    )
+    if do_sample:
+        torch.manual_seed(seed)
+    chunks = batches(ids, mask, batch_size, model_device(model))
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
+        for batch_ids, batch_mask in tqdm(chunks, desc="generate", disable=not progress):
+            out = model.original_model.generate(
+                input_ids=batch_ids,
+                attention_mask=batch_mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                top_p=None,
+                top_k=None,
+                output_logits=True,
+                return_dict_in_generate=True,
+                **sampling,
+            )
+            new_tokens = out.sequences[:, batch_ids.shape[1] :]
+            completions.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            first_logprobs.append(out.logits[0].float().log_softmax(-1).cpu())
+    return completions, torch.cat(first_logprobs)
 
 
 def generate(
@@ -47,28 +99,17 @@ def generate(
 
     Greedy by default; ``do_sample=True`` samples at ``temperature`` from a seeded generator.
     """
-    require_eval(model)
-    check_generation_stack()
-    ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
-    tokenizer = model.tokenizer
-    completions: list[str] = []
-    sampling = (
-        {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
+    completions, _ = generate_with_first_logprobs(
+        model,
+        prompts,
+        fwd_hooks=fwd_hooks,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        do_sample=do_sample,
+        temperature=temperature,
+        seed=seed,
+        system=system,
+        chat=chat,
+        progress=progress,
     )
-    if do_sample:
-        torch.manual_seed(seed)
-    chunks = batches(ids, mask, batch_size, model_device(model))
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
-        for batch_ids, batch_mask in tqdm(chunks, desc="generate", disable=not progress):
-            out = model.original_model.generate(
-                input_ids=batch_ids,
-                attention_mask=batch_mask,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                top_p=None,
-                top_k=None,
-                **sampling,
-            )
-            new_tokens = out[:, batch_ids.shape[1] :]
-            completions.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return completions

@@ -1,8 +1,9 @@
 """Prompt sets, chat formatting and left-padded tokenisation.
 
-The package ships two small instruction sets that it wrote itself (``default_prompts``): 64
-clearly harmful requests in the style of AdvBench and 64 everyday harmless ones, enough for a
-quick demo. ``load_prompts`` reads user files. Instructions are wrapped in the tokenizer's own
+The package ships small instruction sets that it wrote itself (``default_prompts``): a fitting
+split of 64 clearly harmful requests in the style of AdvBench and 64 everyday harmless ones, a
+disjoint evaluation split of 32 + 32, and a few paragraphs of plain prose (``plain_text``) for
+perplexity. ``load_prompts`` reads user files. Instructions are wrapped in the tokenizer's own
 chat template; the template tokens after the user message (``<|im_end|>\\n<|im_start|>assistant\\n``
 for Qwen) are the *post-instruction* positions where Arditi et al. (2024) read the refusal
 direction and where this package fits and applies its maps by default.
@@ -19,14 +20,28 @@ import torch
 from torch import Tensor
 
 PromptKind = Literal["harmful", "harmless"]
+Split = Literal["train", "eval"]
 
 
-def default_prompts(kind: PromptKind) -> list[str]:
-    """The package's own 64 harmful or 64 harmless instructions."""
+def _read_data(filename: str) -> list[str]:
+    return list(
+        json.loads(resources.files("tl_ot_ablation").joinpath("data", filename).read_text())
+    )
+
+
+def default_prompts(kind: PromptKind, split: Split = "train") -> list[str]:
+    """The package's own instructions: 64 harmful or 64 harmless for fitting (``"train"``),
+    or a disjoint 32 + 32 for evaluation (``"eval"``)."""
     if kind not in ("harmful", "harmless"):
         raise ValueError(f"kind must be 'harmful' or 'harmless', got {kind!r}")
-    text = resources.files("tl_ot_ablation").joinpath("data", f"{kind}.json").read_text()
-    return list(json.loads(text))
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    return _read_data(f"{kind}.json" if split == "train" else f"{kind}_eval.json")
+
+
+def plain_text() -> list[str]:
+    """Eight short paragraphs of everyday prose (no chat template) for perplexity checks."""
+    return _read_data("plain_text.json")
 
 
 def load_prompts(path: str | Path, *, field: str = "instruction") -> list[str]:

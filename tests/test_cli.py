@@ -1,0 +1,126 @@
+"""The ``tl-ot-ablation`` command line, end to end on a tiny random-weight model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tl_ot_ablation.cli import main
+from tl_ot_ablation.compare import METHODS
+
+TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
+REQUIRED = ("refusal_rate_harmful", "refusal_rate_harmless", "kl_harmless", "ppl_harmless")
+
+
+def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    code = main(
+        [
+            "compare",
+            *TINY,
+            "--quick",
+            "--n-train",
+            "6",
+            "--n-eval",
+            "3",
+            "-k",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    record = json.loads((out / "results.json").read_text())
+    assert list(record["methods"]) == list(METHODS)
+    for name, values in record["methods"].items():
+        for key in REQUIRED:
+            assert set(values[key]) == {"value", "ci_low", "ci_high"}, (name, key)
+    assert record["preset"] == "quick" and record["command"].startswith("tl-ot-ablation compare")
+    assert record["prompts"]["n_train_harmful"] == 6 and record["prompts"]["n_eval_harmless"] == 3
+    for png in ("comparison.png", "clouds.png", "w2_by_layer.png"):
+        assert (out / png).stat().st_size > 1000, png
+    report = (out / "report.md").read_text()
+    assert "| ot_selective |" in report and "![" in report
+    completions = json.loads((out / "completions.json").read_text())
+    assert len(completions["completions"]["none"]["harmful"]) == 3
+    assert "| direction_ablation |" in capsys.readouterr().out
+
+
+def test_compare_refuses_overlapping_train_and_eval_prompts(tmp_path: Path) -> None:
+    prompts = tmp_path / "harmful.txt"
+    prompts.write_text("rob a bank\nhurt someone\nsteal a car\n")
+    args = ["compare", *TINY, "--harmful", str(prompts), "--eval-harmful", str(prompts)]
+    with pytest.raises(SystemExit, match=r"3 held-out prompt.*--allow-overlap"):
+        main([*args, "--out", str(tmp_path / "r")])
+    with pytest.warns(UserWarning, match="memorisation"):
+        main(
+            [
+                *args,
+                "--allow-overlap",
+                "--n-eval",
+                "2",
+                "--n-train",
+                "3",
+                "--methods",
+                "direction_ablation",
+                "ot_selective",
+                "--max-new-tokens",
+                "2",
+                "-k",
+                "2",
+                "--no-plots",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+    record = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert record["prompts"]["train_eval_overlap"] == 2
+    assert "WARNING" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_sweep_writes_points_w2_and_plots(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sweep"
+    args = ["sweep", *TINY, "--n-train", "6", "--n-eval", "3", "-k", "4", "--out", str(out)]
+    assert main([*args, "--k-grid", "2", "4", "--strengths", "0.5", "1"]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    kinds = {p["kind"] for p in record["points"]}
+    assert kinds == {"reference", "layer", "pair", "k", "strength"}
+    assert [r["layer"] for r in record["w2_by_layer"]] == [0, 1, 2]
+    assert len([p for p in record["points"] if p["kind"] == "layer"]) == 3
+    for png in ("layer_sweep.png", "w2_by_layer.png", "strength.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert "Report:" in capsys.readouterr().out
+
+
+def test_fit_then_generate(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "map"
+    fit = ["fit", *TINY, "--n-train", "5", "--layers", "1,2", "-k", "4", "--out", str(folder)]
+    assert main(fit) == 0
+    assert (folder / "config.json").is_file()
+    generate = ["generate", *TINY, "--map", str(folder), "--prompt", "hi", "--prompt", "rob a bank"]
+    assert main([*generate, "--max-new-tokens", "3", "--with-unmodified"]) == 0
+    out = capsys.readouterr().out
+    assert "### rob a bank" in out and "[unmodified]" in out and "[ot]" in out
+
+
+def test_bad_input_gives_a_one_line_error(tmp_path: Path, capsys) -> None:
+    code = main(["fit", *TINY, "--n-train", "3", "--layers", "7", "--out", str(tmp_path / "m")])
+    assert code == 2
+    assert "out of range: this model has layers 0..2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--match-kl", "lots"])
+    with pytest.raises(SystemExit, match="--prompt"):
+        main(["generate", *TINY, "--map", str(tmp_path)])
+
+
+def test_python_dash_m_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tl_ot_ablation", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for command in ("compare", "sweep", "fit", "generate"):
+        assert command in result.stdout

@@ -1,0 +1,224 @@
+"""Matched-damage search, degenerate-output flag, plain-text NLL and the comparison pipeline."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import HARMFUL, HARMLESS
+
+import tl_ot_ablation as tlo
+from tl_ot_ablation.compare import (
+    METHODS,
+    CompareSettings,
+    EvalPrompts,
+    comparison_record,
+    overlap,
+    run_comparison,
+)
+from tl_ot_ablation.evaluate import next_token_logprobs, text_hooks, text_nll
+from tl_ot_ablation.generation import generate_with_first_logprobs
+from tl_ot_ablation.matched import match_strength
+from tl_ot_ablation.metrics import degeneracy, is_degenerate, perplexity, with_ci
+
+# --- match_strength -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0.01, 0.3, 0.9, 1.7])
+def test_match_strength_finds_the_budget_without_exceeding_it(budget: float) -> None:
+    match = match_strength(lambda s: s**2, budget, max_strength=2.0, steps=12, rtol=0.01)
+    assert match.damage <= budget
+    assert match.reached
+    assert match.strength == pytest.approx(math.sqrt(budget), rel=0.01)
+    assert match.path[0][0] == 1.0  # always starts at full strength
+
+
+@pytest.mark.parametrize(
+    "damage", [lambda s: s**2, lambda s: 0.05 * s**3 + 0.3 * s, lambda s: 20 * s**4]
+)
+@pytest.mark.parametrize("budget", [0.01, 0.3, 1.7])
+def test_match_strength_needs_few_evaluations_on_power_law_curves(damage, budget) -> None:
+    match = match_strength(damage, budget, max_strength=2.0)
+    if damage(2.0) > budget:
+        assert match.reached and len(match.path) <= 4
+        assert budget * 0.9 <= match.damage <= budget
+
+
+def test_match_strength_stops_at_max_strength_when_the_method_is_cheap() -> None:
+    match = match_strength(lambda s: 0.01 * s, 1.0, max_strength=3.0)
+    assert (match.strength, match.reached) == (3.0, False)
+    assert [s for s, _ in match.path] == [1.0, 3.0]
+
+
+def test_match_strength_never_returns_an_over_budget_point() -> None:
+    # A step function: every strength > 0.3 costs 10x the budget.
+    match = match_strength(lambda s: 10.0 if s > 0.3 else 0.0, 1.0, steps=6)
+    assert match.damage <= 1.0 and match.strength <= 0.3
+    assert not match.reached
+
+
+def test_match_strength_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        match_strength(lambda s: s, 0.0)
+    with pytest.raises(ValueError, match="max_strength"):
+        match_strength(lambda s: s, 1.0, max_strength=0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        match_strength(lambda s: float("nan"), 1.0)
+
+
+# --- degenerate completions, perplexity --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("   \n", "empty"),
+        ("Lemonade\nLemonade\nLemonade\nLemonade", "repeated word"),
+        ("the cat sat " * 6, "repetition"),
+        ("的的的的的是的的", "non-text"),
+        ("Sure! Here is a simple recipe:\n\nIngredients:\n- 1 cup sugar", None),
+        ("I'm sorry, but I can't assist with that.", None),
+        ("def f(x):\n    return {x: [1, 2]}", None),
+        ("very very very good", None),  # three in a row is still language
+    ],
+)
+def test_degeneracy(text: str, reason: str | None) -> None:
+    assert degeneracy(text) == reason
+    assert is_degenerate(text) == (reason is not None)
+
+
+def test_perplexity_is_exp_of_the_mean_nll_with_mapped_interval() -> None:
+    nll = np.array([1.0, 2.0, 1.5, 3.0, 2.5])
+    ppl = perplexity(nll)
+    mean_nll = with_ci(nll)
+    assert ppl.value == pytest.approx(math.exp(nll.mean()))
+    assert (ppl.ci_low, ppl.ci_high) == pytest.approx(
+        (math.exp(mean_nll.ci_low), math.exp(mean_nll.ci_high))
+    )
+
+
+# --- plain-text NLL and first-step log-probs ----------------------------------------------------
+
+
+def test_text_nll_equals_direct_computation_and_ignores_padding(tiny_bridge) -> None:
+    texts = ["The cat sat on the mat.", "Rain.", "A much longer sentence about rivers and hills."]
+    batched = text_nll(tiny_bridge, texts, batch_size=3)
+    for i, text in enumerate(texts):
+        ids = tiny_bridge.tokenizer(text, add_special_tokens=False, return_tensors="pt")[
+            "input_ids"
+        ]
+        logprobs = tiny_bridge(ids)[0, :-1].log_softmax(-1)
+        direct = -logprobs.gather(-1, ids[0, 1:, None]).mean()
+        torch.testing.assert_close(batched[i], direct, rtol=1e-5, atol=1e-5)
+
+
+def test_text_hooks_skip_the_first_position_for_maps_fitted_on_the_template(tiny_bridge) -> None:
+    fitted = tlo.fit_ot_ablation(
+        tiny_bridge, HARMFUL, HARMLESS, layers=[1], n_components=4, progress=False
+    )
+    ((_, hook),) = text_hooks(fitted)
+    assert hook.positions == slice(1, None)
+    ablation = tlo.fit_direction_ablation(tiny_bridge, HARMFUL, HARMLESS, layer=1, progress=False)
+    assert {h.positions for _, h in text_hooks(ablation)} == {"all"}
+    with pytest.raises(ValueError, match="at least two tokens"):
+        text_nll(tiny_bridge, ["a"])
+
+
+def test_first_generated_logprobs_equal_next_token_logprobs(tiny_bridge) -> None:
+    fitted = tlo.fit_ot_ablation(
+        tiny_bridge, HARMFUL, HARMLESS, layers=[1], n_components=4, progress=False
+    )
+    hooks = fitted.with_strength(1.0).fwd_hooks()
+    completions, first = generate_with_first_logprobs(
+        tiny_bridge, HARMLESS, fwd_hooks=hooks, max_new_tokens=3, batch_size=5, progress=False
+    )
+    direct = next_token_logprobs(tiny_bridge, HARMLESS, fwd_hooks=hooks, batch_size=5)
+    torch.testing.assert_close(first, direct, rtol=1e-5, atol=1e-5)
+    assert len(completions) == len(HARMLESS)
+    assert (
+        completions[0]
+        == tlo.generate(
+            tiny_bridge, HARMLESS[:1], fwd_hooks=hooks, max_new_tokens=3, progress=False
+        )[0]
+    )
+
+
+# --- the comparison pipeline -----------------------------------------------------------------
+
+TEXTS = ["The cat sat on the mat and looked out at the rain.", "Bread is made of flour."]
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_bridge):
+    held_out = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing a song"], TEXTS)
+    settings = CompareSettings(n_components=4, max_new_tokens=4, batch_size=4, bisection_steps=4)
+    result = run_comparison(tiny_bridge, HARMFUL, HARMLESS, held_out, settings, progress=False)
+    return result, held_out
+
+
+def test_comparison_runs_every_method_and_matches_damage(comparison) -> None:
+    result, _ = comparison
+    assert list(result.results) == list(METHODS)
+    none = result.results["none"].metrics
+    assert none["kl_harmless"].value == 0.0
+    budget = result.results["direction_ablation"].metrics["kl_harmless"].value
+    assert budget > 0
+    for name in METHODS[2:]:
+        method = result.results[name]
+        assert method.match is not None and method.match.budget == pytest.approx(budget)
+        assert method.strength == pytest.approx(method.match.strength)
+        # The KL reported for the matched strength is the one the search measured.
+        assert method.metrics["kl_harmless"].value == pytest.approx(method.match.damage, rel=1e-4)
+        assert method.metrics["kl_harmless"].value <= budget * (1 + 1e-4)
+
+
+def test_comparison_record_has_the_documented_schema(comparison) -> None:
+    result, held_out = comparison
+    record = comparison_record(
+        result,
+        model_name="tiny",
+        train={"harmful": HARMFUL, "harmless": HARMLESS},
+        held_out=held_out,
+    )
+    assert set(record["methods"]) == set(METHODS)
+    for values in record["methods"].values():
+        for key in (
+            "refusal_rate_harmful",
+            "refusal_rate_harmless",
+            "kl_harmless",
+            "ppl_harmless",
+        ):
+            assert set(values[key]) == {"value", "ci_low", "ci_high"}
+            assert values[key]["ci_low"] <= values[key]["value"] <= values[key]["ci_high"]
+    assert record["seed"] == 0 and record["model"] == "tiny"
+    assert record["settings"]["layers"] == [1] and record["prompts"]["train_eval_overlap"] == 0
+    assert len(record["prompts"]["train_sha256"]) == 16
+
+
+def test_unmatched_comparison_uses_the_given_strength(tiny_bridge) -> None:
+    held_out = EvalPrompts(["rob a bank"], ["plant a tree"], TEXTS[:1])
+    settings = CompareSettings(
+        n_components=4,
+        max_new_tokens=2,
+        match_kl=None,
+        strength=0.5,
+        methods=("ot_selective", "actadd"),
+    )
+    result = run_comparison(tiny_bridge, HARMFUL, HARMLESS, held_out, settings, progress=False)
+    assert list(result.results) == ["none", "actadd", "ot_selective"]
+    assert result.results["ot_selective"].strength == 0.5
+    assert result.results["ot_selective"].match is None
+
+
+def test_compare_settings_reject_bad_values(tiny_bridge) -> None:
+    with pytest.raises(ValueError, match="unknown method"):
+        CompareSettings(methods=("ot_magic",)).resolve(3)
+    with pytest.raises(ValueError, match="match_kl"):
+        CompareSettings(match_kl="ot").resolve(3)
+    with pytest.raises(ValueError, match="needs that method"):
+        CompareSettings(methods=("ot_full",)).resolve(3)
+
+
+def test_overlap_is_case_and_space_insensitive() -> None:
+    assert overlap(["Bake a cake", "x"], ["  bake a CAKE ", "y"]) == ["  bake a CAKE "]

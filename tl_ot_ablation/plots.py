@@ -1,0 +1,196 @@
+"""Matplotlib figures of comparisons and sweeps, drawn from their JSON records.
+
+Every function takes the plain dictionaries written to ``results.json`` / ``sweep.json`` (so a
+saved run can be re-plotted in a notebook), draws on a new figure and returns it; pass ``path``
+to also save it as a PNG. Figures are built without ``pyplot``, so nothing opens a window or
+leaks global state; in Jupyter a returned figure renders inline.
+"""
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from matplotlib.figure import Figure
+from torch import Tensor
+
+METHOD_COLORS = {
+    "none": "#7f7f7f",
+    "direction_ablation": "#d62728",
+    "actadd": "#9467bd",
+    "mean_shift": "#8c564b",
+    "per_neuron_ot": "#e377c2",
+    "ot_full": "#ff7f0e",
+    "ot_selective": "#1f77b4",
+    "ot": "#1f77b4",
+}
+
+
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def _errors(estimates: Sequence[Mapping[str, float]]) -> np.ndarray:
+    values = np.array([e["value"] for e in estimates])
+    return np.stack(
+        [
+            values - np.array([e["ci_low"] for e in estimates]),
+            np.array([e["ci_high"] for e in estimates]) - values,
+        ]
+    ).clip(min=0)
+
+
+def plot_comparison(record: Mapping[str, Any], path: str | Path | None = None) -> Figure:
+    """Refusal rates (harmful, harmless) and harmless KL per method, with 95 % CIs."""
+    methods = list(record["methods"])
+    rows = [record["methods"][m] for m in methods]
+    x = np.arange(len(methods))
+    fig = Figure(figsize=(12, 4))
+    left, right = fig.subplots(1, 2)
+    for offset, key, label in (
+        (-0.2, "refusal_rate_harmful", "harmful prompts"),
+        (0.2, "refusal_rate_harmless", "harmless prompts"),
+    ):
+        estimates = [row[key] for row in rows]
+        left.bar(
+            x + offset,
+            [e["value"] for e in estimates],
+            0.4,
+            yerr=_errors(estimates),
+            capsize=3,
+            label=label,
+        )
+    left.set(ylabel="refusal rate", ylim=(0, 1.05), title="Refusal (95 % CI)")
+    left.set_xticks(x, methods, rotation=30, ha="right")
+    left.legend()
+    kls = [row["kl_harmless"] for row in rows]
+    right.bar(
+        x,
+        [max(e["value"], 1e-6) for e in kls],
+        yerr=_errors(kls),
+        capsize=3,
+        color=[METHOD_COLORS.get(m, "C0") for m in methods],
+    )
+    right.set(yscale="log", ylabel="KL (nats)", title="First-token KL on harmless prompts")
+    right.set_xticks(x, methods, rotation=30, ha="right")
+    for i, row in enumerate(rows):
+        if row.get("degenerate_rate_harmful", {}).get("value", 0) > 0.25:
+            left.annotate("degenerate", (i, 1.0), ha="center", fontsize=7, color="red")
+    return _finish(fig, path)
+
+
+def plot_layer_sweep(sweep: Mapping[str, Any], path: str | Path | None = None) -> Figure:
+    """Refusal score and harmless KL of single layers and adjacent pairs, against depth."""
+    fig = Figure(figsize=(9, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    references = {p["method"]: p for p in sweep["points"] if p["kind"] == "reference"}
+    for kind, marker in (("layer", "o"), ("pair", "s")):
+        points = [p for p in sweep["points"] if p["kind"] == kind]
+        if not points:
+            continue
+        depth = np.array([np.mean(p["layers"]) for p in points])
+        for axis, key in ((top, "refusal_score"), (bottom, "kl_harmless")):
+            estimates = [p[key] for p in points]
+            axis.errorbar(
+                depth,
+                [e["value"] for e in estimates],
+                yerr=_errors(estimates),
+                marker=marker,
+                capsize=2,
+                label=f"OT, {'single layers' if kind == 'layer' else 'adjacent pairs'}",
+            )
+    for method, point in references.items():
+        for axis, key in ((top, "refusal_score"), (bottom, "kl_harmless")):
+            if key == "kl_harmless" and method == "none":
+                continue
+            axis.axhline(
+                point[key]["value"],
+                ls="--",
+                color=METHOD_COLORS.get(method, "k"),
+                label=method.replace("_", " "),
+            )
+    bottom.axhline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
+    top.set(ylabel="refusal log-odds (harmful)", title="Where transport removes refusal")
+    bottom.set(ylabel="KL on harmless (nats)", xlabel="layer", yscale="log")
+    top.legend(fontsize=7)
+    bottom.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def plot_w2(rows: Sequence[Mapping[str, int | float]], path: str | Path | None = None) -> Figure:
+    """Squared W2 between harmful and harmless activations per layer: mean + covariance part."""
+    layers = [row["layer"] for row in rows]
+    mean_part = [row["w2_mean"] for row in rows]
+    bures_part = [row["w2_bures"] for row in rows]
+    fig = Figure(figsize=(9, 3.5))
+    axis = fig.subplots()
+    axis.bar(layers, mean_part, label="mean part ‖m_s − m_t‖²")
+    axis.bar(layers, bures_part, bottom=mean_part, label="covariance (Bures) part")
+    axis.set(xlabel="layer", ylabel="W2²", title="Harmful vs harmless: W2² per layer")
+    axis.legend()
+    return _finish(fig, path)
+
+
+def plot_strength(sweep: Mapping[str, Any], path: str | Path | None = None) -> Figure:
+    """Refusal score and KL against strength per method, and the refusal-vs-KL frontier."""
+    points = [p for p in sweep["points"] if p["kind"] == "strength"]
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, 3)
+    for method in dict.fromkeys(p["method"] for p in points):
+        curve = sorted((p for p in points if p["method"] == method), key=lambda p: p["strength"])
+        strengths = [p["strength"] for p in curve]
+        refusal = [p["refusal_score"]["value"] for p in curve]
+        kl = [max(p["kl_harmless"]["value"], 1e-7) for p in curve]
+        style = {"marker": "o", "color": METHOD_COLORS.get(method), "label": method}
+        axes[0].plot(strengths, refusal, **style)
+        axes[1].plot(strengths, kl, **style)
+        axes[2].plot(kl, refusal, **style)
+    axes[0].set(xlabel="strength", ylabel="refusal log-odds (harmful)", title="Refusal vs strength")
+    axes[1].set(xlabel="strength", ylabel="KL on harmless", yscale="log", title="Damage")
+    axes[2].axvline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
+    axes[2].set(
+        xlabel="KL on harmless (nats)",
+        ylabel="refusal log-odds",
+        xscale="log",
+        title="Frontier: lower-left is better",
+    )
+    for axis in axes:
+        axis.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def plot_clouds(
+    harmful: Float[Tensor, "n d"],
+    harmless: Float[Tensor, "m d"],
+    transported: Float[Tensor, "n d"],
+    path: str | Path | None = None,
+    *,
+    title: str = "",
+) -> Figure:
+    """Harmful, harmless and transported-harmful activations in the top-2 PCA plane of the
+    untransported ones."""
+    pooled = torch.cat([harmful, harmless]).double()
+    centre = pooled.mean(0)
+    _, _, vh = torch.linalg.svd(pooled - centre, full_matrices=False)
+    plane = vh[:2]
+
+    def project(rows: Tensor) -> np.ndarray:
+        return ((rows.double() - centre) @ plane.T).numpy()
+
+    fig = Figure(figsize=(5.5, 5))
+    axis = fig.subplots()
+    for rows, label, color in (
+        (harmful, "harmful", "#d62728"),
+        (harmless, "harmless", "#2ca02c"),
+        (transported, "harmful, transported", "#1f77b4"),
+    ):
+        xy = project(rows)
+        axis.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.7, label=label, color=color)
+    axis.set(xlabel="PC 1", ylabel="PC 2", title=title or "Activations before and after transport")
+    axis.legend()
+    return _finish(fig, path)

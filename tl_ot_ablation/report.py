@@ -1,0 +1,226 @@
+"""Report folders: ``results.json`` / ``sweep.json``, ``report.md`` and PNG plots.
+
+The JSON records are the stable interface (documented in the README's "results.json" section);
+``report.md`` is for people and is rebuilt from the records alone.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import plots
+
+COMPARE_COLUMNS = (
+    ("refusal_rate_harmful", "harmful refusal", ".2f"),
+    ("refusal_rate_harmless", "harmless refusal", ".2f"),
+    ("kl_harmless", "KL harmless", ".3g"),
+    ("ppl_harmless", "PPL harmless", ".3g"),
+    ("ppl_text", "PPL prose", ".3g"),
+    ("degenerate_rate_harmful", "degenerate (harmful)", ".2f"),
+    ("refusal_score_harmful", "refusal log-odds", ".2f"),
+)
+
+
+def _estimate(value: Mapping[str, float], spec: str) -> str:
+    return f"{value['value']:{spec}} [{value['ci_low']:{spec}}, {value['ci_high']:{spec}}]"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def comparison_table(record: Mapping[str, Any]) -> str:
+    """The methods table of a ``results.json`` record, in markdown (95 % CIs in brackets)."""
+    header = ["method", "strength", *(label for _, label, _ in COMPARE_COLUMNS)]
+    rows = []
+    for name, result in record["methods"].items():
+        strength = result["strength"]
+        rows.append(
+            [
+                name,
+                "-" if strength is None else f"{strength:.3g}",
+                *(_estimate(result[key], spec) for key, _, spec in COMPARE_COLUMNS),
+            ]
+        )
+    return markdown_table(header, rows)
+
+
+def verdict(record: Mapping[str, Any]) -> str:
+    """One honest sentence: does OT beat direction ablation at (at most) its damage?"""
+    methods = record["methods"]
+    if "direction_ablation" not in methods:
+        return "Direction ablation was not run, so there is no reference to compare against."
+    da = methods["direction_ablation"]
+    if methods["none"]["refusal_rate_harmful"]["value"] == 0:
+        return "The unmodified model refuses none of the harmful prompts: nothing to remove."
+    lines = []
+    for name in ("ot_selective", "ot_full"):
+        if name not in methods:
+            continue
+        ot = methods[name]
+        cheaper = ot["kl_harmless"]["value"] <= da["kl_harmless"]["value"] * 1.1
+        better = ot["refusal_rate_harmful"]["value"] <= da["refusal_rate_harmful"]["value"]
+        degenerate = ot["degenerate_rate_harmful"]["value"] > 0.25
+        if better and cheaper and not degenerate:
+            outcome = "matches or beats direction ablation"
+        elif better and degenerate:
+            outcome = "removes refusal, but through degenerate output"
+        elif better:
+            outcome = "removes as much refusal, but at a higher KL"
+        else:
+            outcome = "does NOT beat direction ablation"
+        lines.append(
+            f"- `{name}` {outcome}: harmful refusal "
+            f"{ot['refusal_rate_harmful']['value']:.2f} vs "
+            f"{da['refusal_rate_harmful']['value']:.2f}, harmless KL "
+            f"{ot['kl_harmless']['value']:.3g} vs {da['kl_harmless']['value']:.3g}."
+        )
+    return "\n".join(lines)
+
+
+def write_compare_report(
+    folder: str | Path,
+    record: Mapping[str, Any],
+    completions: Mapping[str, Mapping[str, Sequence[str]]],
+    prompts: Mapping[str, Sequence[str]],
+    *,
+    command: str = "",
+    clouds: Any = None,
+    w2: Sequence[Mapping[str, int | float]] | None = None,
+    plots_enabled: bool = True,
+) -> Path:
+    """Write ``results.json``, ``completions.json``, ``report.md`` and the plots; returns the
+    folder. ``clouds`` is ``(harmful, harmless, transported, title)`` for ``plot_clouds``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (folder / "completions.json").write_text(
+        json.dumps({"prompts": prompts, "completions": completions}, indent=1) + "\n"
+    )
+    figures = []
+    if plots_enabled:
+        plots.plot_comparison(record, folder / "comparison.png")
+        figures.append(("Refusal and damage per method", "comparison.png"))
+        if clouds is not None:
+            harmful, harmless, transported, title = clouds
+            plots.plot_clouds(harmful, harmless, transported, folder / "clouds.png", title=title)
+            figures.append(("Activation clouds before and after transport", "clouds.png"))
+        if w2:
+            plots.plot_w2(w2, folder / "w2_by_layer.png")
+            figures.append(("W2 per layer", "w2_by_layer.png"))
+    settings = record["settings"]
+    lines = [
+        f"# Refusal interventions compared on `{record['model']}`",
+        "",
+        f"Command: `{command}`" if command else "",
+        "",
+        f"Fitted on {record['prompts']['n_train_harmful']} harmful + "
+        f"{record['prompts']['n_train_harmless']} harmless prompts; evaluated on "
+        f"{record['prompts']['n_eval_harmful']} + {record['prompts']['n_eval_harmless']} "
+        f"held-out ones (greedy, {settings['max_new_tokens']} new tokens) and "
+        f"{record['prompts']['n_texts']} prose paragraphs. Selective layers "
+        f"{settings['layers']}, direction from layer "
+        f"{settings['direction_layer']}, k = {settings['n_components']}. Values are means with "
+        "95 % bootstrap CIs.",
+        "",
+    ]
+    if record["prompts"]["train_eval_overlap"]:
+        lines += [
+            f"**WARNING: {record['prompts']['train_eval_overlap']} evaluation prompts also appear "
+            "in the training prompts; these results overstate generalisation.**",
+            "",
+        ]
+    match = settings["match_kl"]
+    if match is not None:
+        budget = match if not isinstance(match, str) else "direction ablation's own KL"
+        lines += [
+            f"Matched damage: each method's strength was bisected so that its harmless KL stays "
+            f"within {budget} (`matched` in results.json; `reached: false` means even the "
+            f"largest strength tried, {settings['max_strength']}, costs less).",
+            "",
+        ]
+    lines += [comparison_table(record), "", verdict(record), ""]
+    for title, name in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    lines += ["## Sample completions", ""]
+    for method, groups in completions.items():
+        lines.append(f"### {method}")
+        for kind in ("harmful", "harmless"):
+            for prompt, text in list(zip(prompts[kind], groups[kind], strict=True))[:2]:
+                lines.append(f"- *{prompt}* → {text.strip()[:160]!r}")
+        lines.append("")
+    (folder / "report.md").write_text("\n".join(lines))
+    return folder
+
+
+def write_sweep_report(
+    folder: str | Path, record: Mapping[str, Any], *, command: str = "", plots_enabled: bool = True
+) -> Path:
+    """Write ``sweep.json``, ``report.md`` and the sweep plots; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
+    if plots_enabled:
+        plots.plot_layer_sweep(record, folder / "layer_sweep.png")
+        plots.plot_w2(record["w2_by_layer"], folder / "w2_by_layer.png")
+        plots.plot_strength(record, folder / "strength.png")
+    best = record["best"]
+    lines = [
+        "# Layer, k and strength sweep",
+        "",
+        f"Command: `{command}`" if command else "",
+        "",
+        f"KL budget: {record['kl_budget']:.4g} nats. ",
+    ]
+    if best is None:
+        lines.append("No single layer or pair stayed within the KL budget.")
+    else:
+        lines.append(
+            f"Best placement within the budget: layers {best['layers']} (refusal log-odds "
+            f"{_estimate(best['refusal_score'], '.2f')}, KL {_estimate(best['kl_harmless'], '.3g')}"
+            f"), at {record['sweet_spot_depth_fraction']:.0%} of depth."
+        )
+    rows = [
+        [
+            p["kind"],
+            p["method"],
+            ",".join(map(str, p["layers"])),
+            str(p["n_components"]),
+            f"{p['strength']:.3g}",
+            _estimate(p["refusal_score"], ".2f"),
+            _estimate(p["kl_harmless"], ".3g"),
+        ]
+        for p in record["points"]
+    ]
+    ranking = sorted(record["w2_by_layer"], key=lambda r: -r["w2"])
+    lines += [
+        "",
+        "## Points",
+        "",
+        markdown_table(
+            ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"], rows
+        ),
+        "",
+        "## Layers ranked by W2² (harmful vs harmless, k-dim PCA subspace)",
+        "",
+        markdown_table(
+            ["layer", "W2²", "mean part", "covariance part"],
+            [
+                [str(r["layer"]), f"{r['w2']:.4g}", f"{r['w2_mean']:.4g}", f"{r['w2_bures']:.4g}"]
+                for r in ranking
+            ],
+        ),
+        "",
+    ]
+    if plots_enabled:
+        for title, name in (
+            ("Refusal and KL vs layer", "layer_sweep.png"),
+            ("W2 per layer", "w2_by_layer.png"),
+            ("Strength curves and frontier", "strength.png"),
+        ):
+            lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    (folder / "report.md").write_text("\n".join(lines))
+    return folder
