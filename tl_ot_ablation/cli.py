@@ -87,6 +87,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true")
 
 
+def _add_map_options(group: argparse._ArgumentGroup) -> None:
+    """The OT map variants (issue 6): covariance estimator, gate, norm preservation."""
+    group.add_argument("--estimator", choices=["ridge", "oas", "ledoit_wolf"], default="ridge")
+    group.add_argument("--gate", choices=["none", "posterior", "hard"], default="none")
+    group.add_argument("--preserve-norm", action="store_true")
+
+
 def _layers(value: str) -> list[int]:
     """``"14"``, ``"11,14"`` or ``"10-15"`` → layer list."""
     layers: list[int] = []
@@ -135,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'direction_ablation' (default), a KL budget in nats, or 'none'",
     )
     group.add_argument("--max-strength", type=float, default=2.0)
+    _add_map_options(group)
     group.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
 
     sweep = commands.add_parser("sweep", help="layers, pairs, k and strength; no generation")
@@ -164,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--reg", type=float, default=1e-3)
     group.add_argument("--positions", choices=["post_instruction", "last", "all"])
     group.add_argument("--no-sequential", action="store_true")
+    _add_map_options(group)
 
     gen = commands.add_parser("generate", help="completions under a saved InterventionSet")
     _add_common(gen)
@@ -234,6 +243,9 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
         direction_layer=args.direction_layer,
         n_components=args.n_components,
         reg=args.reg,
+        estimator=args.estimator,
+        gate=args.gate,
+        preserve_norm=args.preserve_norm,
         strength=args.strength,
         positions=args.positions or "post_instruction",
         max_new_tokens=args.max_new_tokens or preset.max_new_tokens,
@@ -389,6 +401,15 @@ def run_fit(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
             reg=args.reg,
             sequential=not args.no_sequential,
             **options,
+            **(
+                {}
+                if args.method == "per_neuron_ot"
+                else {
+                    "estimator": args.estimator,
+                    "gate": args.gate,
+                    "preserve_norm": args.preserve_norm,
+                }
+            ),
         )
     folder = fitted.save(args.out or Path("maps") / args.method)
     print(f"{fitted}\nSaved to {folder}")

@@ -72,6 +72,9 @@ class CompareSettings:
             the middle layer).
         n_components: PCA subspace size ``k`` of the OT maps.
         reg: Relative ridge on the covariances.
+        estimator: Covariance estimator of the OT maps ("ridge", "oas", "ledoit_wolf").
+        gate: Gate of the OT and mean-shift maps ("none", "posterior", "hard").
+        preserve_norm: Norm-preserving OT maps.
         strength: Strength of every method when ``match_kl`` is ``None``.
         positions: Fitting positions ("post_instruction", "last" or "all").
         sequential: Fit later selected layers on transported activations.
@@ -91,6 +94,9 @@ class CompareSettings:
     direction_layer: int | None = None
     n_components: int = DEFAULT_N_COMPONENTS
     reg: float = DEFAULT_REG
+    estimator: str = "ridge"
+    gate: str = "none"
+    preserve_norm: bool = False
     strength: float = 1.0
     positions: str = "post_instruction"
     sequential: bool = True
@@ -213,7 +219,14 @@ def fit_methods(
         "progress": progress,
         "cached_stats": stats,
     }
-    ot_options = {**common, "n_components": settings.n_components, "reg": settings.reg}
+    ot_options = {
+        **common,
+        "n_components": settings.n_components,
+        "reg": settings.reg,
+        "estimator": settings.estimator,
+        "gate": settings.gate,
+        "preserve_norm": settings.preserve_norm,
+    }
     builders: dict[str, Callable[[], InterventionSet]] = {
         "direction_ablation": lambda: fit_direction_ablation(
             model, harmful, harmless, layer=direction_layer, **common
@@ -235,7 +248,8 @@ def fit_methods(
             layers=layers,
             method="per_neuron_ot",
             sequential=settings.sequential,
-            **ot_options,
+            **common,
+            reg=settings.reg,
         ),
         # Every layer from the unmodified model's activations: fitting 28+ layers sequentially
         # would cost one (partial) pass per layer.

@@ -14,11 +14,21 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from torch import Tensor
+
 from .baselines import ActAdd, DirectionAblation, PerNeuronOT
-from .collect import FitPositions, Prompts, check_layers, collect_stats, hook_name
+from .collect import (
+    FitPositions,
+    Prompts,
+    check_layers,
+    collect_activations,
+    collect_stats,
+    hook_name,
+)
+from .gate import GateKind
 from .hooks import PositionSpec
 from .intervention_set import InterventionSet
-from .ot_map import DEFAULT_REG, BasisChoice, GaussianOTMap, MeanShift
+from .ot_map import DEFAULT_REG, BasisChoice, Estimator, GaussianOTMap, MeanShift, Part
 from .prompts import post_instruction_length
 from .stats import GaussianStats
 
@@ -84,23 +94,52 @@ def _collect_pair(
     )
 
 
+def _collect_rows_pair(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    names: Sequence[str],
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    cached: StatsPair | None = None,
+    **options: Any,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The activation rows of both prompt sets at ``names`` (for estimators that need rows)."""
+    return (
+        collect_activations(model, harmful, names, fwd_hooks=fwd_hooks, **options),
+        collect_activations(model, harmless, names, fwd_hooks=fwd_hooks, **options),
+    )
+
+
 def _fit_one(
     method: Method,
-    source: GaussianStats,
-    target: GaussianStats,
+    source: GaussianStats | Tensor,
+    target: GaussianStats | Tensor,
     n_components: int | None,
     reg: float,
     basis: BasisChoice,
+    estimator: Estimator = "ridge",
+    map_options: Mapping[str, Any] | None = None,
 ) -> Any:
-    if method == "ot":
-        return GaussianOTMap.from_stats(
-            source, target, n_components=n_components, reg=reg, basis=basis
-        )
-    if method == "mean_shift":
-        return MeanShift.from_stats(source, target, n_components=n_components, reg=reg, basis=basis)
     if method == "per_neuron_ot":
+        if isinstance(source, Tensor) or isinstance(target, Tensor):
+            raise ValueError("per_neuron_ot is fitted from statistics; use estimator='ridge'")
         return PerNeuronOT.from_stats(source, target, reg=reg)
-    raise ValueError(f"method must be 'ot', 'mean_shift' or 'per_neuron_ot', got {method!r}")
+    if method not in ("ot", "mean_shift"):
+        raise ValueError(f"method must be 'ot', 'mean_shift' or 'per_neuron_ot', got {method!r}")
+    cls = GaussianOTMap if method == "ot" else MeanShift
+    common: dict[str, Any] = {
+        "n_components": n_components,
+        "reg": reg,
+        "basis": basis,
+        "estimator": estimator,
+    }
+    if isinstance(source, Tensor) and isinstance(target, Tensor):
+        fitted = cls.fit(source, target, route="rows", **common)
+    elif isinstance(source, GaussianStats) and isinstance(target, GaussianStats):
+        fitted = cls.from_stats(source, target, **common)
+    else:
+        raise TypeError("source and target must both be statistics or both rows")
+    return fitted.with_options(**(map_options or {}))
 
 
 def fit_ot_ablation(
@@ -121,6 +160,11 @@ def fit_ot_ablation(
     system: str | None = None,
     progress: bool = True,
     cached_stats: StatsPair | None = None,
+    estimator: Estimator = "ridge",
+    gate: GateKind = "none",
+    gate_prior: float = 0.5,
+    preserve_norm: bool = False,
+    part: Part = "full",
 ) -> InterventionSet:
     """Fit a transport map from harmful to harmless activations at each of ``layers``.
 
@@ -144,6 +188,13 @@ def fit_ot_ablation(
         cached_stats: ``(harmful, harmless)`` statistics by hook name, already collected from
             these prompts with these options (e.g. for every layer at once): used instead of a
             new pass wherever the unmodified model's activations are what is needed.
+        estimator: Covariance estimator, "ridge", "oas" or "ledoit_wolf" (collects rows
+            instead of streamed statistics).
+        gate: "none", "posterior" or "hard": scale each edit by how harmful the activation
+            looks under the two fitted Gaussians (``tl_ot_ablation.gate``).
+        gate_prior: Prior probability of harmful in the gate.
+        preserve_norm: Keep each edited activation's norm.
+        part: "full" or "covariance" (the linear part without the translation).
 
     Returns:
         An ``InterventionSet`` with one map per hook point, and the fit's settings in
@@ -165,6 +216,11 @@ def fit_ot_ablation(
         reg=reg,
         basis=basis,
         sequential=sequential,
+        estimator=estimator,
+        gate=gate,
+        gate_prior=gate_prior,
+        preserve_norm=preserve_norm,
+        part=part,
         n_harmful=len(harmful[0]) if isinstance(harmful, tuple) else len(harmful),
         n_harmless=len(harmless[0]) if isinstance(harmless, tuple) else len(harmless),
     )
@@ -175,6 +231,18 @@ def fit_ot_ablation(
         "progress": progress,
     }
     maps: dict[str, Any] = {}
+    collect = _collect_rows_pair if estimator == "ledoit_wolf" else _collect_pair
+    map_options = {
+        "gate": gate,
+        "gate_prior": gate_prior,
+        "preserve_norm": preserve_norm,
+        "part": part,
+    }
+
+    def fit_one(source: Any, target: Any) -> Any:
+        if method == "per_neuron_ot":
+            return _fit_one(method, source, target, n_components, reg, basis, estimator)
+        return _fit_one(method, source, target, n_components, reg, basis, estimator, map_options)
 
     if sequential:
         for name in names:
@@ -183,16 +251,14 @@ def fit_ot_ablation(
                 if maps
                 else []
             )
-            sources, targets = _collect_pair(
+            sources, targets = collect(
                 model, harmful, harmless, [name], earlier, cached_stats, **options
             )
-            maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
+            maps[name] = fit_one(sources[name], targets[name])
     else:
-        sources, targets = _collect_pair(
-            model, harmful, harmless, names, cached=cached_stats, **options
-        )
+        sources, targets = collect(model, harmful, harmless, names, cached=cached_stats, **options)
         for name in names:
-            maps[name] = _fit_one(method, sources[name], targets[name], n_components, reg, basis)
+            maps[name] = fit_one(sources[name], targets[name])
     return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)
 
 

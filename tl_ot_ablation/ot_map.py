@@ -20,23 +20,32 @@ a subspace of a torch activation, or fuse the map into the two small matmuls a h
 that part is written here.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from . import gate as gating
 from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number
-from ._tensor_dataclass import StrengthMixin, TensorDataclass
+from ._tensor_dataclass import StrengthMixin
 from ._validate import check_n_components, check_reg, check_rows, check_same_width, compute_dtype
+from .diagnostics import OTDiagnostics
 from .pca import EigenMethod, PCABasis
+from .shrinkage import ledoit_wolf_covariance, oas_covariance
 from .stats import GaussianStats
 
 BasisChoice = Literal["pca", "pca+mean_diff"]
 Route = Literal["auto", "covariance", "rows"]
+Estimator = Literal["ridge", "oas", "ledoit_wolf"]
+Part = Literal["full", "covariance"]
+ESTIMATORS = ("ridge", "oas", "ledoit_wolf")
 DEFAULT_REG = 1e-3
+
+__all__ = ["GaussianOTMap", "MeanShift", "OTDiagnostics"]
 
 
 def _check_stats_pair(source: GaussianStats, target: GaussianStats) -> None:
@@ -95,49 +104,23 @@ def _regularize(cov: Tensor, reg: float) -> Tensor:
     return cov + reg * scale * torch.eye(k, dtype=cov.dtype, device=cov.device)
 
 
-@dataclass(frozen=True, eq=False)
-class OTDiagnostics(TensorDataclass):
-    """Per-layer health report of a fitted map (float64, shapes ``[*batch]``).
-
-    Attributes:
-        w2_mean: Mean part ``|m_s - m_t|²`` of the squared 2-Wasserstein distance.
-        w2_bures: Covariance (Bures) part of the squared 2-Wasserstein distance.
-        explained_variance_ratio: Share of the pooled variance that the subspace keeps.
-        condition_source: Condition number of the (regularised) source covariance.
-        condition_target: Condition number of the (regularised) target covariance.
-        max_stretch: Largest eigenvalue of ``A``: how much the map stretches any direction.
-        min_stretch: Smallest eigenvalue of ``A``.
-        transport_residual: ``‖A S A - C‖_F / ‖C‖_F``; near 0 when the map is exact.
-    """
-
-    w2_mean: Tensor
-    w2_bures: Tensor
-    explained_variance_ratio: Tensor
-    condition_source: Tensor
-    condition_target: Tensor
-    max_stretch: Tensor
-    min_stretch: Tensor
-    transport_residual: Tensor
-    EVENT_DIMS: ClassVar[dict[str, int]] = dict.fromkeys(
-        (
-            "w2_mean", "w2_bures", "explained_variance_ratio", "condition_source",
-            "condition_target", "max_stretch", "min_stretch", "transport_residual",
-        ),
-        0,
-    )  # fmt: skip
-
-    @property
-    def w2(self) -> Tensor:
-        """Squared 2-Wasserstein distance between the two Gaussians in the subspace."""
-        return self.w2_mean + self.w2_bures
-
-    def to_dict(self) -> dict[str, float | list[float]]:
-        """Plain floats (or per-layer lists), for JSON reports and DataFrames."""
-        out: dict[str, float | list[float]] = {"w2": self.w2.tolist()}
-        for name, value in self._tensor_items():
-            assert isinstance(value, Tensor)
-            out[name] = value.tolist()
-        return out
+def _estimate_cov(stats: GaussianStats, rows: Tensor | None, estimator: str, reg: float) -> Tensor:
+    """The covariance a map uses: the unbiased sample covariance ("ridge"), or the OAS /
+    Ledoit-Wolf shrunk MLE covariance; then the relative ridge ``reg`` on top."""
+    if estimator == "ridge":
+        cov = stats.cov
+    elif estimator == "oas":
+        cov, _ = oas_covariance(stats.scatter / stats.count, stats.count)
+    elif estimator == "ledoit_wolf":
+        if rows is None:
+            raise ValueError(
+                "estimator='ledoit_wolf' needs the rows (fourth moments), not streamed "
+                "statistics: use GaussianOTMap.fit(rows, ..., route='rows'), or estimator='oas'"
+            )
+        cov, _ = ledoit_wolf_covariance(rows)
+    else:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    return _regularize(cov, reg)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +141,14 @@ class GaussianOTMap(StrengthMixin):
         strength: 0 leaves activations unchanged, 1 applies the full map.
         reg: Relative ridge that was added to both covariances.
         basis_method: How the subspace was chosen ("pca", "pca+mean_diff" or "given").
+        estimator: Covariance estimator: "ridge" (sample covariance + ``reg``), "oas" or
+            "ledoit_wolf" (shrinkage towards ``μ·I``, then ``reg`` on top).
+        gate: "none"; "posterior": scale the edit by ``P(harmful | z)`` under the two
+            Gaussians; "hard": apply it only where that posterior exceeds 1/2 (see ``gate``).
+        gate_prior: Prior probability of harmful in the gate.
+        preserve_norm: Rescale each edited activation to its original norm.
+        part: "full" (the map), or "covariance" (its linear part alone, without the
+            translation ``m_t − m_s``; ``MeanShift`` is the translation alone).
 
     Example:
         >>> src, tgt = torch.randn(200, 8) + 2, torch.randn(300, 8) * 0.5
@@ -175,14 +166,44 @@ class GaussianOTMap(StrengthMixin):
     strength: float = 1.0
     reg: float = DEFAULT_REG
     basis_method: str = "pca"
+    estimator: str = "ridge"
+    gate: str = "none"
+    gate_prior: float = 0.5
+    preserve_norm: bool = False
+    part: str = "full"
 
     EVENT_DIMS: ClassVar[dict[str, int]] = {
         "mean_source": 1, "mean_target": 1, "cov_source": 2, "cov_target": 2, "matrix": 2,
     }  # fmt: skip
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        gating.check_gate(self.gate, self.gate_prior)
+        if self.part not in ("full", "covariance"):
+            raise ValueError(f"part must be 'full' or 'covariance', got {self.part!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+
     @staticmethod
     def _linear_part(cov_source: Tensor, cov_target: Tensor) -> Tensor:
         return bures_ot_matrix(cov_source, cov_target)
+
+    def with_options(
+        self,
+        *,
+        gate: gating.GateKind | None = None,
+        gate_prior: float | None = None,
+        preserve_norm: bool | None = None,
+        part: Part | None = None,
+    ) -> "GaussianOTMap":
+        """Copy with other application options (the fitted Gaussians and ``A`` are kept)."""
+        changes: dict[str, Any] = {
+            "gate": gate,
+            "gate_prior": gate_prior,
+            "preserve_norm": preserve_norm,
+            "part": part,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def fit(
@@ -195,6 +216,7 @@ class GaussianOTMap(StrengthMixin):
         basis: "BasisChoice | PCABasis" = "pca",
         eigen_method: EigenMethod = "auto",
         route: Route = "auto",
+        estimator: Estimator = "ridge",
     ) -> "GaussianOTMap":
         """Fit the map that moves ``source`` rows (harmful) onto ``target`` rows (harmless).
 
@@ -210,7 +232,8 @@ class GaussianOTMap(StrengthMixin):
                 (``GaussianStats``); "rows" finds the PCA basis from the pooled rows' smaller
                 Gram matrix (``(n+m) × (n+m)`` when ``n + m ≤ d``: no ``d × d`` matrix at all),
                 then the moments of the ``k``-dim coordinates. "auto" takes "rows" exactly
-                when ``k < n + m ≤ d``.
+                when ``k < n + m ≤ d`` (or when ``estimator="ledoit_wolf"``, which needs rows).
+            estimator: "ridge", "oas" or "ledoit_wolf" (see the class attributes).
 
         Returns:
             The fitted map, stored in float64 if the inputs are float64, else float32.
@@ -227,8 +250,8 @@ class GaussianOTMap(StrengthMixin):
         n_pooled = source.shape[-2] + target.shape[-2]
         dtype = compute_dtype(torch.promote_types(source.dtype, target.dtype))
         if route == "auto":
-            gram_is_smaller = k < n_pooled <= d
-            route = "rows" if gram_is_smaller and not isinstance(basis, PCABasis) else "covariance"
+            gram_is_smaller = k < n_pooled <= d and not isinstance(basis, PCABasis)
+            route = "rows" if gram_is_smaller or estimator == "ledoit_wolf" else "covariance"
         if route == "covariance":
             return cls.from_stats(
                 GaussianStats.from_rows(source),
@@ -238,6 +261,7 @@ class GaussianOTMap(StrengthMixin):
                 basis=basis,
                 eigen_method=eigen_method,
                 dtype=dtype,
+                estimator=estimator,
             )
         if route != "rows":
             raise ValueError(f"route must be 'auto', 'covariance' or 'rows', got {route!r}")
@@ -249,13 +273,16 @@ class GaussianOTMap(StrengthMixin):
             include = _basis_include(basis, source.mean(-2), target.mean(-2))
             pooled = torch.cat([source, target], dim=-2)
             pca = PCABasis.from_rows(pooled, k, include=include, method=eigen_method)
+        coords_source, coords_target = pca.project(source), pca.project(target)
         return cls._from_subspace_stats(
             pca,
-            GaussianStats.from_rows(pca.project(source)),
-            GaussianStats.from_rows(pca.project(target)),
+            GaussianStats.from_rows(coords_source),
+            GaussianStats.from_rows(coords_target),
             reg=reg,
             basis_method=basis if isinstance(basis, str) else "given",
             dtype=dtype,
+            estimator=estimator,
+            rows=(coords_source, coords_target),
         )
 
     @classmethod
@@ -269,8 +296,10 @@ class GaussianOTMap(StrengthMixin):
         basis: "BasisChoice | PCABasis" = "pca",
         eigen_method: EigenMethod = "auto",
         dtype: torch.dtype = torch.float32,
+        estimator: Estimator = "ridge",
     ) -> "GaussianOTMap":
-        """Fit from streamed statistics (same arguments as ``fit``); computed in float64."""
+        """Fit from streamed statistics (same arguments as ``fit``; ``estimator`` "ridge" or
+        "oas"); computed in float64."""
         _check_stats_pair(source_stats, target_stats)
         check_n_components(n_components, source_stats.d)
         reg = check_reg(reg)
@@ -289,6 +318,7 @@ class GaussianOTMap(StrengthMixin):
             reg=reg,
             basis_method=basis if isinstance(basis, str) else "given",
             dtype=dtype,
+            estimator=estimator,
         )
 
     @classmethod
@@ -301,10 +331,12 @@ class GaussianOTMap(StrengthMixin):
         reg: float,
         basis_method: str,
         dtype: torch.dtype,
+        estimator: str = "ridge",
+        rows: tuple[Tensor, Tensor] | None = None,
     ) -> "GaussianOTMap":
         """The map from the Gaussians' moments in PCA coordinates (computed in float64)."""
-        cov_s = _regularize(source.cov, reg)
-        cov_t = _regularize(target.cov, reg)
+        cov_s = _estimate_cov(source, None if rows is None else rows[0], estimator, reg)
+        cov_t = _estimate_cov(target, None if rows is None else rows[1], estimator, reg)
         try:
             matrix = cls._linear_part(cov_s, cov_t)
         except torch.linalg.LinAlgError as err:
@@ -320,6 +352,7 @@ class GaussianOTMap(StrengthMixin):
             matrix=matrix,
             reg=reg,
             basis_method=basis_method,
+            estimator=estimator,
         )
         return fitted.to(dtype=dtype)
 
@@ -347,8 +380,42 @@ class GaussianOTMap(StrengthMixin):
         shift = self.strength * (self.matrix - eye)
         w_in = v.mT @ shift
         centre = self.basis.mean.unsqueeze(-2) @ w_in + self.mean_source.unsqueeze(-2) @ shift
-        bias = self.strength * (self.mean_target - self.mean_source) - centre.squeeze(-2)
+        bias = -centre.squeeze(-2)
+        if self.part == "full":
+            bias = bias + self.strength * (self.mean_target - self.mean_source)
         return w_in, bias, v
+
+    @cached_property
+    def _gate_factors(self) -> tuple[Tensor, Tensor]:
+        """Cholesky factors of the stored source and target covariances, for the gate."""
+        with torch.inference_mode(False), torch.no_grad():
+            return (
+                torch.linalg.cholesky(self.cov_source.double()).to(self.cov_source.dtype),
+                torch.linalg.cholesky(self.cov_target.double()).to(self.cov_target.dtype),
+            )
+
+    def harmful_log_odds(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, " *batch"]:
+        """``logit P(harmful | x)`` under the fitted Gaussians (and ``gate_prior``), per row."""
+        computed = x.to(compute_dtype(x.dtype))
+        return self._log_odds(self._as_rows(computed, self.d_model)).reshape(x.shape[:-1])
+
+    def _log_odds(self, rows: Tensor) -> Tensor:
+        """Log-odds per row of ``rows`` (``[*batch, n, d]``, or any leading dims if unbatched)."""
+        dtype = rows.dtype
+        chol_s, chol_t = (t.to(dtype) for t in self._gate_factors)
+        basis = self.basis.to(dtype=dtype)
+        z = (rows - basis.mean.unsqueeze(-2)) @ basis.components.mT
+        if len(self.batch_shape) == 0:
+            z = z.reshape(-1, z.shape[-1])
+        log_odds = gating.harmful_log_odds(
+            z,
+            self.mean_source.to(dtype),
+            chol_s,
+            self.mean_target.to(dtype),
+            chol_t,
+            self.gate_prior,
+        )
+        return log_odds.reshape(rows.shape[:-1])
 
     def edit(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         """The displacement ``map(x) - x``, in the compute dtype (float64 only for float64 x)."""
@@ -358,7 +425,17 @@ class GaussianOTMap(StrengthMixin):
         """``edit`` of an activation already in its compute dtype."""
         rows = self._as_rows(x, self.d_model)
         w_in, bias, v = (t.to(x.dtype) for t in self._fused)
-        delta = (rows @ w_in + bias.unsqueeze(-2)) @ v
+        coefficients = rows @ w_in + bias.unsqueeze(-2)
+        if self.gate != "none":
+            weight = gating.gate_weight(self._log_odds(rows), self.gate)  # type: ignore[arg-type]
+            coefficients = coefficients * weight.unsqueeze(-1)
+        delta = coefficients @ v
+        if self.preserve_norm:
+            moved = rows + delta
+            scale = rows.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(
+                torch.finfo(rows.dtype).tiny
+            )
+            delta = moved * scale - rows
         return delta.reshape(x.shape)
 
     def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
@@ -373,16 +450,13 @@ class GaussianOTMap(StrengthMixin):
         matrix = self._linear_part(
             self.cov_target.to(torch.float64), self.cov_source.to(torch.float64)
         )
-        return type(self)(
-            basis=self.basis,
+        return dataclasses.replace(
+            self,
             mean_source=self.mean_target,
             mean_target=self.mean_source,
             cov_source=self.cov_target,
             cov_target=self.cov_source,
             matrix=matrix.to(self.matrix.dtype),
-            strength=self.strength,
-            reg=self.reg,
-            basis_method=self.basis_method,
         )
 
     def diagnostics(self) -> OTDiagnostics:
