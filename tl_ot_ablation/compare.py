@@ -392,9 +392,11 @@ def run_comparison(
     torch.manual_seed(settings.seed)
     fitted, stats = fit_methods(model, train_harmful, train_harmless, settings, progress=progress)
     _log("evaluating the unmodified model", progress)
+    start = time.perf_counter()
     none, reference = evaluate_method(
         model, "none", None, prompts, settings, None, progress=progress
     )
+    none.seconds = {"evaluate": round(time.perf_counter() - start, 2)}
     results = {"none": none}
     budget: float | None = None
     if isinstance(settings.match_kl, int | float):

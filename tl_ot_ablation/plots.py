@@ -71,7 +71,7 @@ def plot_comparison(record: Mapping[str, Any], path: str | Path | None = None) -
     kls = [row["kl_harmless"] for row in rows]
     right.bar(
         x,
-        [max(e["value"], 1e-6) for e in kls],
+        [e["value"] if e["value"] > 0 else np.nan for e in kls],  # none: 0, no bar on a log axis
         yerr=_errors(kls),
         capsize=3,
         color=[METHOD_COLORS.get(m, "C0") for m in methods],
@@ -127,33 +127,45 @@ def plot_w2(rows: Sequence[Mapping[str, int | float]], path: str | Path | None =
     layers = [row["layer"] for row in rows]
     mean_part = [row["w2_mean"] for row in rows]
     bures_part = [row["w2_bures"] for row in rows]
-    fig = Figure(figsize=(9, 3.5))
-    axis = fig.subplots()
+    fig = Figure(figsize=(9, 6))
+    axis, relative = fig.subplots(2, 1, sharex=True)
     axis.bar(layers, mean_part, label="mean part ‖m_s − m_t‖²")
     axis.bar(layers, bures_part, bottom=mean_part, label="covariance (Bures) part")
-    axis.set(xlabel="layer", ylabel="W2²", title="Harmful vs harmless: W2² per layer")
+    axis.set(ylabel="W2²", title="Harmful vs harmless: W2² per layer")
     axis.legend()
+    if all("w2_relative" in row for row in rows):
+        relative.plot(layers, [row["w2_relative"] for row in rows], marker="o")
+    relative.set(xlabel="layer", ylabel="W2² / total variance", title="Scale-free distance")
     return _finish(fig, path)
 
 
 def plot_strength(sweep: Mapping[str, Any], path: str | Path | None = None) -> Figure:
-    """Refusal score and KL against strength per method, and the refusal-vs-KL frontier."""
+    """Refusal score, logit-judged refusal rate and KL against strength per method, and the
+    refusal-vs-KL frontier."""
     points = [p for p in sweep["points"] if p["kind"] == "strength"]
-    fig = Figure(figsize=(15, 4))
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(18, 4))
+    axes = fig.subplots(1, 4)
     for method in dict.fromkeys(p["method"] for p in points):
         curve = sorted((p for p in points if p["method"] == method), key=lambda p: p["strength"])
         strengths = [p["strength"] for p in curve]
         refusal = [p["refusal_score"]["value"] for p in curve]
         kl = [max(p["kl_harmless"]["value"], 1e-7) for p in curve]
         style = {"marker": "o", "color": METHOD_COLORS.get(method), "label": method}
+        share = [(p.get("refusal_share") or {}).get("value", float("nan")) for p in curve]
         axes[0].plot(strengths, refusal, **style)
-        axes[1].plot(strengths, kl, **style)
-        axes[2].plot(kl, refusal, **style)
+        axes[1].plot(strengths, share, **style)
+        axes[2].plot(strengths, kl, **style)
+        axes[3].plot(kl, refusal, **style)
     axes[0].set(xlabel="strength", ylabel="refusal log-odds (harmful)", title="Refusal vs strength")
-    axes[1].set(xlabel="strength", ylabel="KL on harmless", yscale="log", title="Damage")
-    axes[2].axvline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
-    axes[2].set(
+    axes[1].set(
+        xlabel="strength",
+        ylabel="share with log-odds > 0",
+        ylim=(-0.05, 1.05),
+        title="Refusal rate (logit judge) vs strength",
+    )
+    axes[2].set(xlabel="strength", ylabel="KL on harmless", yscale="log", title="Damage")
+    axes[3].axvline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
+    axes[3].set(
         xlabel="KL on harmless (nats)",
         ylabel="refusal log-odds",
         xscale="log",

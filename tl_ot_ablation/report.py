@@ -195,7 +195,7 @@ def write_sweep_report(
         ]
         for p in record["points"]
     ]
-    ranking = sorted(record["w2_by_layer"], key=lambda r: -r["w2"])
+    ranking = sorted(record["w2_by_layer"], key=lambda r: -r["w2_relative"])
     lines += [
         "",
         "## Points",
@@ -204,12 +204,18 @@ def write_sweep_report(
             ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"], rows
         ),
         "",
-        "## Layers ranked by W2² (harmful vs harmless, k-dim PCA subspace)",
+        "## Layers ranked by W2² / total variance (harmful vs harmless, k-dim PCA subspace)",
         "",
         markdown_table(
-            ["layer", "W2²", "mean part", "covariance part"],
+            ["layer", "W2² / variance", "W2²", "mean part", "covariance part"],
             [
-                [str(r["layer"]), f"{r['w2']:.4g}", f"{r['w2_mean']:.4g}", f"{r['w2_bures']:.4g}"]
+                [
+                    str(r["layer"]),
+                    f"{r['w2_relative']:.3g}",
+                    f"{r['w2']:.4g}",
+                    f"{r['w2_mean']:.4g}",
+                    f"{r['w2_bures']:.4g}",
+                ]
                 for r in ranking
             ],
         ),

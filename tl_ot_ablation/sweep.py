@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -86,6 +87,7 @@ class SweepPoint:
     strength: float
     refusal_score: Estimate
     kl_harmless: Estimate
+    refusal_share: Estimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +98,7 @@ class SweepPoint:
             "strength": self.strength,
             "refusal_score": self.refusal_score.to_dict(),
             "kl_harmless": self.kl_harmless.to_dict(),
+            "refusal_share": None if self.refusal_share is None else self.refusal_share.to_dict(),
         }
 
 
@@ -139,19 +142,27 @@ def w2_by_layer(
     stats: StatsPair, n_layers: int, *, n_components: int | None, reg: float = DEFAULT_REG
 ) -> list[dict[str, int | float]]:
     """Per layer, the squared W2 distance between the harmful and harmless Gaussians in a
-    ``k``-dimensional PCA subspace, split into mean and covariance (Bures) parts."""
+    ``k``-dimensional PCA subspace, split into mean and covariance (Bures) parts, and
+    ``w2_relative``: W2² over the mean total variance of the two, a scale-free version (the
+    residual stream's norm grows with depth, and so does the raw distance)."""
     rows: list[dict[str, int | float]] = []
     for layer in range(n_layers):
         name = hook_name("resid_pre", layer)
-        diagnostics = GaussianOTMap.from_stats(
+        fitted = GaussianOTMap.from_stats(
             stats[0][name], stats[1][name], n_components=n_components, reg=reg
-        ).diagnostics()
+        )
+        diagnostics = fitted.diagnostics()
+        spread = (
+            torch.diagonal(fitted.cov_source, dim1=-2, dim2=-1).sum(-1)
+            + torch.diagonal(fitted.cov_target, dim1=-2, dim2=-1).sum(-1)
+        ) / 2
         rows.append(
             {
                 "layer": layer,
                 "w2": float(diagnostics.w2),
                 "w2_mean": float(diagnostics.w2_mean),
                 "w2_bures": float(diagnostics.w2_bures),
+                "w2_relative": float(diagnostics.w2 / spread),
             }
         )
     return rows
@@ -179,11 +190,17 @@ class Scorer:
         )
 
     def __call__(self, interventions: InterventionSet | None) -> tuple[Estimate, Estimate]:
+        """Mean refusal log-odds (harmful) and mean KL (harmless), with CIs."""
+        score, kl = self.per_prompt(interventions)
+        return with_ci(score, seed=self.seed), with_ci(kl, seed=self.seed)
+
+    def per_prompt(self, interventions: InterventionSet | None) -> tuple[Tensor, Tensor]:
+        """Refusal log-odds per harmful prompt and KL per harmless prompt."""
         hooks = [] if interventions is None else interventions.fwd_hooks()
         assert self.reference is not None
         score = refusal_log_odds(self._logprobs(self.harmful, hooks), self.refusal_ids)
         kl = kl_divergence(self.reference, self._logprobs(self.harmless, hooks))
-        return with_ci(score, seed=self.seed), with_ci(kl, seed=self.seed)
+        return score, kl
 
 
 def run_sweep(
@@ -224,8 +241,19 @@ def run_sweep(
     def add(
         kind: str, method: str, where: Sequence[int], k: int | None, s: float, fitted: Any
     ) -> SweepPoint:
-        refusal, kl = score(fitted)
-        point = SweepPoint(kind, method, tuple(where), k, s, refusal, kl)
+        per_prompt_score, per_prompt_kl = score.per_prompt(fitted)
+        point = SweepPoint(
+            kind,
+            method,
+            tuple(where),
+            k,
+            s,
+            with_ci(per_prompt_score, seed=settings.seed),
+            with_ci(per_prompt_kl, seed=settings.seed),
+            # Logit judge: the share of prompts whose first token is more likely than not a
+            # refusal start (log-odds > 0), a generation-free refusal rate.
+            with_ci((per_prompt_score > 0).double(), seed=settings.seed),
+        )
         points.append(point)
         return point
 
