@@ -42,12 +42,42 @@ def prompts(shared: bool) -> tuple[list[str], list[str], list[str], list[str]]:
     )
 
 
+def render(path: Path) -> str:
+    """The results file as a markdown table (95 % bootstrap CIs in brackets)."""
+    record = json.loads(path.read_text())
+
+    def est(value: dict[str, float], spec: str) -> str:
+        return f"{value['value']:{spec}} [{value['ci_low']:{spec}}, {value['ci_high']:{spec}}]"
+
+    lines = [
+        f"`{record['command']}` (layer {record['layer']}, {record['n_train'][0]} + "
+        f"{record['n_train'][1]} training prompts, {record['n_eval'][0]} + {record['n_eval'][1]} "
+        f"held-out; KL budget {record['kl_budget']:.3g}; unmodified refusal log-odds "
+        f"{est(record['unmodified_refusal'], '.2f')})",
+        "",
+        "| variant | KL at s=1 | matched s | refusal log-odds at matched KL | KL there |",
+        "|---|---|---|---|---|",
+    ]
+    for row in record["variants"]:
+        strength = row["matched_strength"]
+        lines.append(
+            f"| {row['variant']} | {est(row['kl_at_1'], '.3g')} | "
+            f"{'1 (budget)' if strength is None else f'{strength:.3g}'} | "
+            f"{est(row['refusal_matched'], '.2f')} | {est(row['kl_matched'], '.3g')} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shared", action="store_true", help="use ../shared/data splits")
+    parser.add_argument("--render", type=Path, help="print a results file as markdown and exit")
     parser.add_argument("--layer", type=int, default=14)
     parser.add_argument("--only", nargs="*", help="run only these variants")
     args = parser.parse_args()
+    if args.render:
+        print(render(args.render))
+        return
     warnings.filterwarnings("ignore", message="strength=")
     train_h, train_hl, eval_h, eval_hl = prompts(args.shared)
     model = tlo.load_model()

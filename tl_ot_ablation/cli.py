@@ -33,6 +33,7 @@ from .prompts import default_prompts, load_prompts, plain_text
 from .report import comparison_table, verdict, write_compare_report, write_sweep_report
 from .sweep import SweepSettings, run_sweep
 
+DEFAULT_VARIANT = {"estimator": "ledoit_wolf", "gate": "posterior"}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -88,9 +89,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_map_options(group: argparse._ArgumentGroup) -> None:
-    """The OT map variants (issue 6): covariance estimator, gate, norm preservation."""
-    group.add_argument("--estimator", choices=["ridge", "oas", "ledoit_wolf"], default="ridge")
-    group.add_argument("--gate", choices=["none", "posterior", "hard"], default="none")
+    """The OT map variants (issue 6): covariance estimator, gate, norm preservation. The
+    defaults are the variant that did best at matched damage (experiments/README.md)."""
+    group.add_argument(
+        "--estimator", choices=["ridge", "oas", "ledoit_wolf"], default=DEFAULT_VARIANT["estimator"]
+    )
+    group.add_argument(
+        "--gate", choices=["none", "posterior", "hard"], default=DEFAULT_VARIANT["gate"]
+    )
     group.add_argument("--preserve-norm", action="store_true")
 
 
@@ -158,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--direction-layer", type=int)
     group.add_argument("--kl-budget", type=_kl_budget, default="direction_ablation")
     group.add_argument("--positions", choices=["post_instruction", "last", "all"])
+    _add_map_options(group)
 
     fit = commands.add_parser("fit", help="fit one method and save it as an InterventionSet")
     _add_common(fit)
@@ -339,6 +346,9 @@ def run_sweep_command(args: argparse.Namespace, argv: Sequence[str] | None) -> P
         method=args.method,
         direction_layer=args.direction_layer,
         kl_budget=args.kl_budget if args.kl_budget is not None else "direction_ablation",
+        estimator=args.estimator,
+        gate=args.gate,
+        preserve_norm=args.preserve_norm,
         positions=args.positions or "post_instruction",
         batch_size=args.batch_size,
         seed=args.seed,

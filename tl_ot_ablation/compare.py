@@ -72,7 +72,9 @@ class CompareSettings:
             the middle layer).
         n_components: PCA subspace size ``k`` of the OT maps.
         reg: Relative ridge on the covariances.
-        estimator: Covariance estimator of the OT maps ("ridge", "oas", "ledoit_wolf").
+        estimator: Covariance estimator of the OT maps ("ridge", "oas", "ledoit_wolf"); the
+            default, with the posterior gate, is the variant that did best at matched damage
+            (experiments/README.md).
         gate: Gate of the OT and mean-shift maps ("none", "posterior", "hard").
         preserve_norm: Norm-preserving OT maps.
         strength: Strength of every method when ``match_kl`` is ``None``.
@@ -94,8 +96,8 @@ class CompareSettings:
     direction_layer: int | None = None
     n_components: int = DEFAULT_N_COMPONENTS
     reg: float = DEFAULT_REG
-    estimator: str = "ridge"
-    gate: str = "none"
+    estimator: str = "ledoit_wolf"
+    gate: str = "posterior"
     preserve_norm: bool = False
     strength: float = 1.0
     positions: str = "post_instruction"

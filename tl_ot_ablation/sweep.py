@@ -50,6 +50,9 @@ class SweepSettings:
         k_grid: ``k`` values tried at the best placement.
         strengths: Strengths tried for each method at the best placement.
         method: The transport variant scanned ("ot" or "mean_shift").
+        estimator: Covariance estimator of the maps ("ridge", "oas", "ledoit_wolf").
+        gate: Gate of the maps ("none", "posterior", "hard").
+        preserve_norm: Norm-preserving maps.
         direction_layer: Layer of the direction-ablation baseline (default: the middle one).
         kl_budget: "direction_ablation" (its KL) or a number: the damage allowed when picking
             the best placement.
@@ -67,6 +70,9 @@ class SweepSettings:
     k_grid: tuple[int, ...] = (8, 16, 32, 64, 128)
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
     method: str = "ot"
+    estimator: str = "ridge"
+    gate: str = "none"
+    preserve_norm: bool = False
     direction_layer: int | None = None
     kl_budget: str | float = "direction_ablation"
     reg: float = DEFAULT_REG
@@ -267,6 +273,9 @@ def run_sweep(
             reg=settings.reg,
             method=method or settings.method,  # type: ignore[arg-type]
             sequential=settings.sequential and len(where) > 1,
+            estimator=settings.estimator,  # type: ignore[arg-type]
+            gate=settings.gate,  # type: ignore[arg-type]
+            preserve_norm=settings.preserve_norm,
             **common,
         )
 
