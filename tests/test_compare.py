@@ -222,3 +222,35 @@ def test_compare_settings_reject_bad_values(tiny_bridge) -> None:
 
 def test_overlap_is_case_and_space_insensitive() -> None:
     assert overlap(["Bake a cake", "x"], ["  bake a CAKE ", "y"]) == ["  bake a CAKE "]
+
+
+def _record(ot_refused: list[int], ot_kl: float, degenerate: float = 0.0) -> dict:
+    def method(refused: list[int], kl: float, degenerate: float = 0.0) -> dict:
+        rate = with_ci([float(r) for r in refused]).to_dict()
+        return {
+            "refusal_rate_harmful": rate,
+            "refused_harmful": refused,
+            "kl_harmless": {"value": kl, "ci_low": kl, "ci_high": kl},
+            "degenerate_rate_harmful": {"value": degenerate, "ci_low": 0.0, "ci_high": 1.0},
+        }
+
+    return {
+        "methods": {
+            "none": method([1] * 20, 0.0),
+            "direction_ablation": method([0] * 19 + [1], 0.05),
+            "ot_full": method(ot_refused, ot_kl, degenerate),
+        }
+    }
+
+
+def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
+    from tl_ot_ablation.report import verdict
+
+    assert "matches or beats" in verdict(_record([0] * 20, 0.01))
+    assert "not significantly" in verdict(_record([0] * 18 + [1, 1], 0.01))
+    assert "NOT beat" in verdict(_record([1] * 10 + [0] * 10, 0.01))
+    assert "degenerate" in verdict(_record([0] * 20, 0.01, degenerate=0.9))
+    assert "higher KL" in verdict(_record([0] * 20, 0.5))
+    none_refuses = _record([0] * 20, 0.01)
+    none_refuses["methods"]["none"]["refusal_rate_harmful"]["value"] = 0.0
+    assert "nothing to remove" in verdict(none_refuses)

@@ -40,6 +40,7 @@ from .matched import StrengthMatch, match_strength
 from .metrics import (
     Estimate,
     degenerate_rate,
+    is_refusal,
     kl_divergence,
     perplexity,
     refusal_log_odds,
@@ -147,11 +148,13 @@ class MethodResult:
     match: StrengthMatch | None = None
     fit: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    refused_harmful: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "strength": self.strength,
             **{key: value.to_dict() for key, value in self.metrics.items()},
+            "refused_harmful": self.refused_harmful,
             "matched": None if self.match is None else self.match.to_dict(),
             "fit": self.fit,
             "seconds": self.seconds,
@@ -352,6 +355,7 @@ def evaluate_method(
         metrics,
         {"harmful": harmful_out, "harmless": harmless_out},
         fit={} if interventions is None else dict(interventions.metadata),
+        refused_harmful=[int(is_refusal(text, **judge)) for text in harmful_out],
     )
     return result, reference
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plots
+from .metrics import Estimate, with_ci
 
 COMPARE_COLUMNS = (
     ("refusal_rate_harmful", "harmful refusal", ".2f"),
@@ -48,6 +49,15 @@ def comparison_table(record: Mapping[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
+def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Estimate | None:
+    """Mean per-prompt difference of harmful refusal (``a − b``, same prompts) with its
+    bootstrap CI; ``None`` for records without per-prompt values."""
+    first, second = a.get("refused_harmful"), b.get("refused_harmful")
+    if not first or not second or len(first) != len(second):
+        return None
+    return with_ci([float(x - y) for x, y in zip(first, second, strict=True)])
+
+
 def verdict(record: Mapping[str, Any]) -> str:
     """One honest sentence: does OT beat direction ablation at (at most) its damage?"""
     methods = record["methods"]
@@ -61,22 +71,33 @@ def verdict(record: Mapping[str, Any]) -> str:
         if name not in methods:
             continue
         ot = methods[name]
-        cheaper = ot["kl_harmless"]["value"] <= da["kl_harmless"]["value"] * 1.1
-        better = ot["refusal_rate_harmful"]["value"] <= da["refusal_rate_harmful"]["value"]
+        ot_refusal, da_refusal = ot["refusal_rate_harmful"], da["refusal_rate_harmful"]
+        ot_kl, da_kl = ot["kl_harmless"]["value"], da["kl_harmless"]["value"]
+        cheaper = ot_kl <= da_kl * 1.1
+        better = ot_refusal["value"] <= da_refusal["value"]
+        difference = paired_difference(ot, da)
+        tied = not better and difference is not None and difference.ci_low <= 0
         degenerate = ot["degenerate_rate_harmful"]["value"] > 0.25
-        if better and cheaper and not degenerate:
-            outcome = "matches or beats direction ablation"
-        elif better and degenerate:
+        if degenerate and (better or tied):
             outcome = "removes refusal, but through degenerate output"
-        elif better:
-            outcome = "removes as much refusal, but at a higher KL"
+        elif better and cheaper:
+            outcome = "matches or beats direction ablation"
+        elif tied and cheaper:
+            outcome = (
+                "refuses more often than direction ablation, but not significantly (the 95 % "
+                "interval of the paired difference contains 0)"
+            )
+        elif better or tied:
+            outcome = "removes about as much refusal, but at a higher KL"
         else:
             outcome = "does NOT beat direction ablation"
+        ratio = f" ({da_kl / ot_kl:.0f}x lower)" if cheaper and ot_kl > 0 else ""
+        paired = "" if difference is None else f"; paired difference {difference:+.2f}"
         lines.append(
-            f"- `{name}` {outcome}: harmful refusal "
-            f"{ot['refusal_rate_harmful']['value']:.2f} vs "
-            f"{da['refusal_rate_harmful']['value']:.2f}, harmless KL "
-            f"{ot['kl_harmless']['value']:.3g} vs {da['kl_harmless']['value']:.3g}."
+            f"- `{name}` {outcome}: harmful refusal {ot_refusal['value']:.2f} "
+            f"[{ot_refusal['ci_low']:.2f}, {ot_refusal['ci_high']:.2f}] vs "
+            f"{da_refusal['value']:.2f} [{da_refusal['ci_low']:.2f}, {da_refusal['ci_high']:.2f}]"
+            f"{paired}, harmless KL {ot_kl:.3g} vs {da_kl:.3g}{ratio}."
         )
     return "\n".join(lines)
 

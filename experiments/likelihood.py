@@ -1,0 +1,49 @@
+"""Issue 6: choose k and the covariance estimator by held-out Gaussian log-likelihood.
+
+Collects the post-instruction rows of the 64 + 64 training prompts at layer 14 of the embedded
+model, holds out the last quarter of each class (whole prompts), and scores every (k, estimator)
+by the held-out log-density (``tl_ot_ablation.selection``). Writes
+``experiments/results/likelihood.json``.
+
+    .venv/bin/python experiments/likelihood.py
+"""
+
+import json
+from pathlib import Path
+
+import tl_ot_ablation as tlo
+from tl_ot_ablation.collect import collect_activations
+from tl_ot_ablation.selection import heldout_log_likelihood
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER = 14
+
+
+def main() -> None:
+    model = tlo.load_model()
+    name = f"blocks.{LAYER}.hook_resid_pre"
+    rows = [
+        collect_activations(model, tlo.default_prompts(kind), name, progress=False)[name]
+        for kind in ("harmful", "harmless")
+    ]
+    scores = heldout_log_likelihood(*rows, n_components=[4, 8, 16, 32, 64, 128, 256])
+    for score in scores:
+        print(f"k={score.n_components:4d} {score.estimator:12s} {score.log_likelihood:12.1f}")
+    out = ROOT / "experiments" / "results" / "likelihood.json"
+    out.write_text(
+        json.dumps(
+            {
+                "command": "python experiments/likelihood.py",
+                "layer": LAYER,
+                "rows": [len(r) for r in rows],
+                "scores": [vars(s) for s in scores],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
