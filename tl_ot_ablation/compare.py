@@ -8,7 +8,7 @@ Every method is fitted on one prompt split and evaluated on a disjoint one:
   unmodified model's own harmless completions and of plain prose under the intervention;
 - the share of degenerate completions, so a 0 % refusal rate made of gibberish is visible.
 
-With ``match_kl`` set, each method's strength is first bisected so that its harmless KL matches
+With ``match_kl`` set, each method's strength is first searched so that its harmless KL matches
 a budget (by default direction ablation's own KL), and the method is evaluated there.
 """
 
@@ -28,7 +28,7 @@ from .evaluate import completion_nll, text_hooks, text_nll
 from .fit import (
     DEFAULT_N_COMPONENTS,
     StatsPair,
-    _collect_pair,
+    collect_stats_pair,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
@@ -207,7 +207,7 @@ def fit_methods(
     assert direction_layer is not None, "call settings.resolve(n_layers) first"
     names = [hook_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
     _log(f"collecting statistics at {len(names)} layers", progress)
-    stats = _collect_pair(
+    stats = collect_stats_pair(
         model,
         harmful,
         harmless,

@@ -68,7 +68,7 @@ def _fit_metadata(
     }
 
 
-def _collect_pair(
+def collect_stats_pair(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
@@ -94,7 +94,7 @@ def _collect_pair(
     )
 
 
-def _collect_rows_pair(
+def collect_rows_pair(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
@@ -231,7 +231,7 @@ def fit_ot_ablation(
         "progress": progress,
     }
     maps: dict[str, Any] = {}
-    collect = _collect_rows_pair if estimator == "ledoit_wolf" else _collect_pair
+    collect = collect_rows_pair if estimator == "ledoit_wolf" else collect_stats_pair
     map_options = {
         "gate": gate,
         "gate_prior": gate_prior,
@@ -276,7 +276,7 @@ def _mean_difference_stats(
 ) -> tuple[GaussianStats, GaussianStats]:
     check_layers(model, [layer])
     name = hook_name(hook, layer)
-    sources, targets = _collect_pair(
+    sources, targets = collect_stats_pair(
         model,
         harmful,
         harmless,

@@ -28,7 +28,7 @@ from .evaluate import next_token_logprobs
 from .fit import (
     DEFAULT_N_COMPONENTS,
     StatsPair,
-    _collect_pair,
+    collect_stats_pair,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
@@ -236,7 +236,7 @@ def run_sweep(
         "system": settings.system,
         "progress": progress,
     }
-    stats = _collect_pair(model, train_harmful, train_harmless, names, **common)
+    stats = collect_stats_pair(model, train_harmful, train_harmless, names, **common)
     common = {**common, "cached_stats": stats, "progress": False}
     w2 = w2_by_layer(stats, n_layers, n_components=settings.n_components, reg=settings.reg)
     score = Scorer(
