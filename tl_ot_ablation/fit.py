@@ -103,7 +103,11 @@ def collect_rows_pair(
     cached: StatsPair | None = None,
     **options: Any,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """The activation rows of both prompt sets at ``names`` (for estimators that need rows)."""
+    """The activation rows of both prompt sets at ``names`` (for estimators that need rows).
+
+    Same signature as ``collect_stats_pair``; ``cached`` statistics cannot stand in for rows and
+    are ignored.
+    """
     return (
         collect_activations(model, harmful, names, fwd_hooks=fwd_hooks, **options),
         collect_activations(model, harmless, names, fwd_hooks=fwd_hooks, **options),
