@@ -56,6 +56,27 @@ def scoring_hooks(interventions: InterventionSet, prompt_len: int) -> list[tuple
     return interventions.fwd_hooks(positions=where)
 
 
+def _right_padded(tokenizer: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """``(input_ids, attention_mask)`` of raw texts, right-padded, no special tokens added
+    (the tokenizer is left padding on the left afterwards, as the rest of the package expects)."""
+    tokenizer.padding_side = "right"
+    try:
+        encoded = tokenizer(
+            list(texts), add_special_tokens=False, padding=True, return_tensors="pt"
+        )
+    finally:
+        tokenizer.padding_side = "left"
+    return encoded["input_ids"], encoded["attention_mask"]
+
+
+def _mean_nll(logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """Per-row mean negative log-likelihood of ``targets`` over the unmasked positions (CPU)."""
+    logprobs = logits.float().log_softmax(-1)
+    token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    weights = mask.float()
+    return (-(token_logprobs * weights).sum(1) / weights.sum(1)).cpu()
+
+
 def completion_nll(
     model: Any,
     prompts: Sequence[str],
@@ -73,16 +94,8 @@ def completion_nll(
     require_eval(model)
     if len(prompts) != len(completions):
         raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-    tokenizer = model.tokenizer
     prompt_ids, prompt_mask = prepare_tokens(model, prompts, system=system)
-    tokenizer.padding_side = "right"
-    try:
-        encoded = tokenizer(
-            list(completions), add_special_tokens=False, padding=True, return_tensors="pt"
-        )
-    finally:
-        tokenizer.padding_side = "left"
-    comp_ids, comp_mask = encoded["input_ids"], encoded["attention_mask"]
+    comp_ids, comp_mask = _right_padded(model.tokenizer, completions)
     empty = (comp_mask.sum(1) == 0).nonzero().flatten().tolist()
     if empty:
         raise ValueError(
@@ -101,11 +114,13 @@ def completion_nll(
         for batch_ids, batch_mask in batches(ids, mask, batch_size, model_device(model)):
             logits = model(batch_ids, attention_mask=batch_mask)
             # Positions prompt_len - 1 ... end - 2 predict the completion tokens.
-            predicting = logits[:, prompt_len - 1 : -1].float().log_softmax(-1)
-            targets = batch_ids[:, prompt_len:]
-            token_logprobs = predicting.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            weights = batch_mask[:, prompt_len:].float()
-            out.append((-(token_logprobs * weights).sum(1) / weights.sum(1)).cpu())
+            out.append(
+                _mean_nll(
+                    logits[:, prompt_len - 1 : -1],
+                    batch_ids[:, prompt_len:],
+                    batch_mask[:, prompt_len:],
+                )
+            )
     return torch.cat(out)
 
 
@@ -124,15 +139,7 @@ def text_nll(
     require_eval(model)
     if isinstance(texts, str) or len(texts) == 0:
         raise ValueError("texts must be a non-empty list of strings")
-    tokenizer = model.tokenizer
-    tokenizer.padding_side = "right"
-    try:
-        encoded = tokenizer(
-            list(texts), add_special_tokens=False, padding=True, return_tensors="pt"
-        )
-    finally:
-        tokenizer.padding_side = "left"
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    ids, mask = _right_padded(model.tokenizer, texts)
     if int(mask.sum(1).min()) < 2:
         raise ValueError("every text needs at least two tokens")
     if ids.shape[1] > model.cfg.n_ctx:
@@ -143,10 +150,7 @@ def text_nll(
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
         for batch_ids, batch_mask in batches(ids, mask, batch_size, model_device(model)):
             logits = model(batch_ids, attention_mask=batch_mask)
-            logprobs = logits[:, :-1].float().log_softmax(-1)
-            token_logprobs = logprobs.gather(-1, batch_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            weights = batch_mask[:, 1:].float()
-            out.append((-(token_logprobs * weights).sum(1) / weights.sum(1)).cpu())
+            out.append(_mean_nll(logits[:, :-1], batch_ids[:, 1:], batch_mask[:, 1:]))
     return torch.cat(out)
 
 
