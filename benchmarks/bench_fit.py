@@ -8,57 +8,25 @@ Every contender runs in this one process, one after another, with the same threa
 torch and numpy/BLAS (``--threads``, default 1), on the same synthetic activations (a decaying
 spectrum, like residual streams). Times are the best of ``--repeats``; ratios are against the
 floor (the O(n·d²) covariance products that any covariance route must pay) and against POT.
-Peak memory is the growth of the process's resident-set high-water mark during the contender
-(Linux ``/proc/self/status`` VmHWM, reset before each contender).
+Peak memory: see ``_bench.py``. With ``--device cuda`` the torch contenders run on the GPU
+(statistics, fits and floors), POT stays on the CPU: the GPU-vs-POT ratio of issue 5.
 """
 
 import argparse
-import json
-import os
-import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import ot
 import torch
+from _bench import machine, measure, write_report
 from threadpoolctl import threadpool_limits
 
 from tl_ot_ablation import GaussianOTMap, GaussianStats
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float, object]:
-    """(best seconds, peak extra MiB, last result)."""
-    best = float("inf")
-    result: object = None
-    peak = 0.0
-    for _ in range(repeats):
-        result = None
-        _reset_peak()
-        before = _status_kib("VmRSS")
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-        peak = max(peak, (_status_kib("VmHWM") - before) / 1024)
-    return best, peak, result
-
-
 def make_activations(layers: int, n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic activations of both classes, ``[layers, n, d]`` float32 on the CPU."""
     g = torch.Generator().manual_seed(seed)
     spectrum = torch.arange(1, d + 1, dtype=torch.float32).rsqrt()
     rotation = torch.linalg.qr(torch.randn(d, d, generator=g)).Q
@@ -110,14 +78,17 @@ def main() -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="main")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the torch contenders run")
     parser.add_argument("--out", type=Path, help="JSON report (default: results/fit-PRESET.json)")
     args = parser.parse_args()
     layers, d, k, n = PRESETS[args.preset]
-    out_path = args.out or Path(__file__).parent / "results" / f"fit-{args.preset}.json"
+    suffix = "" if args.device == "cpu" else f"-{torch.device(args.device).type}"
+    out_path = args.out or Path(__file__).parent / "results" / f"fit-{args.preset}{suffix}.json"
 
     torch.set_num_threads(args.threads)
-    source, target = make_activations(layers, n, d, seed=0)
-    source_np, target_np = source.numpy(), target.numpy()
+    source_cpu, target_cpu = make_activations(layers, n, d, seed=0)
+    source_np, target_np = source_cpu.numpy(), target_cpu.numpy()
+    source, target = source_cpu.to(args.device), target_cpu.to(args.device)
 
     def fit(route: str, method: str = "auto") -> GaussianOTMap:
         return GaussianOTMap.fit(source, target, n_components=k, route=route, eigen_method=method)
@@ -144,7 +115,7 @@ def main() -> None:
     outputs: dict[str, object] = {}
     with threadpool_limits(limits=args.threads):
         for key, (label, fn) in contenders.items():
-            seconds, peak_mib, out = measure(fn, args.repeats)
+            seconds, peak_mib, out = measure(fn, args.repeats, args.device)
             results[key] = {"seconds": seconds, "peak_extra_mib": peak_mib}
             outputs[key] = out
             print(f"{seconds:8.2f} s  {peak_mib:8.0f} MiB  {key:21s} {label}", flush=True)
@@ -175,20 +146,11 @@ def main() -> None:
     report = {
         "preset": args.preset,
         "config": {"layers": layers, "d": d, "k": k, "n_per_side": n, "threads": args.threads},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "pot": ot.__version__,
-        },
+        "machine": machine(args.device, numpy=np.__version__, pot=ot.__version__),
         "results": results,
         "summary": summary,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {out_path}")
+    write_report(out_path, report)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,23 @@ def test_python_dash_m_lists_the_commands() -> None:
     )
     for command in ("compare", "sweep", "fit", "generate"):
         assert command in result.stdout
+
+
+def test_fit_auto_picks_the_w2_layer_from_one_pass(tmp_path: Path, capsys) -> None:
+    from tl_ot_ablation.fit import collect_training
+    from tl_ot_ablation.prompts import default_prompts
+    from tl_ot_ablation.selection import layers_by_w2, w2_by_layer
+    from tl_ot_ablation.testing import tiny_model
+
+    folder = tmp_path / "map"
+    assert main(["fit", *TINY, "--n-train", "5", "-k", "4", "--out", str(folder)]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    model = tiny_model(n_ctx=512)  # the CLI's "tiny"
+    harmful, harmless = default_prompts("harmful")[:5], default_prompts("harmless")[:5]
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(3)]
+    stats = collect_training(model, harmful, harmless, names, batch_size=4, progress=False).stats
+    expected = layers_by_w2(w2_by_layer(stats, 3, n_components=4))
+    assert config["metadata"]["layers"] == expected
+    assert f"largest W2² / variance): {expected}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", *TINY, "--layers", "deepest"])

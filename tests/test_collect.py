@@ -114,3 +114,16 @@ class TestBadInput:
     def test_one_string_instead_of_a_list(self, tiny_bridge) -> None:
         with pytest.raises(TypeError, match="list of strings"):
             collect_activations(tiny_bridge, "just one", HOOK, progress=False)
+
+
+def test_collection_runs_in_inference_mode_but_returns_ordinary_tensors(tiny_bridge) -> None:
+    seen = []
+    name = "blocks.1.hook_resid_pre"
+    spy = [(name, lambda resid, hook: seen.append(torch.is_inference_mode_enabled()))]
+    stats = collect_stats(tiny_bridge, HARMFUL[:3], name, fwd_hooks=spy, progress=False)
+    assert seen == [True]
+    # Callers can keep updating the statistics and editing the rows in place afterwards.
+    stats[name].update(torch.randn(2, tiny_bridge.cfg.d_model))
+    rows = collect_activations(tiny_bridge, HARMFUL[:3], name, progress=False)[name]
+    rows -= rows.mean(0)
+    assert not rows.is_inference()

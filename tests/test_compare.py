@@ -13,13 +13,15 @@ from tl_ot_ablation.compare import (
     CompareSettings,
     EvalPrompts,
     comparison_record,
+    fit_methods,
     overlap,
     run_comparison,
 )
-from tl_ot_ablation.evaluate import next_token_logprobs, text_hooks, text_nll
+from tl_ot_ablation.evaluate import completion_nll, next_token_logprobs, text_hooks, text_nll
 from tl_ot_ablation.generation import generate_with_first_logprobs
 from tl_ot_ablation.matched import match_strength
 from tl_ot_ablation.metrics import degeneracy, is_degenerate, perplexity, with_ci
+from tl_ot_ablation.selection import layers_by_w2
 
 # --- match_strength -------------------------------------------------------------------------
 
@@ -192,7 +194,11 @@ def test_comparison_record_has_the_documented_schema(comparison) -> None:
             assert set(values[key]) == {"value", "ci_low", "ci_high"}
             assert values[key]["ci_low"] <= values[key]["value"] <= values[key]["ci_high"]
     assert record["seed"] == 0 and record["model"] == "tiny"
-    assert record["settings"]["layers"] == [1] and record["prompts"]["train_eval_overlap"] == 0
+    assert record["prompts"]["train_eval_overlap"] == 0
+    # Default layers="auto": the training statistics' W2 / variance argmax, with its table.
+    assert record["layer_choice"] == "w2_relative"
+    assert [row["layer"] for row in record["w2_by_layer"]] == [0, 1, 2]
+    assert record["settings"]["layers"] == layers_by_w2(record["w2_by_layer"])
     assert len(record["prompts"]["train_sha256"]) == 16
 
 
@@ -254,3 +260,28 @@ def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
     none_refuses = _record([0] * 20, 0.01)
     none_refuses["methods"]["none"]["refusal_rate_harmful"]["value"] = 0.0
     assert "nothing to remove" in verdict(none_refuses)
+
+
+def test_layer_settings_are_checked(tiny_bridge) -> None:
+    assert CompareSettings(layers="middle").resolve(4).layers == [2]
+    assert CompareSettings().resolve(4).layers == "auto"
+    with pytest.raises(ValueError, match="'auto' or 'middle'"):
+        CompareSettings(layers="deepest").resolve(4)
+    with pytest.raises(ValueError, match="layers is empty"):
+        CompareSettings(layers=[]).resolve(4)
+    with pytest.raises(ValueError, match="must be resolved first"):
+        fit_methods(tiny_bridge, HARMFUL, HARMLESS, CompareSettings().resolve(3), progress=False)
+
+
+def test_harmful_fluency_is_the_unmodified_models_perplexity_of_the_completions(
+    comparison, tiny_bridge
+) -> None:
+    result, held_out = comparison
+    for name in ("none", "ot_selective"):
+        method = result.results[name]
+        pairs = zip(held_out.harmful, method.completions["harmful"], strict=True)
+        kept = [(p, c) for p, c in pairs if c]
+        nll = completion_nll(tiny_bridge, [p for p, _ in kept], [c for _, c in kept])
+        assert method.metrics["ppl_harmful_base"].value == pytest.approx(
+            math.exp(float(nll.mean())), rel=1e-5
+        )

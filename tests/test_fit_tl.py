@@ -16,6 +16,8 @@ from tl_ot_ablation import (
     fit_direction_ablation,
     fit_ot_ablation,
 )
+from tl_ot_ablation import fit as fit_module
+from tl_ot_ablation.prompts import post_instruction_length
 
 QUIET = {"progress": False}
 
@@ -159,3 +161,42 @@ def test_top_level_save_and_load_handle_intervention_sets(tiny_bridge, tmp_path:
     fitted = fit_actadd(tiny_bridge, HARMFUL, HARMLESS, layer=2, **QUIET)
     loaded = tlo.load(tlo.save(fitted, tmp_path / "set"))
     assert isinstance(loaded, InterventionSet) and list(loaded) == list(fitted)
+
+
+def test_training_activations_keep_rows_and_cached_rows_replace_the_pass(
+    tiny_bridge, monkeypatch
+) -> None:
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(3)]
+    options = {"positions": "post_instruction", "batch_size": 4, "progress": False}
+    streamed = fit_module.collect_training(tiny_bridge, HARMFUL, HARMLESS, names, **options)
+    kept = fit_module.collect_training(
+        tiny_bridge, HARMFUL, HARMLESS, names, keep_rows=True, **options
+    )
+    assert streamed.rows is None and kept.rows is not None
+    for side in range(2):
+        for name in names:
+            assert kept.rows[side][name].shape[0] == kept.stats[side][name].count
+            torch.testing.assert_close(kept.stats[side][name].cov, streamed.stats[side][name].cov)
+    fit = {"layers": [1, 2], "n_components": 4, "estimator": "ledoit_wolf", "progress": False}
+    fresh = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=False, **fit)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the cached rows should have replaced this pass")
+
+    monkeypatch.setattr(fit_module, "collect_activations", no_second_pass)
+    cached = fit_ot_ablation(
+        tiny_bridge, HARMFUL, HARMLESS, sequential=False, **kept.cached(), **fit
+    )
+    for name in ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"):
+        torch.testing.assert_close(cached[name].matrix, fresh[name].matrix)
+    # A sequential fit's second layer sees transported activations, so it must not use them.
+    with pytest.raises(AssertionError, match="cached rows"):
+        fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=True, **kept.cached(), **fit)
+
+
+def test_rows_bytes_counts_float32_rows(tiny_bridge) -> None:
+    n_post = post_instruction_length(tiny_bridge.tokenizer)
+    d = tiny_bridge.cfg.d_model
+    assert fit_module.rows_bytes(tiny_bridge, 10, 3, "post_instruction") == 10 * n_post * 3 * d * 4
+    assert fit_module.rows_bytes(tiny_bridge, 10, 3, "last") == 10 * 3 * d * 4
+    assert fit_module.rows_bytes(tiny_bridge, 10, 3, "all") is None

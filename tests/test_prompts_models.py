@@ -127,3 +127,35 @@ def test_load_model_from_a_local_folder(tmp_path: Path) -> None:
     ids = source.tokenizer(["hello"], return_tensors="pt")["input_ids"]
     torch.testing.assert_close(loaded(ids), source(ids))
     assert loaded.tokenizer.padding_side == "left" and loaded.cfg.default_prepend_bos is False
+
+
+def test_load_model_dispatches_with_a_device_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tl_ot_ablation.testing import tiny_hf_model
+
+    hf_model, tokenizer = tiny_hf_model(seed=5)
+    hf_model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    folder = str(tmp_path / "tiny")
+    calls = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    # accelerate places every module by the map (here all on the CPU) before the bridge boots.
+    placement = {"device_map": {"": "cpu"}, "max_memory": {"cpu": "2GiB"}}
+    loaded = models.load_model(folder, dtype=torch.float32, **placement)
+    assert calls and all(calls[-1][key] == value for key, value in placement.items())
+    ids = loaded.tokenizer(["hello"], return_tensors="pt")["input_ids"]
+    assert torch.isfinite(loaded(ids)).all()
+    with pytest.raises(ValueError, match="either device or device_map"):
+        models.load_model(folder, device="cpu", device_map="auto")
+    with pytest.raises(ValueError, match=r"pass device_map= .* to load_model"):
+        models.load_model(folder, n_devices=2)

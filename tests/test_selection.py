@@ -7,7 +7,7 @@ import torch
 from conftest import gaussian_rows, random_spd
 
 from tl_ot_ablation.pca import PCABasis
-from tl_ot_ablation.selection import heldout_log_likelihood
+from tl_ot_ablation.selection import heldout_log_likelihood, layers_by_w2
 from tl_ot_ablation.shrinkage import ledoit_wolf_covariance
 
 
@@ -68,3 +68,15 @@ def test_bad_requests_are_refused() -> None:
         heldout_log_likelihood(rows, rows, n_components=[2], held_out_fraction=1.0)
     with pytest.raises(ValueError, match="n_components=99"):
         heldout_log_likelihood(rows, rows, n_components=[99])
+
+
+def test_layers_by_w2_takes_the_largest_scale_free_distance() -> None:
+    rows = [
+        {"layer": 0, "w2": 1.0, "w2_relative": 0.1},
+        {"layer": 1, "w2": 5.0, "w2_relative": 0.4},
+        {"layer": 2, "w2": 50.0, "w2_relative": 0.3},  # largest raw W2, not the choice
+    ]
+    assert layers_by_w2(rows) == [1]
+    assert layers_by_w2(rows, count=2) == [1, 2]
+    with pytest.raises(ValueError, match=r"count must be in 1\.\.3"):
+        layers_by_w2(rows, count=4)

@@ -77,3 +77,17 @@ def test_bad_rows_raise_helpful_errors(as_user: None) -> None:
         stats.update(torch.tensor([[1.0, float("nan"), 0, 0], [0, 0, 0, 0]]))
     with pytest.raises(ValueError, match="different shapes"):
         stats.merge(GaussianStats(5))
+
+
+def test_stack_adds_a_leading_axis_that_indexing_undoes() -> None:
+    rows = [torch.randn(9, 4, dtype=torch.float64) + i for i in range(3)]
+    stacked = GaussianStats.stack([GaussianStats.from_rows(r) for r in rows])
+    assert stacked.batch_shape == (3,) and stacked.count == 9
+    torch.testing.assert_close(stacked.cov, GaussianStats.from_rows(torch.stack(rows)).cov)
+    torch.testing.assert_close(stacked[1].mean, rows[1].mean(0))
+    with pytest.raises(ValueError, match="one shape and row count"):
+        GaussianStats.stack(
+            [GaussianStats.from_rows(rows[0]), GaussianStats.from_rows(rows[1][:5])]
+        )
+    with pytest.raises(ValueError, match="at least one"):
+        GaussianStats.stack([])

@@ -7,6 +7,7 @@ bridges. See the README for the formula and a quickstart.
 
 from .baselines import ActAdd, DirectionAblation, PerNeuronOT
 from .collect import collect_activations, collect_stats
+from .distributed import all_reduce_stats
 from .fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
 from .generation import generate
 from .hooks import as_hook, fwd_hooks
@@ -31,6 +32,7 @@ __all__ = [
     "PCABasis",
     "PerNeuronOT",
     "__version__",
+    "all_reduce_stats",
     "as_hook",
     "collect_activations",
     "collect_stats",

@@ -25,12 +25,19 @@ from .compare import (
     overlap,
     run_comparison,
 )
-from .fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
+from .fit import (
+    collect_training,
+    fit_actadd,
+    fit_direction_ablation,
+    fit_ot_ablation,
+    keep_rows_for,
+)
 from .generation import generate
 from .intervention_set import InterventionSet
 from .models import DEFAULT_MODEL, load_model
 from .prompts import default_prompts, load_prompts, plain_text
 from .report import comparison_table, verdict, write_compare_report, write_sweep_report
+from .selection import layers_by_w2, w2_by_layer
 from .sweep import SweepSettings, run_sweep
 
 DEFAULT_VARIANT = {"estimator": "ledoit_wolf", "gate": "posterior"}
@@ -103,6 +110,8 @@ def _add_map_options(group: argparse._ArgumentGroup) -> None:
 def _layers(value: str) -> list[int]:
     """``"14"``, ``"11,14"`` or ``"10-15"`` → layer list."""
     layers: list[int] = []
+    if not value.replace(",", "").replace("-", "").isdigit():
+        raise argparse.ArgumentTypeError(f"expected layers like 14, 11,14 or 10-15, got {value!r}")
     for part in value.split(","):
         if "-" in part:
             start, stop = part.split("-")
@@ -110,6 +119,11 @@ def _layers(value: str) -> list[int]:
         else:
             layers.append(int(part))
     return layers
+
+
+def _selective_layers(value: str) -> list[int] | str:
+    """``"auto"``, ``"middle"`` or a layer list (see ``_layers``)."""
+    return value if value in ("auto", "middle") else _layers(value)
 
 
 def _kl_budget(value: str) -> str | float | None:
@@ -134,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="all methods side by side, at matched KL")
     _add_common(compare)
     group = compare.add_argument_group("methods")
-    group.add_argument("--layers", type=_layers, help="selective layers, e.g. 14 or 11,14 or 10-15")
+    group.add_argument(
+        "--layers",
+        type=_selective_layers,
+        default="auto",
+        help="selective layers: 'auto' (default: the layer where harmful and harmless training "
+        "activations are furthest apart, by W2² / variance), 'middle', or e.g. 14, 11,14, 10-15",
+    )
     group.add_argument("--direction-layer", type=int, help="layer of the refusal direction")
     group.add_argument("-k", "--n-components", type=int, default=64)
     group.add_argument("--reg", type=float, default=1e-3)
@@ -174,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["ot", "mean_shift", "per_neuron_ot", "direction_ablation", "actadd"],
         default="ot",
     )
-    group.add_argument("--layers", type=_layers, help="layers (default: the middle one)")
+    group.add_argument(
+        "--layers",
+        type=_selective_layers,
+        default="auto",
+        help="'auto' (default: as in compare, the W2² / variance argmax for the transport "
+        "methods, the middle layer for direction_ablation and actadd), 'middle', or a list",
+    )
     group.add_argument("-k", "--n-components", type=int, default=64)
     group.add_argument("--reg", type=float, default=1e-3)
     group.add_argument("--positions", choices=["post_instruction", "last", "all"])
@@ -276,20 +302,13 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
         extra={"command": _command_line(argv), "preset": "quick" if args.quick else "default"},
     )
     clouds = None
-    w2 = None
-    if not args.no_plots and comparison.stats is not None:
+    if not args.no_plots:
         from .collect import collect_activations
-        from .sweep import w2_by_layer
 
-        w2 = w2_by_layer(
-            comparison.stats,
-            model.cfg.n_layers,
-            n_components=comparison.settings.n_components,
-            reg=comparison.settings.reg,
-        )
         selective = comparison.interventions.get("ot_selective")
-        if selective is not None:
-            layer = (comparison.settings.layers or [0])[0]
+        chosen = comparison.settings.layers
+        if selective is not None and isinstance(chosen, list):
+            layer = chosen[0]
             name = hook_name("resid_pre", layer)
             rows = {
                 kind: collect_activations(
@@ -321,7 +340,7 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
         {"harmful": held_out.harmful, "harmless": held_out.harmless},
         command=record["command"],
         clouds=clouds,
-        w2=w2,
+        w2=comparison.w2_by_layer,
         plots_enabled=not args.no_plots,
     )
     print(comparison_table(record))
@@ -388,7 +407,7 @@ def run_fit(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     preset = PRESETS["quick" if args.quick else "default"]
     train, _ = _data(args, preset)
     model = _load(args)
-    layers = args.layers or [model.cfg.n_layers // 2]
+    n_layers = model.cfg.n_layers
     options: dict[str, Any] = {
         "positions": args.positions or "post_instruction",
         "batch_size": args.batch_size,
@@ -396,6 +415,22 @@ def run_fit(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
         "progress": not args.no_progress,
     }
     harmful, harmless = train["harmful"], train["harmless"]
+    layers = [n_layers // 2] if args.layers in ("auto", "middle") else args.layers
+    cached: dict[str, Any] = {}
+    if args.layers == "auto" and args.method not in ("direction_ablation", "actadd"):
+        # One pass over every layer ranks them, and the fit below reuses it.
+        names = [hook_name("resid_pre", layer) for layer in range(n_layers)]
+        n_prompts = len(harmful) + len(harmless)
+        keep = args.method != "per_neuron_ot" and keep_rows_for(
+            model, args.estimator, n_prompts, n_layers, options["positions"], args.system
+        )
+        training = collect_training(model, harmful, harmless, names, keep_rows=keep, **options)
+        ranking = w2_by_layer(
+            training.stats, n_layers, n_components=args.n_components, reg=args.reg
+        )
+        layers = layers_by_w2(ranking)
+        cached = training.cached()
+        print(f"layer chosen from the training statistics (largest W2² / variance): {layers}")
     if args.method == "direction_ablation":
         fitted = fit_direction_ablation(model, harmful, harmless, layer=layers[0], **options)
     elif args.method == "actadd":
@@ -411,6 +446,7 @@ def run_fit(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
             reg=args.reg,
             sequential=not args.no_sequential,
             **options,
+            **cached,
             **(
                 {}
                 if args.method == "per_neuron_ot"

@@ -1,9 +1,9 @@
 """Read residual activations through TransformerLens hook points, batched and without grad.
 
-One forward pass per batch caches every requested hook point, and the pass stops after the
-deepest block it needs (``stop_at_layer``). Prompts are chat-formatted and left-padded with an
-attention mask, so batching never changes the activations. Rows are taken at the fitting
-positions only (never at pads):
+One forward pass per batch (under ``torch.inference_mode``) reads every requested hook point,
+and the pass stops after the deepest block it needs (``stop_at_layer``). Prompts are
+chat-formatted and left-padded with an attention mask, so batching never changes the
+activations. Rows are taken at the fitting positions only (never at pads):
 
 - ``"post_instruction"``: the chat template's tokens after the user message (default);
 - ``"last"``: the last prompt token;
@@ -161,7 +161,7 @@ def for_each_batch(
 
     captures = [(name, capture(name)) for name in hook_names]
     chunks = batches(ids, mask, batch_size, model_device(model))
-    with torch.no_grad(), model.hooks(fwd_hooks=[*fwd_hooks, *captures]):
+    with torch.inference_mode(), model.hooks(fwd_hooks=[*fwd_hooks, *captures]):
         for batch_ids, batch_attention in tqdm(chunks, desc="activations", disable=not progress):
             fired.clear()
             batch_mask[:] = [position_mask(batch_attention, positions, n_post)]
@@ -188,7 +188,7 @@ def collect_activations(
     fwd_hooks: Sequence[tuple[str, Any]] = (),
     system: str | None = None,
     chat: bool = True,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> dict[str, Float[Tensor, "n d_model"]]:
@@ -203,7 +203,8 @@ def collect_activations(
         fwd_hooks: Hooks to run during collection (before the capture), e.g. earlier maps.
         system: Optional system prompt for the chat template.
         chat: Format ``prompts`` with the chat template (``False``: use them as raw text).
-        device: Where the returned rows go. ``dtype``: their dtype.
+        device: Where the returned rows go (``None``: the device of their hook point, e.g.
+            each layer's GPU for a dispatched model). ``dtype``: their dtype.
         progress: Show a tqdm progress bar.
     """
     names = [hook_names] if isinstance(hook_names, str) else list(hook_names)
@@ -242,7 +243,9 @@ def collect_stats(
 
     def update(name: str, batch: Tensor) -> None:
         if name not in stats:
-            stats[name] = GaussianStats(batch.shape[-1], device=batch.device)
+            # Ordinary (not inference-mode) accumulators, so callers may update them later.
+            with torch.inference_mode(False):
+                stats[name] = GaussianStats(batch.shape[-1], device=batch.device)
         stats[name].update(batch)
 
     for_each_batch(

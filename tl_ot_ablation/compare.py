@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,10 +28,12 @@ from .evaluate import completion_nll, text_hooks, text_nll
 from .fit import (
     DEFAULT_N_COMPONENTS,
     StatsPair,
-    collect_stats_pair,
+    TrainingActivations,
+    collect_training,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
+    keep_rows_for,
     prompts_hash,
 )
 from .generation import generate_with_first_logprobs
@@ -49,6 +51,7 @@ from .metrics import (
     with_ci,
 )
 from .ot_map import DEFAULT_REG
+from .selection import layers_by_w2, w2_by_layer
 
 METHODS = (
     "none",
@@ -68,7 +71,9 @@ class CompareSettings:
 
     Attributes:
         layers: Layers of the selective methods (ActAdd, mean shift, per-neuron OT,
-            ``ot_selective``); default: the middle layer.
+            ``ot_selective``): a list, ``"auto"`` (default: the layer where harmful and
+            harmless training activations are furthest apart by W2² / variance,
+            ``selection.layers_by_w2``) or ``"middle"``.
         direction_layer: Layer whose mean difference gives the refusal direction (default:
             the middle layer).
         n_components: PCA subspace size ``k`` of the OT maps.
@@ -93,7 +98,7 @@ class CompareSettings:
         system: Optional system prompt.
     """
 
-    layers: list[int] | None = None
+    layers: list[int] | str = "auto"
     direction_layer: int | None = None
     n_components: int = DEFAULT_N_COMPONENTS
     reg: float = DEFAULT_REG
@@ -127,10 +132,18 @@ class CompareSettings:
             raise ValueError("match_kl='direction_ablation' needs that method in `methods`")
         middle = n_layers // 2
         methods = tuple(m for m in METHODS if m in self.methods or m == "none")
+        if isinstance(self.layers, str):
+            if self.layers not in ("auto", "middle"):
+                raise ValueError(f"layers must be a list, 'auto' or 'middle', got {self.layers!r}")
+            layers: list[int] | str = [middle] if self.layers == "middle" else "auto"
+        elif not self.layers:
+            raise ValueError("layers is empty; name at least one layer, or 'auto'")
+        else:
+            layers = list(self.layers)
         return CompareSettings(
             **{
                 **asdict(self),
-                "layers": list(self.layers) if self.layers else [middle],
+                "layers": layers,
                 "direction_layer": middle if self.direction_layer is None else self.direction_layer,
                 "methods": methods,
             }
@@ -178,6 +191,8 @@ class Comparison:
     interventions: dict[str, InterventionSet]
     settings: CompareSettings
     stats: StatsPair | None = None
+    w2_by_layer: list[dict[str, int | float]] | None = None
+    layer_choice: str = "given"
 
 
 def at_strength(interventions: InterventionSet, strength: float) -> InterventionSet:
@@ -193,39 +208,84 @@ def _log(message: str, progress: bool) -> None:
         tqdm.write(f"[tl-ot-ablation] {message}", file=sys.stderr)
 
 
-def fit_methods(
+def collect_training_activations(
     model: Any,
     harmful: Sequence[str],
     harmless: Sequence[str],
     settings: CompareSettings,
     *,
     progress: bool = True,
-) -> tuple[dict[str, InterventionSet], StatsPair]:
-    """Fit every method of ``settings`` (resolved) from one pass over all layers' ``resid_pre``."""
-    layers = check_layers(model, settings.layers or [])
-    direction_layer = settings.direction_layer
-    assert direction_layer is not None, "call settings.resolve(n_layers) first"
+) -> TrainingActivations:
+    """One pass over every layer's ``resid_pre`` for both training sets; the rows are kept too
+    when the OT maps' estimator needs them and they fit in ``ROWS_CACHE_BYTES``."""
     names = [hook_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
-    _log(f"collecting statistics at {len(names)} layers", progress)
-    stats = collect_stats_pair(
+    keep_rows = bool({"mean_shift", "ot_full", "ot_selective"} & set(settings.methods))
+    keep_rows = keep_rows and keep_rows_for(
+        model,
+        settings.estimator,
+        len(harmful) + len(harmless),
+        len(names),
+        settings.positions,
+        settings.system,
+    )
+    _log(f"collecting {'rows' if keep_rows else 'statistics'} at {len(names)} layers", progress)
+    return collect_training(
         model,
         harmful,
         harmless,
         names,
+        keep_rows=keep_rows,
         positions=settings.positions,
         batch_size=settings.batch_size,
         system=settings.system,
         progress=progress,
     )
+
+
+def choose_layers(
+    settings: CompareSettings, stats: StatsPair, n_layers: int
+) -> tuple[CompareSettings, list[dict[str, int | float]]]:
+    """Settings with ``layers="auto"`` replaced by the top layer of ``layers_by_w2`` (computed
+    from the training statistics alone), and the per-layer W2 table it was chosen from."""
+    w2 = w2_by_layer(stats, n_layers, n_components=settings.n_components, reg=settings.reg)
+    if settings.layers != "auto":
+        return settings, w2
+    return replace(settings, layers=layers_by_w2(w2)), w2
+
+
+def fit_methods(
+    model: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    settings: CompareSettings,
+    *,
+    training: TrainingActivations | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, InterventionSet], TrainingActivations]:
+    """Fit every method of ``settings`` (resolved, with concrete layers) from one pass over all
+    layers' ``resid_pre`` (``training``, collected here when not given)."""
+    if isinstance(settings.layers, str):
+        raise ValueError(
+            f"layers={settings.layers!r} must be resolved first: settings.resolve(n_layers), "
+            "then choose_layers(settings, stats, n_layers) for 'auto'"
+        )
+    layers = check_layers(model, settings.layers)
+    direction_layer = settings.direction_layer
+    assert direction_layer is not None, "call settings.resolve(n_layers) first"
+    if training is None:
+        training = collect_training_activations(
+            model, harmful, harmless, settings, progress=progress
+        )
     common: dict[str, Any] = {
         "positions": settings.positions,
         "batch_size": settings.batch_size,
         "system": settings.system,
         "progress": progress,
-        "cached_stats": stats,
+        "cached_stats": training.stats,
     }
     ot_options = {
         **common,
+        "cached_rows": training.rows,
         "n_components": settings.n_components,
         "reg": settings.reg,
         "estimator": settings.estimator,
@@ -277,7 +337,7 @@ def fit_methods(
             start = time.perf_counter()
             fitted[name] = builders[name]()
             fitted[name].metadata["fit_seconds"] = round(time.perf_counter() - start, 2)
-    return fitted, stats
+    return fitted, training
 
 
 @dataclass
@@ -333,6 +393,20 @@ def evaluate_method(
         batch_size=settings.batch_size,
         system=settings.system,
     )
+    # Fluency of what the method made the model say to harmful prompts: the unmodified model's
+    # perplexity of those completions (gibberish scores high; refusals score low).
+    fluent_prompts, fluent_completions = _nonempty(prompts.harmful, harmful_out)
+    fluency = (
+        completion_nll(
+            model,
+            fluent_prompts,
+            fluent_completions,
+            batch_size=settings.batch_size,
+            system=settings.system,
+        )
+        if fluent_prompts
+        else None
+    )
     text_fwd_hooks = [] if interventions is None else text_hooks(interventions)
     text = text_nll(model, prompts.texts, fwd_hooks=text_fwd_hooks, batch_size=settings.batch_size)
     judge = {"first_n": settings.judge_tokens, "tokenizer": model.tokenizer}
@@ -348,6 +422,8 @@ def evaluate_method(
         "degenerate_rate_harmful": degenerate_rate(harmful_out),
         "degenerate_rate_harmless": degenerate_rate(harmless_out),
     }
+    if fluency is not None:  # absent when every harmful completion is empty
+        metrics["ppl_harmful_base"] = perplexity(fluency)
     strength = None if interventions is None else interventions.strength
     result = MethodResult(
         name,
@@ -394,9 +470,18 @@ def run_comparison(
     With ``settings.match_kl``, each method (but the one defining the budget) is first set to
     the strength whose harmless KL matches the budget (``match_strength``).
     """
-    settings = (settings or CompareSettings()).resolve(model.cfg.n_layers)
+    n_layers = model.cfg.n_layers
+    settings = (settings or CompareSettings()).resolve(n_layers)
     torch.manual_seed(settings.seed)
-    fitted, stats = fit_methods(model, train_harmful, train_harmless, settings, progress=progress)
+    training = collect_training_activations(
+        model, train_harmful, train_harmless, settings, progress=progress
+    )
+    layer_choice = "w2_relative" if settings.layers == "auto" else "given"
+    settings, w2 = choose_layers(settings, training.stats, n_layers)
+    _log(f"selective layers ({layer_choice}): {settings.layers}", progress)
+    fitted, _ = fit_methods(
+        model, train_harmful, train_harmless, settings, training=training, progress=progress
+    )
     _log("evaluating the unmodified model", progress)
     start = time.perf_counter()
     none, reference = evaluate_method(
@@ -451,7 +536,7 @@ def run_comparison(
                     "direction ablation left the harmless next-token distribution unchanged "
                     "(KL 0), so it cannot set a damage budget; pass a number as match_kl"
                 )
-    return Comparison(results, fitted, settings, stats)
+    return Comparison(results, fitted, settings, training.stats, w2, layer_choice)
 
 
 def overlap(train: Sequence[str], held_out: Sequence[str]) -> list[str]:
@@ -487,5 +572,7 @@ def comparison_record(
             + len(overlap(train["harmless"], held_out.harmless)),
         },
         "methods": {name: result.to_dict() for name, result in comparison.results.items()},
+        "layer_choice": comparison.layer_choice,
+        "w2_by_layer": comparison.w2_by_layer,
         **(extra or {}),
     }

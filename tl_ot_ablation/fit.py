@@ -12,6 +12,7 @@ position. ``fit_actadd`` adds the mean difference at one layer.
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch import Tensor
@@ -34,6 +35,7 @@ from .stats import GaussianStats
 
 Method = Literal["ot", "mean_shift", "per_neuron_ot"]
 StatsPair = tuple[Mapping[str, GaussianStats], Mapping[str, GaussianStats]]
+RowsPair = tuple[Mapping[str, Tensor], Mapping[str, Tensor]]
 DEFAULT_N_COMPONENTS = 64
 
 
@@ -68,6 +70,18 @@ def _fit_metadata(
     }
 
 
+def _from_cache(
+    cached: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
+    names: Sequence[str],
+    fwd_hooks: Sequence[tuple[str, Any]],
+) -> Any:
+    """The cached pair restricted to ``names``, or ``None`` when it cannot stand in (a name is
+    missing, or earlier hooks change the activations)."""
+    if cached is None or fwd_hooks or not all(n in cached[0] and n in cached[1] for n in names):
+        return None
+    return {n: cached[0][n] for n in names}, {n: cached[1][n] for n in names}
+
+
 def collect_stats_pair(
     model: Any,
     harmful: Prompts,
@@ -82,12 +96,9 @@ def collect_stats_pair(
     ``cached`` statistics (of the same prompts and options) are reused when they hold every
     name and no earlier hooks change the activations.
     """
-    if (
-        cached is not None
-        and not fwd_hooks
-        and all(n in cached[0] and n in cached[1] for n in names)
-    ):
-        return {n: cached[0][n] for n in names}, {n: cached[1][n] for n in names}
+    hit = _from_cache(cached, names, fwd_hooks)
+    if hit is not None:
+        return hit
     return (
         collect_stats(model, harmful, names, fwd_hooks=fwd_hooks, **options),
         collect_stats(model, harmless, names, fwd_hooks=fwd_hooks, **options),
@@ -100,18 +111,88 @@ def collect_rows_pair(
     harmless: Prompts,
     names: Sequence[str],
     fwd_hooks: Sequence[tuple[str, Any]] = (),
-    cached: StatsPair | None = None,
+    cached: RowsPair | None = None,
     **options: Any,
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+) -> RowsPair:
     """The activation rows of both prompt sets at ``names`` (for estimators that need rows).
 
-    Same signature as ``collect_stats_pair``; ``cached`` statistics cannot stand in for rows and
-    are ignored.
+    Same contract as ``collect_stats_pair``, with ``cached`` rows instead of statistics.
     """
+    hit = _from_cache(cached, names, fwd_hooks)
+    if hit is not None:
+        return hit
+    # Rows stay on their layer's device: the fit runs there, with no round trip to the CPU.
+    options = {"device": None, **options}
     return (
         collect_activations(model, harmful, names, fwd_hooks=fwd_hooks, **options),
         collect_activations(model, harmless, names, fwd_hooks=fwd_hooks, **options),
     )
+
+
+ROWS_CACHE_BYTES = 4 * 2**30
+"""Keep every layer's training rows in memory only below this size (float32 bytes)."""
+
+
+@dataclass
+class TrainingActivations:
+    """Both prompt sets' activations at many hook points from one pass: the statistics always,
+    the rows too when an estimator needs them (Ledoit-Wolf), so no fit repeats the pass."""
+
+    stats: StatsPair
+    rows: RowsPair | None = None
+
+    def cached(self) -> dict[str, Any]:
+        """``fit_ot_ablation`` keyword arguments that reuse these activations."""
+        return {"cached_stats": self.stats, "cached_rows": self.rows}
+
+
+def rows_bytes(
+    model: Any, n_prompts: int, n_names: int, positions: str, system: str | None = None
+) -> int | None:
+    """Float32 bytes of the rows ``n_prompts`` prompts give at ``n_names`` hook points (``None``
+    when it depends on the prompts' lengths, for ``positions="all"``)."""
+    n_post = post_instruction_length(model.tokenizer, system=system)
+    per_prompt = {"last": 1, "post_instruction": n_post}
+    if positions not in per_prompt:
+        return None
+    return n_prompts * per_prompt[positions] * n_names * model.cfg.d_model * 4
+
+
+def keep_rows_for(
+    model: Any,
+    estimator: str,
+    n_prompts: int,
+    n_names: int,
+    positions: str,
+    system: str | None = None,
+) -> bool:
+    """Whether a one-pass collection should keep the rows: the estimator needs them
+    (Ledoit-Wolf) and they fit in ``ROWS_CACHE_BYTES``."""
+    if estimator != "ledoit_wolf":
+        return False
+    size = rows_bytes(model, n_prompts, n_names, positions, system)
+    return size is not None and size <= ROWS_CACHE_BYTES
+
+
+def collect_training(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    names: Sequence[str],
+    *,
+    keep_rows: bool = False,
+    **options: Any,
+) -> TrainingActivations:
+    """One pass per prompt set over ``names`` (``collect_stats`` options): statistics, and with
+    ``keep_rows`` the rows as well (the statistics are then computed from them)."""
+    if not keep_rows:
+        return TrainingActivations(collect_stats_pair(model, harmful, harmless, names, **options))
+    rows = collect_rows_pair(model, harmful, harmless, names, **options)
+    stats = (
+        {name: GaussianStats.from_rows(block) for name, block in rows[0].items()},
+        {name: GaussianStats.from_rows(block) for name, block in rows[1].items()},
+    )
+    return TrainingActivations(stats, rows)
 
 
 def _fit_one(
@@ -164,6 +245,7 @@ def fit_ot_ablation(
     system: str | None = None,
     progress: bool = True,
     cached_stats: StatsPair | None = None,
+    cached_rows: RowsPair | None = None,
     estimator: Estimator = "ridge",
     gate: GateKind = "none",
     gate_prior: float = 0.5,
@@ -192,6 +274,7 @@ def fit_ot_ablation(
         cached_stats: ``(harmful, harmless)`` statistics by hook name, already collected from
             these prompts with these options (e.g. for every layer at once): used instead of a
             new pass wherever the unmodified model's activations are what is needed.
+        cached_rows: The same for the activation rows (used by the Ledoit-Wolf estimator).
         estimator: Covariance estimator, "ridge", "oas" or "ledoit_wolf" (collects rows
             instead of streamed statistics).
         gate: "none", "posterior" or "hard": scale each edit by how harmful the activation
@@ -235,7 +318,9 @@ def fit_ot_ablation(
         "progress": progress,
     }
     maps: dict[str, Any] = {}
-    collect = collect_rows_pair if estimator == "ledoit_wolf" else collect_stats_pair
+    needs_rows = estimator == "ledoit_wolf"
+    collect = collect_rows_pair if needs_rows else collect_stats_pair
+    cached: Any = cached_rows if needs_rows else cached_stats
     map_options = {
         "gate": gate,
         "gate_prior": gate_prior,
@@ -255,12 +340,10 @@ def fit_ot_ablation(
                 if maps
                 else []
             )
-            sources, targets = collect(
-                model, harmful, harmless, [name], earlier, cached_stats, **options
-            )
+            sources, targets = collect(model, harmful, harmless, [name], earlier, cached, **options)
             maps[name] = fit_one(sources[name], targets[name])
     else:
-        sources, targets = collect(model, harmful, harmless, names, cached=cached_stats, **options)
+        sources, targets = collect(model, harmful, harmless, names, cached=cached, **options)
         for name in names:
             maps[name] = fit_one(sources[name], targets[name])
     return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)

@@ -115,8 +115,12 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     return target
 
 
-def _load_hf(name_or_path: str, dtype: torch.dtype) -> tuple[Any, Any, str]:
-    """``(hf_model, tokenizer, model_name)`` for an embedded name, GGUF file, folder or hub name."""
+def _load_hf(name_or_path: str, dtype: torch.dtype, **placement: Any) -> tuple[Any, Any, str]:
+    """``(hf_model, tokenizer, model_name)`` for an embedded name, GGUF file, folder or hub name.
+
+    ``placement`` (``device_map``, ``max_memory``) goes to ``from_pretrained``: TransformerLens
+    dispatches only models it loads itself, so a pre-loaded model must arrive dispatched.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name_or_path in EMBEDDED_MODELS:
@@ -127,7 +131,7 @@ def _load_hf(name_or_path: str, dtype: torch.dtype) -> tuple[Any, Any, str]:
         if (converted / "config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(converted)
             hf_model = AutoModelForCausalLM.from_pretrained(
-                converted, dtype=dtype, attn_implementation="eager"
+                converted, dtype=dtype, attn_implementation="eager", **placement
             )
             return hf_model.eval(), tokenizer, embedded.hub_name
         gguf = embedded_gguf_path(name_or_path)
@@ -146,6 +150,8 @@ def _load_hf(name_or_path: str, dtype: torch.dtype) -> tuple[Any, Any, str]:
             shutil.rmtree(partial)
         else:
             partial.rename(converted)
+        if placement:  # dispatch from the saved copy
+            return _load_hf(name_or_path, dtype, **placement)
         return hf_model.eval(), tokenizer, embedded.hub_name
     elif name_or_path.endswith(".gguf"):
         path = Path(name_or_path)
@@ -155,12 +161,12 @@ def _load_hf(name_or_path: str, dtype: torch.dtype) -> tuple[Any, Any, str]:
     else:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         hf_model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=dtype, attn_implementation="eager"
+            name_or_path, dtype=dtype, attn_implementation="eager", **placement
         )
         return hf_model.eval(), tokenizer, name_or_path
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file_name)
     hf_model = AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=file_name, dtype=dtype, attn_implementation="eager"
+        folder, gguf_file=file_name, dtype=dtype, attn_implementation="eager", **placement
     )
     return hf_model.eval(), tokenizer, model_name
 
@@ -170,6 +176,8 @@ def load_model(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.bfloat16,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
     **bridge_kwargs: Any,
 ) -> Any:
     """Load a causal LM as a ``TransformerBridge`` in eval mode, ready for hooks.
@@ -180,16 +188,30 @@ def load_model(
         device: Where to put the model (default: CUDA if available, else CPU).
         dtype: Weight dtype; bfloat16 (the default) halves float32's memory, and the embedded
             model still refuses under it (tests/test_real_model.py).
-        **bridge_kwargs: Passed to ``TransformerBridge.boot_transformers`` (e.g. ``device_map``,
-            ``n_devices`` for a model dispatched over several GPUs).
+        device_map: Spread the model over devices with accelerate (``"auto"``,
+            ``"balanced"``, or a module-to-device dict), e.g. a 70B model over several GPUs;
+            each layer's hooks, statistics and maps then live on that layer's device.
+        max_memory: Per-device memory caps for ``device_map`` (accelerate's format).
+        **bridge_kwargs: Passed to ``TransformerBridge.boot_transformers``.
 
     Returns:
         The ``TransformerBridge``; its tokenizer pads on the left.
     """
-
-    if device is None and "device_map" not in bridge_kwargs and "n_devices" not in bridge_kwargs:
+    placement = {
+        key: value
+        for key, value in (("device_map", device_map), ("max_memory", max_memory))
+        if value is not None
+    }
+    if placement and device is not None:
+        raise ValueError("pass either device or device_map (with max_memory), not both")
+    if {"n_devices", "device_map", "max_memory"} & set(bridge_kwargs):
+        raise ValueError(
+            "TransformerLens dispatches only models it loads itself; pass device_map= (and "
+            "max_memory=) to load_model instead, e.g. device_map='balanced' for several GPUs"
+        )
+    if device is None and not placement:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    hf_model, tokenizer, model_name = _load_hf(name_or_path, dtype)
+    hf_model, tokenizer, model_name = _load_hf(name_or_path, dtype, **placement)
     return bridge_from_hf(
         hf_model, tokenizer, model_name, device=device, dtype=dtype, **bridge_kwargs
     )

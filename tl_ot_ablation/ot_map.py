@@ -368,22 +368,28 @@ class GaussianOTMap(StrengthMixin):
     def _fused(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(W_in [d,k], bias [k], V [k,d])`` with ``edit(x) = (x @ W_in + bias) @ V``.
 
-        Expands ``s·((z - m_s) @ (A - I) + m_t - m_s) @ V`` with ``z = (x - μ) @ Vᵀ``, so a hook
-        costs two thin matmuls per position.
+        Expands ``s·((z - m_s) @ (A - I) + m_t - m_s) @ V`` with ``z = (x - μ) @ Vᵀ``, so an
+        ungated hook costs two thin matmuls per position.
         """
         with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor
-            return self._compute_fused()
+            v, offset, shift, bias = self._subspace_fused
+            w_in = v.mT @ shift
+            return w_in, bias - (offset.unsqueeze(-2) @ shift).squeeze(-2), v
 
-    def _compute_fused(self) -> tuple[Tensor, Tensor, Tensor]:
-        v = self.basis.components
-        eye = torch.eye(self.n_components, dtype=v.dtype, device=v.device)
-        shift = self.strength * (self.matrix - eye)
-        w_in = v.mT @ shift
-        centre = self.basis.mean.unsqueeze(-2) @ w_in + self.mean_source.unsqueeze(-2) @ shift
-        bias = -centre.squeeze(-2)
-        if self.part == "full":
-            bias = bias + self.strength * (self.mean_target - self.mean_source)
-        return w_in, bias, v
+    @cached_property
+    def _subspace_fused(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(V [k,d], offset [k], shift [k,k], bias [k])`` with ``z = x @ Vᵀ - offset`` and
+        ``edit(x) = (z @ shift + bias) @ V``: the gated hook needs ``z`` for the gate, so it
+        takes this route (two thin matmuls and ``k × k`` work per position)."""
+        with torch.inference_mode(False), torch.no_grad():
+            v = self.basis.components
+            eye = torch.eye(self.n_components, dtype=v.dtype, device=v.device)
+            shift = self.strength * (self.matrix - eye)
+            offset = (self.basis.mean.unsqueeze(-2) @ v.mT).squeeze(-2)
+            bias = -(self.mean_source.unsqueeze(-2) @ shift).squeeze(-2)
+            if self.part == "full":
+                bias = bias + self.strength * (self.mean_target - self.mean_source)
+            return v, offset, shift, bias
 
     @cached_property
     def _gate_factors(self) -> tuple[Tensor, Tensor]:
@@ -397,25 +403,25 @@ class GaussianOTMap(StrengthMixin):
     def harmful_log_odds(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, " *batch"]:
         """``logit P(harmful | x)`` under the fitted Gaussians (and ``gate_prior``), per row."""
         computed = x.to(compute_dtype(x.dtype))
-        return self._log_odds(self._as_rows(computed, self.d_model)).reshape(x.shape[:-1])
+        v, offset, _, _ = (t.to(computed.dtype) for t in self._subspace_fused)
+        z = self._as_rows(computed, self.d_model) @ v.mT - offset.unsqueeze(-2)
+        return self._log_odds(z).reshape(x.shape[:-1])
 
-    def _log_odds(self, rows: Tensor) -> Tensor:
-        """Log-odds per row of ``rows`` (``[*batch, n, d]``, or any leading dims if unbatched)."""
-        dtype = rows.dtype
+    def _log_odds(self, z: Tensor) -> Tensor:
+        """Log-odds per row of subspace coordinates ``z`` (``[*batch, n, k]``, or any leading
+        dims if the map is unbatched)."""
+        dtype = z.dtype
         chol_s, chol_t = (t.to(dtype) for t in self._gate_factors)
-        basis = self.basis.to(dtype=dtype)
-        z = (rows - basis.mean.unsqueeze(-2)) @ basis.components.mT
-        if len(self.batch_shape) == 0:
-            z = z.reshape(-1, z.shape[-1])
+        flat = z.reshape(-1, z.shape[-1]) if len(self.batch_shape) == 0 else z
         log_odds = gating.harmful_log_odds(
-            z,
+            flat,
             self.mean_source.to(dtype),
             chol_s,
             self.mean_target.to(dtype),
             chol_t,
             self.gate_prior,
         )
-        return log_odds.reshape(rows.shape[:-1])
+        return log_odds.reshape(z.shape[:-1])
 
     def edit(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         """The displacement ``map(x) - x``, in the compute dtype (float64 only for float64 x)."""
@@ -424,11 +430,14 @@ class GaussianOTMap(StrengthMixin):
     def _edit(self, x: Tensor) -> Tensor:
         """``edit`` of an activation already in its compute dtype."""
         rows = self._as_rows(x, self.d_model)
-        w_in, bias, v = (t.to(x.dtype) for t in self._fused)
-        coefficients = rows @ w_in + bias.unsqueeze(-2)
-        if self.gate != "none":
-            weight = gating.gate_weight(self._log_odds(rows), self.gate)  # type: ignore[arg-type]
-            coefficients = coefficients * weight.unsqueeze(-1)
+        if self.gate == "none":
+            w_in, bias, v = (t.to(x.dtype) for t in self._fused)
+            coefficients = rows @ w_in + bias.unsqueeze(-2)
+        else:
+            v, offset, shift, bias = (t.to(x.dtype) for t in self._subspace_fused)
+            z = rows @ v.mT - offset.unsqueeze(-2)
+            weight = gating.gate_weight(self._log_odds(z), self.gate)  # type: ignore[arg-type]
+            coefficients = (z @ shift + bias.unsqueeze(-2)) * weight.unsqueeze(-1)
         delta = coefficients @ v
         if self.preserve_norm:
             moved = rows + delta

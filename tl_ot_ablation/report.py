@@ -19,6 +19,7 @@ COMPARE_COLUMNS = (
     ("ppl_harmless", "PPL harmless", ".3g"),
     ("ppl_text", "PPL prose", ".3g"),
     ("degenerate_rate_harmful", "degenerate (harmful)", ".2f"),
+    ("ppl_harmful_base", "PPL harmful (base)", ".3g"),
     ("refusal_score_harmful", "refusal log-odds", ".2f"),
 )
 
@@ -43,7 +44,10 @@ def comparison_table(record: Mapping[str, Any]) -> str:
             [
                 name,
                 "-" if strength is None else f"{strength:.3g}",
-                *(_estimate(result[key], spec) for key, _, spec in COMPARE_COLUMNS),
+                *(
+                    _estimate(result[key], spec) if key in result else "-"
+                    for key, _, spec in COMPARE_COLUMNS
+                ),
             ]
         )
     return markdown_table(header, rows)
@@ -133,6 +137,11 @@ def write_compare_report(
             plots.plot_w2(w2, folder / "w2_by_layer.png")
             figures.append(("W2 per layer", "w2_by_layer.png"))
     settings = record["settings"]
+    chosen_by = (
+        " (chosen from the training statistics: largest W2² / variance)"
+        if record.get("layer_choice") == "w2_relative"
+        else ""
+    )
     lines = [
         f"# Refusal interventions compared on `{record['model']}`",
         "",
@@ -143,7 +152,7 @@ def write_compare_report(
         f"{record['prompts']['n_eval_harmful']} + {record['prompts']['n_eval_harmless']} "
         f"held-out ones (greedy, {settings['max_new_tokens']} new tokens) and "
         f"{record['prompts']['n_texts']} prose paragraphs. Selective layers "
-        f"{settings['layers']}, direction from layer "
+        f"{settings['layers']}{chosen_by}, direction from layer "
         f"{settings['direction_layer']}, k = {settings['n_components']}. Values are means with "
         "95 % bootstrap CIs.",
         "",

@@ -1,4 +1,6 @@
-"""Choose the subspace size ``k`` and the covariance estimator by held-out likelihood.
+"""Choose the map's settings from training data alone: ``k`` and the covariance estimator by
+held-out likelihood, the layer by the distance between the two classes.
+
 
 The transport map is only as good as its two Gaussians. For each candidate ``k`` (a PCA basis
 of the pooled training rows) and estimator, fit the harmful and harmless Gaussians on training
@@ -7,18 +9,26 @@ density is over the full ``d`` dimensions: the fitted Gaussian inside the subspa
 isotropic Gaussian with the training residual variance outside it (as in probabilistic PCA).
 Larger ``k`` keeps more structure but estimates more parameters from the same rows, so the
 score peaks; shrinkage moves that peak to larger ``k``.
+
+Layers are ranked by the scale-free squared Bures-Wasserstein distance between the harmful
+and harmless Gaussians (W2² over the classes' mean total variance): the raw distance grows with
+the residual stream's norm, the ratio says where the two classes are most apart relative to
+their spread. On the embedded model it peaks where the gated map removes most refusal at the
+least damage (README, "Where transport works").
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .collect import hook_name
+from .fit import StatsPair
 from .gate import gaussian_log_density
-from .ot_map import DEFAULT_REG, ESTIMATORS, _estimate_cov
+from .ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
 from .pca import PCABasis
 from .stats import GaussianStats
 
@@ -94,3 +104,41 @@ def heldout_log_likelihood(
             )
             scores.append(LikelihoodScore(k, estimator, value))
     return sorted(scores, key=lambda s: -s.log_likelihood)
+
+
+def w2_by_layer(
+    stats: StatsPair, n_layers: int, *, n_components: int | None, reg: float = DEFAULT_REG
+) -> list[dict[str, int | float]]:
+    """Per layer, the squared W2 distance between the harmful and harmless Gaussians in a
+    ``k``-dimensional PCA subspace, split into mean and covariance (Bures) parts, and
+    ``w2_relative``: W2² over the mean total variance of the two, a scale-free version (the
+    residual stream's norm grows with depth, and so does the raw distance)."""
+    rows: list[dict[str, int | float]] = []
+    for layer in range(n_layers):
+        name = hook_name("resid_pre", layer)
+        fitted = GaussianOTMap.from_stats(
+            stats[0][name], stats[1][name], n_components=n_components, reg=reg
+        )
+        diagnostics = fitted.diagnostics()
+        spread = (
+            torch.diagonal(fitted.cov_source, dim1=-2, dim2=-1).sum(-1)
+            + torch.diagonal(fitted.cov_target, dim1=-2, dim2=-1).sum(-1)
+        ) / 2
+        rows.append(
+            {
+                "layer": layer,
+                "w2": float(diagnostics.w2),
+                "w2_mean": float(diagnostics.w2_mean),
+                "w2_bures": float(diagnostics.w2_bures),
+                "w2_relative": float(diagnostics.w2 / spread),
+            }
+        )
+    return rows
+
+
+def layers_by_w2(w2_rows: Sequence[Mapping[str, int | float]], *, count: int = 1) -> list[int]:
+    """The ``count`` layers with the largest ``w2_relative`` (rows of ``w2_by_layer``), sorted."""
+    if not 1 <= count <= len(w2_rows):
+        raise ValueError(f"count must be in 1..{len(w2_rows)} (the layers ranked), got {count}")
+    ranked = sorted(w2_rows, key=lambda row: -row["w2_relative"])
+    return sorted(int(row["layer"]) for row in ranked[:count])

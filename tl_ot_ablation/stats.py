@@ -54,6 +54,27 @@ class GaussianStats:
         stats.update(rows)
         return stats
 
+    @classmethod
+    def stack(cls, stats: Sequence["GaussianStats"]) -> "GaussianStats":
+        """Statistics with a new leading batch axis, e.g. per-layer statistics of one pass
+        (``collect_stats``) stacked for a batched ``GaussianOTMap.from_stats``. All must hold
+        the same number of rows and shape."""
+        if not stats:
+            raise ValueError("stack needs at least one GaussianStats")
+        first = stats[0]
+        shapes = {(s.d, s.batch_shape) for s in stats}
+        counts = {s.count for s in stats}
+        if len(shapes) > 1 or len(counts) > 1:
+            raise ValueError(
+                "can only stack statistics of one shape and row count (one pass's layers), got "
+                f"shapes {sorted(shapes)} and counts {sorted(counts)}"
+            )
+        stacked = cls(first.d, batch_shape=(len(stats), *first.batch_shape), device=first.device)
+        stacked.count = first.count
+        stacked._mean = torch.stack([s._mean.to(first.device) for s in stats])
+        stacked._scatter = torch.stack([s._scatter.to(first.device) for s in stats])
+        return stacked
+
     @property
     def device(self) -> torch.device:
         return self._mean.device

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -27,15 +26,16 @@ from .compare import _log, at_strength
 from .evaluate import next_token_logprobs
 from .fit import (
     DEFAULT_N_COMPONENTS,
-    StatsPair,
-    collect_stats_pair,
+    collect_training,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
+    keep_rows_for,
 )
 from .intervention_set import InterventionSet
 from .metrics import Estimate, kl_divergence, refusal_log_odds, refusal_token_ids, with_ci
-from .ot_map import DEFAULT_REG, GaussianOTMap
+from .ot_map import DEFAULT_REG
+from .selection import w2_by_layer
 
 
 @dataclass
@@ -144,36 +144,6 @@ class SweepResult:
         }
 
 
-def w2_by_layer(
-    stats: StatsPair, n_layers: int, *, n_components: int | None, reg: float = DEFAULT_REG
-) -> list[dict[str, int | float]]:
-    """Per layer, the squared W2 distance between the harmful and harmless Gaussians in a
-    ``k``-dimensional PCA subspace, split into mean and covariance (Bures) parts, and
-    ``w2_relative``: W2² over the mean total variance of the two, a scale-free version (the
-    residual stream's norm grows with depth, and so does the raw distance)."""
-    rows: list[dict[str, int | float]] = []
-    for layer in range(n_layers):
-        name = hook_name("resid_pre", layer)
-        fitted = GaussianOTMap.from_stats(
-            stats[0][name], stats[1][name], n_components=n_components, reg=reg
-        )
-        diagnostics = fitted.diagnostics()
-        spread = (
-            torch.diagonal(fitted.cov_source, dim1=-2, dim2=-1).sum(-1)
-            + torch.diagonal(fitted.cov_target, dim1=-2, dim2=-1).sum(-1)
-        ) / 2
-        rows.append(
-            {
-                "layer": layer,
-                "w2": float(diagnostics.w2),
-                "w2_mean": float(diagnostics.w2_mean),
-                "w2_bures": float(diagnostics.w2_bures),
-                "w2_relative": float(diagnostics.w2 / spread),
-            }
-        )
-    return rows
-
-
 @dataclass
 class Scorer:
     """Scores interventions by refusal log-odds (harmful) and first-token KL (harmless)."""
@@ -229,16 +199,23 @@ def run_sweep(
     if direction_layer is None:
         direction_layer = n_layers // 2
     names = [hook_name("resid_pre", layer) for layer in range(n_layers)]
-    _log(f"collecting statistics at {n_layers} layers", progress)
     common: dict[str, Any] = {
         "positions": settings.positions,
         "batch_size": settings.batch_size,
         "system": settings.system,
         "progress": progress,
     }
-    stats = collect_stats_pair(model, train_harmful, train_harmless, names, **common)
-    common = {**common, "cached_stats": stats, "progress": False}
-    w2 = w2_by_layer(stats, n_layers, n_components=settings.n_components, reg=settings.reg)
+    # Every placement is fitted from this one pass (rows too, for the Ledoit-Wolf estimator).
+    n_prompts = len(train_harmful) + len(train_harmless)
+    keep_rows = keep_rows_for(
+        model, settings.estimator, n_prompts, n_layers, settings.positions, settings.system
+    )
+    _log(f"collecting {'rows' if keep_rows else 'statistics'} at {n_layers} layers", progress)
+    training = collect_training(
+        model, train_harmful, train_harmless, names, keep_rows=keep_rows, **common
+    )
+    common = {**common, "cached_stats": training.stats, "progress": False}
+    w2 = w2_by_layer(training.stats, n_layers, n_components=settings.n_components, reg=settings.reg)
     score = Scorer(
         model, eval_harmful, eval_harmless, settings.batch_size, settings.system, settings.seed
     )
@@ -276,6 +253,7 @@ def run_sweep(
             estimator=settings.estimator,  # type: ignore[arg-type]
             gate=settings.gate,  # type: ignore[arg-type]
             preserve_norm=settings.preserve_norm,
+            cached_rows=training.rows,
             **common,
         )
 

@@ -1,0 +1,87 @@
+"""Issue 6: how open is the posterior gate on plain prose, and on held-out chat prompts?
+
+The gated map scales each edit by P(harmful | z) under its own two Gaussians, fitted on the
+post-instruction tokens of chat-formatted prompts. Prose is not chat-formatted, so its
+activations may look like neither class; this measures the gate there. For the maps at the
+middle layer (14) and at the layer ``compare`` chooses from the training statistics (23), fitted
+on the package's 64 + 64 training prompts (default variant: k = 64, Ledoit-Wolf), it reports
+the mean gate weight and the share of tokens with weight > 0.5 on:
+
+- the post-instruction tokens of the 32 + 32 held-out harmful / harmless prompts;
+- every token but the first of the 8 shipped prose paragraphs (where ``compare``'s prose
+  perplexity applies the map).
+
+Writes ``experiments/results/gate-on-prose.json``.
+
+    .venv/bin/python experiments/gate_on_prose.py
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+import tl_ot_ablation as tlo
+from tl_ot_ablation.collect import collect_activations
+from tl_ot_ablation.prompts import plain_text
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = (14, 23)
+
+
+def main() -> None:
+    model = tlo.load_model()
+    harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in LAYERS]
+    fitted = tlo.fit_ot_ablation(
+        model,
+        harmful,
+        harmless,
+        layers=list(LAYERS),
+        sequential=False,
+        estimator="ledoit_wolf",
+        gate="posterior",
+        progress=False,
+    )
+    sources = {
+        "held-out harmful": collect_activations(
+            model, tlo.default_prompts("harmful", "eval"), names, progress=False
+        ),
+        "held-out harmless": collect_activations(
+            model, tlo.default_prompts("harmless", "eval"), names, progress=False
+        ),
+        "prose": collect_activations(
+            model, plain_text(), names, positions="all", chat=False, progress=False
+        ),
+    }
+    results = []
+    for name, layer in zip(names, LAYERS, strict=True):
+        transport = fitted[name].to("cpu")
+        for what, rows in sources.items():
+            weight = torch.sigmoid(transport.harmful_log_odds(rows[name].float()))
+            row = {
+                "layer": layer,
+                "tokens": what,
+                "n": len(weight),
+                "mean_gate": float(weight.mean()),
+                "share_open": float((weight > 0.5).float().mean()),
+                "edit_norm_over_norm": float(
+                    (transport(rows[name].float()) - rows[name].float()).norm(dim=-1).mean()
+                    / rows[name].float().norm(dim=-1).mean()
+                ),
+            }
+            results.append(row)
+            print(
+                f"layer {layer:2d}  {what:18s} n={row['n']:5d}  mean gate {row['mean_gate']:.3f}"
+                f"  open {row['share_open']:.2f}  |edit|/|x| {row['edit_norm_over_norm']:.4f}"
+            )
+    out = ROOT / "experiments" / "results" / "gate-on-prose.json"
+    out.write_text(
+        json.dumps({"command": "python experiments/gate_on_prose.py", "results": results}, indent=1)
+        + "\n"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

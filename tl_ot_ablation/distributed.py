@@ -1,0 +1,92 @@
+"""Merge ``GaussianStats`` across processes with ``torch.distributed`` (data-parallel collection).
+
+Each process collects statistics on its own shard of the prompts; ``all_reduce_stats`` turns
+them, on every process, into the statistics of all rows, exactly as ``GaussianStats.merge``
+would (Chan et al.'s pairwise rule, not uncentred sums, which cancel catastrophically for
+residual streams whose mean is large next to their spread). Two collectives per call:
+
+1. all-reduce ``(count, count · mean)`` → the global count and mean ``m``;
+2. each process re-centres its scatter on ``m``, ``S_i + n_i (m_i − m)(m_i − m)ᵀ``, and the sum
+   of those is all-reduced: the scatter of the union about its own mean.
+
+Memory: one extra ``[*batch, d, d]`` float64 buffer per process (the re-centred scatter), and
+nothing gathered. Works with any backend that can reduce float64 tensors on the statistics'
+device (gloo on CPU, NCCL on CUDA).
+"""
+
+from collections.abc import Mapping
+
+import torch
+import torch.distributed as dist
+
+from .stats import GaussianStats
+
+
+def _require_initialised() -> None:
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group(backend='gloo' or 'nccl', ...) in every "
+            "process first (or use GaussianStats.merge within one process)"
+        )
+
+
+def _check_same_everywhere(
+    values: list[float], device: torch.device, group: dist.ProcessGroup | None, message: str
+) -> None:
+    """Raise ``ValueError(message)`` on every process unless all hold the same ``values``."""
+    high = torch.tensor(values, dtype=torch.float64, device=device)
+    low = high.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
+    if not torch.equal(high, low):
+        raise ValueError(message)
+
+
+def all_reduce_stats(stats: GaussianStats, group: dist.ProcessGroup | None = None) -> GaussianStats:
+    """Statistics of every process's rows, returned on every process (inputs are unchanged).
+
+    Every process in ``group`` must call this with statistics of the same shape, in the same
+    order as its other collectives. A process whose shard was empty passes empty statistics.
+    """
+    _require_initialised()
+    _check_same_everywhere(
+        [float(stats.d), float(stats.batch_shape.numel())],
+        stats.device,
+        group,
+        "processes hold statistics of different shapes; every process must collect at the same "
+        "hook points of the same model",
+    )
+    head = torch.tensor([float(stats.count)], dtype=torch.float64, device=stats.device)
+    weighted = torch.cat([head[:1], (stats._mean * stats.count).reshape(-1)])
+    dist.all_reduce(weighted, group=group)
+    total = round(float(weighted[0]))
+    merged = GaussianStats(stats.d, batch_shape=stats.batch_shape, device=stats.device)
+    if total == 0:
+        return merged
+    mean = (weighted[1:] / total).reshape(stats._mean.shape)
+    shift = stats._mean - mean
+    scatter = stats._scatter.clone()
+    if stats.count:
+        scatter += stats.count * shift.unsqueeze(-1) * shift.unsqueeze(-2)
+    dist.all_reduce(scatter, group=group)
+    merged.count = total
+    merged._mean = mean
+    merged._scatter = (scatter + scatter.mT) / 2
+    return merged
+
+
+def all_reduce_stats_dict(
+    stats: Mapping[str, GaussianStats], group: dist.ProcessGroup | None = None
+) -> dict[str, GaussianStats]:
+    """``all_reduce_stats`` for each hook point of a ``collect_stats`` result (same keys, in
+    sorted order, on every process)."""
+    _require_initialised()
+    device = next(iter(stats.values())).device if stats else torch.device("cpu")
+    _check_same_everywhere(
+        [float(len(stats))],
+        device,
+        group,
+        "processes hold statistics at different numbers of hook points",
+    )
+    return {name: all_reduce_stats(stats[name], group) for name in sorted(stats)}
