@@ -6,7 +6,8 @@ Run:  .venv/bin/python benchmarks/bench_collect.py                 (both parts)
 
 Part ``memory`` (issue 5, target 2): rows arrive in chunks, as from a model's forward passes,
 and are folded into ``GaussianStats`` for ``L`` layers, or kept (what a rows route must hold),
-for 1k, 10k and 100k rows. Statistics cost O(L·d²) however many rows; kept rows grow with them.
+for 1k, 10k and 100k rows, each point in a fresh process (peak resident memory over its
+baseline, so no point reuses another's freed memory). Statistics cost O(L·d²) however many rows; kept rows grow with them.
 
 Part ``model`` (target 1, last clause): on the embedded model, one pass of ``collect_stats`` at
 every layer's ``resid_pre`` for the package's 64 + 64 training prompts, against the fit of all
@@ -16,6 +17,9 @@ Every contender runs in this process at one thread count; times are the best of 
 """
 
 import argparse
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,22 @@ def stream(n_rows: int, layers: int, d: int, chunk: int, keep: bool) -> object:
     return torch.cat(kept, dim=1) if keep else stats
 
 
+def _one_point(n_rows: int, layers: int, d: int, chunk: int, keep: bool) -> dict[str, float]:
+    """Run one memory point in a fresh Python process (so no earlier allocation is reused) and
+    return its seconds and peak resident-memory growth over the process's baseline."""
+    here, threads = str(Path(__file__).parent), torch.get_num_threads()
+    code = "\n".join(
+        [
+            f"import json, sys, torch; sys.path.insert(0, {here!r}); torch.set_num_threads({threads})",
+            "from bench_collect import stream; from _bench import measure",
+            f"seconds, peak, _ = measure(lambda: stream({n_rows}, {layers}, {d}, {chunk}, {keep}))",
+            "print(json.dumps({'seconds': seconds, 'peak_extra_mib': peak}))",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def memory_part(args: argparse.Namespace) -> dict[str, Any]:
     layers, d, chunk = args.layers, args.d, 512
     print(f"memory: L={layers} d={d}, chunks of {chunk} rows, {torch.get_num_threads()} thread(s)")
@@ -51,8 +71,8 @@ def memory_part(args: argparse.Namespace) -> dict[str, Any]:
     for n_rows in (1_000, 10_000, 100_000):
         for keep in (False, True):
             key = f"{'rows' if keep else 'stats'}_{n_rows}"
-            seconds, peak, _ = measure(lambda n=n_rows, k=keep: stream(n, layers, d, chunk, k))
-            results[key] = {"rows": n_rows, "seconds": seconds, "peak_extra_mib": peak}
+            results[key] = {"rows": n_rows, **_one_point(n_rows, layers, d, chunk, keep)}
+            seconds, peak = results[key]["seconds"], results[key]["peak_extra_mib"]
             what = "rows kept" if keep else "GaussianStats"
             print(f"{n_rows:>8} rows  {what:14s} {seconds:7.2f} s  {peak:8.0f} MiB", flush=True)
     floor_mib = layers * d * d * 8 / 2**20
@@ -127,19 +147,16 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "collect.json")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON reports")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"machine": machine()}
-    if args.part in ("memory", "both"):
-        report["memory"] = memory_part(args)
-    if args.part in ("model", "both"):
-        report["model"] = model_part(args)
-    print()
-    for part in ("memory", "model"):
-        for key, value in report.get(part, {}).get("summary", {}).items():
-            print(f"{value:10.4f}  {key}")
-    write_report(args.out, report)
+    for part, run in (("memory", memory_part), ("model", model_part)):
+        if args.part in (part, "both"):
+            report = {"machine": machine(), **run(args)}
+            print()
+            for key, value in report["summary"].items():
+                print(f"{value:10.4f}  {key}")
+            write_report(args.out / f"collect-{part}.json", report)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ on the package's 64 + 64 training prompts:
 - the hook's own cost on one decode step's activation ``[batch, 1, d]`` against its floor, the
   two thin matmuls ``[batch, d] @ [d, k]`` and ``[batch, k] @ [k, d]``.
 
-Contenders run in interleaved rounds (A B C D, A B C D, ...) so that drifts in machine load
-hit all of them alike; each figure is the best round.
+Contenders run in interleaved rounds with a rotating order (A B C D, B C D A, ...) so that
+drifts in machine load hit all of them alike; each figure is the best round.
 """
 
 import argparse
@@ -34,10 +34,14 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def best_of_rounds(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Best seconds of each contender over interleaved rounds."""
+    """Best seconds of each contender over interleaved rounds; the order rotates each round,
+    so no contender always runs first (the first call of a round ran slower here)."""
     best = dict.fromkeys(contenders, float("inf"))
-    for _ in range(rounds):
-        for key, fn in contenders.items():
+    keys = list(contenders)
+    for round_index in range(rounds):
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            fn = contenders[key]
             start = time.perf_counter()
             fn()
             best[key] = min(best[key], time.perf_counter() - start)
@@ -71,7 +75,9 @@ def main() -> None:
         model, harmful, harmless, layers=all_layers, gate="posterior", sequential=False, **fit
     )
     ungated_pair = tlo.fit_ot_ablation(model, harmful, harmless, layers=pair, **fit)
-    ablation = tlo.fit_direction_ablation(model, harmful, harmless, layer=n_layers // 2)
+    ablation = tlo.fit_direction_ablation(
+        model, harmful, harmless, layer=n_layers // 2, progress=False
+    )
 
     def at_layers(layers: list[int]) -> list[tuple[str, Any]]:
         keep = {f"blocks.{layer}.hook_resid_pre" for layer in layers}
@@ -124,7 +130,8 @@ def main() -> None:
     counts = sorted({0, 1, 2, 4, 8, 16, n_layers})
     prefill = {f"{c}_layers": forward(at_layers(all_layers[:c])) for c in counts}
     print("prefill ...", flush=True)
-    prefill_seconds = best_of_rounds(prefill, args.rounds + 1)
+    # A prefill pass is short (~2 s here) and noisy on a shared machine: twice the rounds.
+    prefill_seconds = best_of_rounds(prefill, 2 * args.rounds)
     for key, value in prefill_seconds.items():
         print(f"{value:8.3f} s  prefill, gated OT at {key}", flush=True)
 

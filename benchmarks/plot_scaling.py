@@ -2,7 +2,7 @@
 
 Run after the benchmarks:  .venv/bin/python benchmarks/plot_scaling.py
 
-Reads ``results/scaling.json`` (fit time vs d and vs k), ``results/collect.json`` (memory vs
+Reads ``results/scaling.json`` (fit time vs d and vs k), ``results/collect-memory.json`` (memory vs
 rows) and ``results/hooks.json`` (prefill time vs hooked layers); writes one PNG per curve
 next to them. A missing JSON skips its plots with a message.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,7 +36,7 @@ def plot_fit_scaling(report: dict[str, Any]) -> None:
     where = f"L={config['layers']}, n={config['n_per_side']} per side, 1 thread"
     labels = {
         "stats": "statistics alone",
-        "fit_from_stats": "fit from statistics",
+        "fit_from_stats": "fit from statistics (excluding them)",
         "rows_route": "rows route",
         "pot": "POT per layer",
     }
@@ -45,6 +46,9 @@ def plot_fit_scaling(report: dict[str, Any]) -> None:
         for key, label in labels.items():
             if key in rows[0]:
                 ax.loglog([r[axis] for r in rows], [r[key] for r in rows], "o-", label=label)
+        values = [r[axis] for r in rows]
+        ax.set_xticks(values, [str(v) for v in values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(axis if axis == "k" else "d_model")
         ax.set_ylabel("seconds (best of repeats)")
         ax.set_title(f"Fit time vs {axis} ({fixed}={rows[0][fixed]}; {where})", fontsize=9)
@@ -54,7 +58,7 @@ def plot_fit_scaling(report: dict[str, Any]) -> None:
 
 
 def plot_memory(report: dict[str, Any]) -> None:
-    memory = report["memory"]
+    memory = report
     results = memory["results"]
     figure = Figure(figsize=(5.5, 4))
     ax = figure.subplots()
@@ -100,9 +104,9 @@ def main() -> None:
     scaling = _read("scaling.json")
     if scaling:
         plot_fit_scaling(scaling)
-    collect = _read("collect.json")
-    if collect and "memory" in collect:
-        plot_memory(collect)
+    memory = _read("collect-memory.json")
+    if memory:
+        plot_memory(memory)
     hooks = _read("hooks.json")
     if hooks:
         plot_overhead(hooks)

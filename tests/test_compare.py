@@ -260,6 +260,13 @@ def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
     none_refuses = _record([0] * 20, 0.01)
     none_refuses["methods"]["none"]["refusal_rate_harmful"]["value"] = 0.0
     assert "nothing to remove" in verdict(none_refuses)
+    fluent = _record([0] * 20, 0.01)
+    assert "less fluent" not in verdict(fluent)  # no fluency figures, no claim
+    for name, ppl in (("direction_ablation", 2.0), ("ot_full", 2.1)):
+        fluent["methods"][name]["ppl_harmful_base"] = {"value": ppl, "ci_low": 1.8, "ci_high": 2.2}
+    assert "less fluent" not in verdict(fluent)
+    fluent["methods"]["ot_full"]["ppl_harmful_base"]["value"] = 3.9
+    assert "less fluent" in verdict(fluent) and "3.9" in verdict(fluent)
 
 
 def test_layer_settings_are_checked(tiny_bridge) -> None:

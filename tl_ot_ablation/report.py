@@ -62,6 +62,21 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Estimate | 
     return with_ci([float(x - y) for x, y in zip(first, second, strict=True)])
 
 
+def _fluency(method: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+    """A warning when ``method``'s harmful completions read worse than ``reference``'s (the
+    unmodified model's perplexity of them above the reference's 95 % interval): damage that a
+    gated map shows on harmful prompts only, where the harmless KL cannot see it."""
+    ours, theirs = method.get("ppl_harmful_base"), reference.get("ppl_harmful_base")
+    if not ours or not theirs or ours["value"] <= theirs["ci_high"]:
+        return ""
+    return (
+        f" Its harmful completions are less fluent: the unmodified model's perplexity of them is "
+        f"{ours['value']:.3g} [{ours['ci_low']:.3g}, {ours['ci_high']:.3g}] vs "
+        f"{theirs['value']:.3g} [{theirs['ci_low']:.3g}, {theirs['ci_high']:.3g}]; read them in "
+        "completions.json, or lower --max-strength."
+    )
+
+
 def verdict(record: Mapping[str, Any]) -> str:
     """One honest sentence: does OT beat direction ablation at (at most) its damage?"""
     methods = record["methods"]
@@ -101,7 +116,7 @@ def verdict(record: Mapping[str, Any]) -> str:
             f"- `{name}` {outcome}: harmful refusal {ot_refusal['value']:.2f} "
             f"[{ot_refusal['ci_low']:.2f}, {ot_refusal['ci_high']:.2f}] vs "
             f"{da_refusal['value']:.2f} [{da_refusal['ci_low']:.2f}, {da_refusal['ci_high']:.2f}]"
-            f"{paired}, harmless KL {ot_kl:.3g} vs {da_kl:.3g}{ratio}."
+            f"{paired}, harmless KL {ot_kl:.3g} vs {da_kl:.3g}{ratio}.{_fluency(ot, da)}"
         )
     return "\n".join(lines)
 
