@@ -38,4 +38,5 @@ def test_quickstart_runs_on_the_embedded_model(capsys: pytest.CaptureFixture[str
     runpy.run_path(str(ROOT / "demos" / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert out.count("[none     ]") == 6 and out.count("[OT       ]") == 6
+    assert out.count("[OT gated ]") == 6 and "selected layers: [" in out
     assert "I'm sorry" in out

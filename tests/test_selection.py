@@ -80,3 +80,19 @@ def test_layers_by_w2_takes_the_largest_scale_free_distance() -> None:
     assert layers_by_w2(rows, count=2) == [1, 2]
     with pytest.raises(ValueError, match=r"count must be in 1\.\.3"):
         layers_by_w2(rows, count=4)
+
+
+def test_select_layers_ranks_the_models_layers_by_the_training_statistics(tiny_bridge) -> None:
+    from conftest import HARMFUL, HARMLESS
+
+    import tl_ot_ablation as tlo
+    from tl_ot_ablation.fit import collect_stats_pair
+    from tl_ot_ablation.selection import w2_by_layer
+
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(3)]
+    stats = collect_stats_pair(tiny_bridge, HARMFUL, HARMLESS, names, progress=False)
+    ranking = w2_by_layer(stats, 3, n_components=4)
+    chosen = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, n_components=4, progress=False)
+    assert chosen == layers_by_w2(ranking)
+    two = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, count=2, n_components=4, progress=False)
+    assert len(two) == 2 and chosen[0] in two

@@ -17,6 +17,7 @@ from .models import load_model
 from .ot_map import GaussianOTMap, MeanShift, OTDiagnostics
 from .pca import PCABasis
 from .prompts import default_prompts, format_chat, load_prompts, post_instruction_length
+from .selection import select_layers
 from .stats import GaussianStats
 
 __version__ = "0.1.0"
@@ -48,4 +49,5 @@ __all__ = [
     "load_prompts",
     "post_instruction_length",
     "save",
+    "select_layers",
 ]

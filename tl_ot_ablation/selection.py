@@ -20,13 +20,14 @@ least damage (README, "Where transport works").
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .collect import hook_name
-from .fit import StatsPair
+from .collect import Prompts, hook_name
+from .fit import StatsPair, collect_stats_pair
 from .gate import gaussian_log_density
 from .ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
 from .pca import PCABasis
@@ -107,7 +108,12 @@ def heldout_log_likelihood(
 
 
 def w2_by_layer(
-    stats: StatsPair, n_layers: int, *, n_components: int | None, reg: float = DEFAULT_REG
+    stats: StatsPair,
+    n_layers: int,
+    *,
+    n_components: int | None,
+    reg: float = DEFAULT_REG,
+    hook: str = "resid_pre",
 ) -> list[dict[str, int | float]]:
     """Per layer, the squared W2 distance between the harmful and harmless Gaussians in a
     ``k``-dimensional PCA subspace, split into mean and covariance (Bures) parts, and
@@ -115,7 +121,7 @@ def w2_by_layer(
     residual stream's norm grows with depth, and so does the raw distance)."""
     rows: list[dict[str, int | float]] = []
     for layer in range(n_layers):
-        name = hook_name("resid_pre", layer)
+        name = hook_name(hook, layer)
         fitted = GaussianOTMap.from_stats(
             stats[0][name], stats[1][name], n_components=n_components, reg=reg
         )
@@ -142,3 +148,25 @@ def layers_by_w2(w2_rows: Sequence[Mapping[str, int | float]], *, count: int = 1
         raise ValueError(f"count must be in 1..{len(w2_rows)} (the layers ranked), got {count}")
     ranked = sorted(w2_rows, key=lambda row: -row["w2_relative"])
     return sorted(int(row["layer"]) for row in ranked[:count])
+
+
+def select_layers(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    *,
+    count: int = 1,
+    n_components: int | None = 64,
+    reg: float = DEFAULT_REG,
+    hook: str = "resid_pre",
+    **options: Any,
+) -> list[int]:
+    """The ``count`` layers where harmful and harmless activations are furthest apart by
+    W2² / variance, from one pass of statistics over every layer (``collect_stats`` options,
+    e.g. ``batch_size``, ``positions``, ``progress``). What ``compare --layers auto`` uses."""
+    n_layers = model.cfg.n_layers
+    names = [hook_name(hook, layer) for layer in range(n_layers)]
+    stats = collect_stats_pair(model, harmful, harmless, names, **options)
+    return layers_by_w2(
+        w2_by_layer(stats, n_layers, n_components=n_components, reg=reg, hook=hook), count=count
+    )
