@@ -26,11 +26,10 @@ from .compare import (
     run_comparison,
 )
 from .fit import (
-    collect_training,
+    collect_every_layer,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
-    keep_rows_for,
 )
 from .generation import generate
 from .intervention_set import InterventionSet
@@ -419,12 +418,8 @@ def run_fit(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     cached: dict[str, Any] = {}
     if args.layers == "auto" and args.method not in ("direction_ablation", "actadd"):
         # One pass over every layer ranks them, and the fit below reuses it.
-        names = [hook_name("resid_pre", layer) for layer in range(n_layers)]
-        n_prompts = len(harmful) + len(harmless)
-        keep = args.method != "per_neuron_ot" and keep_rows_for(
-            model, args.estimator, n_prompts, n_layers, options["positions"], args.system
-        )
-        training = collect_training(model, harmful, harmless, names, keep_rows=keep, **options)
+        estimator = "ridge" if args.method == "per_neuron_ot" else args.estimator
+        training = collect_every_layer(model, harmful, harmless, estimator=estimator, **options)
         ranking = w2_by_layer(
             training.stats, n_layers, n_components=args.n_components, reg=args.reg
         )

@@ -23,17 +23,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .collect import check_layers, hook_name
+from .collect import check_layers
 from .evaluate import completion_nll, text_hooks, text_nll
 from .fit import (
     DEFAULT_N_COMPONENTS,
     StatsPair,
     TrainingActivations,
-    collect_training,
+    collect_every_layer,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
-    keep_rows_for,
     prompts_hash,
 )
 from .generation import generate_with_first_logprobs
@@ -218,23 +217,13 @@ def collect_training_activations(
 ) -> TrainingActivations:
     """One pass over every layer's ``resid_pre`` for both training sets; the rows are kept too
     when the OT maps' estimator needs them and they fit in ``ROWS_CACHE_BYTES``."""
-    names = [hook_name("resid_pre", layer) for layer in range(model.cfg.n_layers)]
-    keep_rows = bool({"mean_shift", "ot_full", "ot_selective"} & set(settings.methods))
-    keep_rows = keep_rows and keep_rows_for(
-        model,
-        settings.estimator,
-        len(harmful) + len(harmless),
-        len(names),
-        settings.positions,
-        settings.system,
-    )
-    _log(f"collecting {'rows' if keep_rows else 'statistics'} at {len(names)} layers", progress)
-    return collect_training(
+    uses_rows = bool({"mean_shift", "ot_full", "ot_selective"} & set(settings.methods))
+    _log(f"collecting activations at all {model.cfg.n_layers} layers", progress)
+    return collect_every_layer(
         model,
         harmful,
         harmless,
-        names,
-        keep_rows=keep_rows,
+        estimator=settings.estimator if uses_rows else "ridge",
         positions=settings.positions,
         batch_size=settings.batch_size,
         system=settings.system,

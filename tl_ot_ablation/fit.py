@@ -56,6 +56,11 @@ def apply_positions_for(positions: FitPositions) -> PositionSpec:
     return slice(1, None) if positions == "all" else positions
 
 
+def _n_prompts(prompts: Prompts) -> int:
+    """How many prompts: instructions, or rows of an ``(input_ids, attention_mask)`` pair."""
+    return len(prompts[0]) if isinstance(prompts, tuple) else len(prompts)
+
+
 def _fit_metadata(
     model: Any, method: str, harmful: Prompts, harmless: Prompts, **settings: Any
 ) -> dict[str, Any]:
@@ -158,22 +163,6 @@ def rows_bytes(
     return n_prompts * per_prompt[positions] * n_names * model.cfg.d_model * 4
 
 
-def keep_rows_for(
-    model: Any,
-    estimator: str,
-    n_prompts: int,
-    n_names: int,
-    positions: str,
-    system: str | None = None,
-) -> bool:
-    """Whether a one-pass collection should keep the rows: the estimator needs them
-    (Ledoit-Wolf) and they fit in ``ROWS_CACHE_BYTES``."""
-    if estimator != "ledoit_wolf":
-        return False
-    size = rows_bytes(model, n_prompts, n_names, positions, system)
-    return size is not None and size <= ROWS_CACHE_BYTES
-
-
 def collect_training(
     model: Any,
     harmful: Prompts,
@@ -193,6 +182,30 @@ def collect_training(
         {name: GaussianStats.from_rows(block) for name, block in rows[1].items()},
     )
     return TrainingActivations(stats, rows)
+
+
+def collect_every_layer(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
+    *,
+    estimator: str = "ridge",
+    hook: str = "resid_pre",
+    **options: Any,
+) -> TrainingActivations:
+    """``collect_training`` at every layer's ``hook``: one pass per prompt set that ranks the
+    layers and feeds every later fit. The rows are kept too when ``estimator`` needs them
+    (Ledoit-Wolf) and they fit in ``ROWS_CACHE_BYTES``."""
+    names = [hook_name(hook, layer) for layer in range(model.cfg.n_layers)]
+    size = rows_bytes(
+        model,
+        _n_prompts(harmful) + _n_prompts(harmless),
+        len(names),
+        options.get("positions", "post_instruction"),
+        options.get("system"),
+    )
+    keep_rows = estimator == "ledoit_wolf" and size is not None and size <= ROWS_CACHE_BYTES
+    return collect_training(model, harmful, harmless, names, keep_rows=keep_rows, **options)
 
 
 def _fit_one(
@@ -308,8 +321,8 @@ def fit_ot_ablation(
         gate_prior=gate_prior,
         preserve_norm=preserve_norm,
         part=part,
-        n_harmful=len(harmful[0]) if isinstance(harmful, tuple) else len(harmful),
-        n_harmless=len(harmless[0]) if isinstance(harmless, tuple) else len(harmless),
+        n_harmful=_n_prompts(harmful),
+        n_harmless=_n_prompts(harmless),
     )
     options: dict[str, Any] = {
         "positions": positions,

@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .collect import Prompts, hook_name
-from .fit import StatsPair, collect_stats_pair
+from .fit import StatsPair, collect_every_layer
 from .gate import gaussian_log_density
 from .ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
 from .pca import PCABasis
@@ -163,9 +163,6 @@ def select_layers(
     """The ``count`` layers where harmful and harmless activations are furthest apart by
     W2² / variance, from one pass of statistics over every layer (``collect_stats`` options,
     e.g. ``batch_size``, ``positions``, ``progress``). What ``compare --layers auto`` uses."""
-    n_layers = model.cfg.n_layers
-    names = [hook_name(hook, layer) for layer in range(n_layers)]
-    stats = collect_stats_pair(model, harmful, harmless, names, **options)
-    return layers_by_w2(
-        w2_by_layer(stats, n_layers, n_components=n_components, reg=reg, hook=hook), count=count
-    )
+    stats = collect_every_layer(model, harmful, harmless, hook=hook, **options).stats
+    ranking = w2_by_layer(stats, model.cfg.n_layers, n_components=n_components, reg=reg, hook=hook)
+    return layers_by_w2(ranking, count=count)

@@ -21,16 +21,15 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .collect import check_layers, hook_name
+from .collect import check_layers
 from .compare import _log, at_strength
 from .evaluate import next_token_logprobs
 from .fit import (
     DEFAULT_N_COMPONENTS,
-    collect_training,
+    collect_every_layer,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
-    keep_rows_for,
 )
 from .intervention_set import InterventionSet
 from .metrics import Estimate, kl_divergence, refusal_log_odds, refusal_token_ids, with_ci
@@ -198,7 +197,6 @@ def run_sweep(
     direction_layer = settings.direction_layer
     if direction_layer is None:
         direction_layer = n_layers // 2
-    names = [hook_name("resid_pre", layer) for layer in range(n_layers)]
     common: dict[str, Any] = {
         "positions": settings.positions,
         "batch_size": settings.batch_size,
@@ -206,13 +204,9 @@ def run_sweep(
         "progress": progress,
     }
     # Every placement is fitted from this one pass (rows too, for the Ledoit-Wolf estimator).
-    n_prompts = len(train_harmful) + len(train_harmless)
-    keep_rows = keep_rows_for(
-        model, settings.estimator, n_prompts, n_layers, settings.positions, settings.system
-    )
-    _log(f"collecting {'rows' if keep_rows else 'statistics'} at {n_layers} layers", progress)
-    training = collect_training(
-        model, train_harmful, train_harmless, names, keep_rows=keep_rows, **common
+    _log(f"collecting activations at all {n_layers} layers", progress)
+    training = collect_every_layer(
+        model, train_harmful, train_harmless, estimator=settings.estimator, **common
     )
     common = {**common, "cached_stats": training.stats, "progress": False}
     w2 = w2_by_layer(training.stats, n_layers, n_components=settings.n_components, reg=settings.reg)
