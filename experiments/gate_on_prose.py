@@ -16,16 +16,13 @@ Writes ``experiments/results/gate-on-prose.json``.
     .venv/bin/python experiments/gate_on_prose.py
 """
 
-import json
-from pathlib import Path
-
 import torch
+from _results import write_results
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.collect import collect_activations
 from tl_ot_ablation.prompts import plain_text
 
-ROOT = Path(__file__).resolve().parents[1]
 LAYERS = (14, 23)
 
 
@@ -75,12 +72,10 @@ def main() -> None:
                 f"layer {layer:2d}  {what:18s} n={row['n']:5d}  mean gate {row['mean_gate']:.3f}"
                 f"  open {row['share_open']:.2f}  |edit|/|x| {row['edit_norm_over_norm']:.4f}"
             )
-    out = ROOT / "experiments" / "results" / "gate-on-prose.json"
-    out.write_text(
-        json.dumps({"command": "python experiments/gate_on_prose.py", "results": results}, indent=1)
-        + "\n"
+    write_results(
+        "gate-on-prose.json",
+        {"command": "python experiments/gate_on_prose.py", "results": results},
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,12 @@ by the held-out log-density (``tl_ot_ablation.selection``). Writes
     .venv/bin/python experiments/likelihood.py
 """
 
-import json
-from pathlib import Path
+from _results import write_results
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.collect import collect_activations
 from tl_ot_ablation.selection import heldout_log_likelihood
 
-ROOT = Path(__file__).resolve().parents[1]
 LAYER = 14
 
 
@@ -29,20 +27,15 @@ def main() -> None:
     scores = heldout_log_likelihood(*rows, n_components=[4, 8, 16, 32, 64, 128, 256])
     for score in scores:
         print(f"k={score.n_components:4d} {score.estimator:12s} {score.log_likelihood:12.1f}")
-    out = ROOT / "experiments" / "results" / "likelihood.json"
-    out.write_text(
-        json.dumps(
-            {
-                "command": "python experiments/likelihood.py",
-                "layer": LAYER,
-                "rows": [len(r) for r in rows],
-                "scores": [vars(s) for s in scores],
-            },
-            indent=1,
-        )
-        + "\n"
+    write_results(
+        "likelihood.json",
+        {
+            "command": "python experiments/likelihood.py",
+            "layer": LAYER,
+            "rows": [len(r) for r in rows],
+            "scores": [vars(s) for s in scores],
+        },
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

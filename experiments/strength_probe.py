@@ -9,16 +9,15 @@ refusals and degenerate completions. Writes ``experiments/results/strength-probe
     .venv/bin/python experiments/strength_probe.py
 """
 
-import json
 import warnings
-from pathlib import Path
+
+from _results import write_results
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.compare import at_strength
 from tl_ot_ablation.metrics import degeneracy, is_refusal
 from tl_ot_ablation.sweep import Scorer
 
-ROOT = Path(__file__).resolve().parents[1]
 STRENGTHS = (1.0, 1.5, 2.0, 2.5, 4.0, 8.0)
 
 
@@ -70,12 +69,9 @@ def main() -> None:
             f"harmless {row['harmless_degenerate']}/8",
             flush=True,
         )
-    out = ROOT / "experiments" / "results" / "strength-probe.json"
-    out.write_text(
-        json.dumps({"command": "python experiments/strength_probe.py", "rows": rows}, indent=1)
-        + "\n"
+    write_results(
+        "strength-probe.json", {"command": "python experiments/strength_probe.py", "rows": rows}
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from _results import write_results
+
 import tl_ot_ablation as tlo
 from tl_ot_ablation.compare import at_strength
 from tl_ot_ablation.matched import match_strength
@@ -166,26 +168,18 @@ def main() -> None:
             f"{row['matched_strength'] if match else 1.0:.3g}: refusal {refusal:.2f} KL {kl:.3g}",
             flush=True,
         )
-    out = (
-        ROOT / "experiments" / "results" / f"variants-{'shared' if args.shared else 'package'}.json"
+    write_results(
+        f"variants-{'shared' if args.shared else 'package'}.json",
+        {
+            "command": "python experiments/variants.py" + (" --shared" if args.shared else ""),
+            "layer": layer,
+            "n_train": [len(train_h), len(train_hl)],
+            "n_eval": [len(eval_h), len(eval_hl)],
+            "kl_budget": budget,
+            "unmodified_refusal": none_refusal.to_dict(),
+            "variants": rows,
+        },
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": "python experiments/variants.py" + (" --shared" if args.shared else ""),
-                "layer": layer,
-                "n_train": [len(train_h), len(train_hl)],
-                "n_eval": [len(eval_h), len(eval_hl)],
-                "kl_budget": budget,
-                "unmodified_refusal": none_refusal.to_dict(),
-                "variants": rows,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
