@@ -27,8 +27,8 @@ import torch
 from _bench import machine, measure, write_report
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.fit import collect_training
-from tl_ot_ablation.ot_map import GaussianOTMap
+from tl_ot_ablation.core.ot_map import GaussianOTMap
+from tl_ot_ablation.lens.fit import collect_training
 
 RESULTS = Path(__file__).parent / "results"
 

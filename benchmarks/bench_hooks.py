@@ -28,7 +28,7 @@ import torch
 from _bench import machine, write_report
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.collect import prepare_tokens
+from tl_ot_ablation.lens.collect import prepare_tokens
 
 RESULTS = Path(__file__).parent / "results"
 

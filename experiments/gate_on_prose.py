@@ -20,8 +20,8 @@ import torch
 from _results import write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.collect import collect_activations
-from tl_ot_ablation.prompts import plain_text
+from tl_ot_ablation.lens.collect import collect_activations
+from tl_ot_ablation.lens.prompts import plain_text
 
 LAYERS = (14, 23)
 

@@ -2,7 +2,7 @@
 
 Collects the post-instruction rows of the 64 + 64 training prompts at layer 14 of the embedded
 model, holds out the last quarter of each class (whole prompts), and scores every (k, estimator)
-by the held-out log-density (``tl_ot_ablation.selection``). Writes
+by the held-out log-density (``tl_ot_ablation.eval.selection``). Writes
 ``experiments/results/likelihood.json``.
 
     .venv/bin/python experiments/likelihood.py
@@ -11,8 +11,8 @@ by the held-out log-density (``tl_ot_ablation.selection``). Writes
 from _results import write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.collect import collect_activations
-from tl_ot_ablation.selection import heldout_log_likelihood
+from tl_ot_ablation.eval.selection import heldout_log_likelihood
+from tl_ot_ablation.lens.collect import collect_activations
 
 LAYER = 14
 

@@ -14,9 +14,9 @@ import warnings
 from _results import write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.compare import at_strength
-from tl_ot_ablation.metrics import degeneracy, is_refusal
-from tl_ot_ablation.sweep import Scorer
+from tl_ot_ablation.eval.compare import at_strength
+from tl_ot_ablation.eval.metrics import degeneracy, is_refusal
+from tl_ot_ablation.eval.sweep import Scorer
 
 STRENGTHS = (1.0, 1.5, 2.0, 2.5, 4.0, 8.0)
 

@@ -19,9 +19,9 @@ from typing import Any
 from _results import write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.compare import at_strength
-from tl_ot_ablation.matched import match_strength
-from tl_ot_ablation.sweep import Scorer
+from tl_ot_ablation.eval.compare import at_strength
+from tl_ot_ablation.eval.matched import match_strength
+from tl_ot_ablation.eval.sweep import Scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,14 +41,14 @@ def as_user():
 @pytest.fixture(scope="session")
 def tiny_bridge():
     """A 3-layer random-weight Qwen2-style chat model as a TransformerBridge (offline)."""
-    from tl_ot_ablation.testing import tiny_model
+    from tl_ot_ablation.lens.testing import tiny_model
 
     return tiny_model("qwen2", n_layers=3, d_model=32)
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from tl_ot_ablation.testing import tiny_model
+    from tl_ot_ablation.lens.testing import tiny_model
 
     return tiny_model("gpt2", n_layers=2, d_model=32)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tl_ot_ablation.cli import main
-from tl_ot_ablation.compare import METHODS
+from tl_ot_ablation.eval.compare import METHODS
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
 REQUIRED = ("refusal_rate_harmful", "refusal_rate_harmless", "kl_harmless", "ppl_harmless")
@@ -127,10 +127,10 @@ def test_python_dash_m_lists_the_commands() -> None:
 
 
 def test_fit_auto_picks_the_w2_layer_from_one_pass(tmp_path: Path, capsys) -> None:
-    from tl_ot_ablation.fit import collect_training
-    from tl_ot_ablation.prompts import default_prompts
-    from tl_ot_ablation.selection import layers_by_w2, w2_by_layer
-    from tl_ot_ablation.testing import tiny_model
+    from tl_ot_ablation.eval.selection import layers_by_w2, w2_by_layer
+    from tl_ot_ablation.lens.fit import collect_training
+    from tl_ot_ablation.lens.prompts import default_prompts
+    from tl_ot_ablation.lens.testing import tiny_model
 
     folder = tmp_path / "map"
     assert main(["fit", *TINY, "--n-train", "5", "-k", "4", "--out", str(folder)]) == 0

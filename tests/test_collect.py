@@ -5,7 +5,7 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 from tl_ot_ablation import collect_activations, collect_stats, post_instruction_length
-from tl_ot_ablation.collect import prepare_tokens
+from tl_ot_ablation.lens.collect import prepare_tokens
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -93,7 +93,7 @@ class TestBadInput:
             collect_activations(tiny_bridge, ["word " * 100], HOOK, progress=False)
 
     def test_model_without_chat_template(self) -> None:
-        from tl_ot_ablation.testing import tiny_model
+        from tl_ot_ablation.lens.testing import tiny_model
 
         plain = tiny_model(chat_template=None)
         with pytest.raises(ValueError, match="no chat template"):

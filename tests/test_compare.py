@@ -8,7 +8,7 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.compare import (
+from tl_ot_ablation.eval.compare import (
     METHODS,
     CompareSettings,
     EvalPrompts,
@@ -17,11 +17,11 @@ from tl_ot_ablation.compare import (
     overlap,
     run_comparison,
 )
-from tl_ot_ablation.evaluate import completion_nll, next_token_logprobs, text_hooks, text_nll
-from tl_ot_ablation.generation import generate_with_first_logprobs
-from tl_ot_ablation.matched import match_strength
-from tl_ot_ablation.metrics import degeneracy, is_degenerate, perplexity, with_ci
-from tl_ot_ablation.selection import layers_by_w2
+from tl_ot_ablation.eval.evaluate import completion_nll, next_token_logprobs, text_hooks, text_nll
+from tl_ot_ablation.eval.matched import match_strength
+from tl_ot_ablation.eval.metrics import degeneracy, is_degenerate, perplexity, with_ci
+from tl_ot_ablation.eval.selection import layers_by_w2
+from tl_ot_ablation.lens.generation import generate_with_first_logprobs
 
 # --- match_strength -------------------------------------------------------------------------
 
@@ -250,7 +250,7 @@ def _record(ot_refused: list[int], ot_kl: float, degenerate: float = 0.0) -> dic
 
 
 def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
-    from tl_ot_ablation.report import verdict
+    from tl_ot_ablation.eval.report import verdict
 
     assert "matches or beats" in verdict(_record([0] * 20, 0.01))
     assert "not significantly" in verdict(_record([0] * 18 + [1, 1], 0.01))

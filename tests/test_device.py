@@ -11,7 +11,7 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.testing import tiny_model
+from tl_ot_ablation.lens.testing import tiny_model
 
 DEVICES = [
     "cpu",

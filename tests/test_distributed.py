@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tl_ot_ablation import GaussianStats
-from tl_ot_ablation.distributed import all_reduce_stats, all_reduce_stats_dict
+from tl_ot_ablation.core.distributed import all_reduce_stats, all_reduce_stats_dict
 
 WORLD = 2
 

@@ -5,8 +5,8 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 from tl_ot_ablation import ActAdd, InterventionSet, fit_ot_ablation
-from tl_ot_ablation.collect import prepare_tokens
-from tl_ot_ablation.evaluate import completion_nll, next_token_logprobs, scoring_hooks
+from tl_ot_ablation.eval.evaluate import completion_nll, next_token_logprobs, scoring_hooks
+from tl_ot_ablation.lens.collect import prepare_tokens
 
 
 def test_next_token_logprobs_equal_single_prompt_runs(tiny_bridge) -> None:

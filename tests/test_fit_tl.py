@@ -16,8 +16,8 @@ from tl_ot_ablation import (
     fit_direction_ablation,
     fit_ot_ablation,
 )
-from tl_ot_ablation import fit as fit_module
-from tl_ot_ablation.prompts import post_instruction_length
+from tl_ot_ablation.lens import fit as fit_module
+from tl_ot_ablation.lens.prompts import post_instruction_length
 
 QUIET = {"progress": False}
 
@@ -91,7 +91,7 @@ def test_actadd_at_one_layer(tiny_bridge) -> None:
 
 
 def test_save_load_round_trip_and_model_checks(tiny_bridge, tmp_path: Path) -> None:
-    from tl_ot_ablation.testing import tiny_model
+    from tl_ot_ablation.lens.testing import tiny_model
 
     fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[2], n_components=4, **QUIET)
     folder = fitted.save(tmp_path / "set")

@@ -14,7 +14,7 @@ from tl_ot_ablation import (
     fwd_hooks,
     generate,
 )
-from tl_ot_ablation.collect import prepare_tokens
+from tl_ot_ablation.lens.collect import prepare_tokens
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -186,7 +186,7 @@ def test_patching_the_transported_activation_into_a_clean_run(tiny_bridge, fitte
 
 
 def test_bf16_model_computes_stably_and_returns_bf16() -> None:
-    from tl_ot_ablation.testing import tiny_model
+    from tl_ot_ablation.lens.testing import tiny_model
 
     model = tiny_model(dtype=torch.bfloat16)
     src = collect_activations(model, HARMFUL, HOOK, positions="all", progress=False)[HOOK]
@@ -209,7 +209,7 @@ def test_bf16_model_computes_stably_and_returns_bf16() -> None:
 
 def test_generation_matches_plain_transformers_greedy() -> None:
     """Same tokens as Hugging Face greedy decoding on an un-booted copy of the same weights."""
-    from tl_ot_ablation.testing import tiny_hf_model, tiny_model
+    from tl_ot_ablation.lens.testing import tiny_hf_model, tiny_model
 
     bridge = tiny_model(seed=3)
     plain_hf, _ = tiny_hf_model(seed=3)  # same weights, never booted

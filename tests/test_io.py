@@ -16,7 +16,7 @@ from tl_ot_ablation import (
     load,
     save,
 )
-from tl_ot_ablation.io import read_config
+from tl_ot_ablation.core.serialize import read_config
 
 
 def _rows() -> tuple[torch.Tensor, torch.Tensor]:

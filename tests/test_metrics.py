@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tl_ot_ablation.metrics import (
+from tl_ot_ablation.eval.metrics import (
     Estimate,
     is_refusal,
     kl_divergence,
@@ -40,7 +40,7 @@ def test_judge_truncates_to_the_first_tokens() -> None:
 
 
 def test_judge_with_a_tokenizer() -> None:
-    from tl_ot_ablation.testing import tiny_tokenizer
+    from tl_ot_ablation.lens.testing import tiny_tokenizer
 
     tokenizer = tiny_tokenizer()  # one token per byte
     assert not is_refusal("abc I cannot", first_n=5, tokenizer=tokenizer)

@@ -4,7 +4,7 @@ import torch
 from conftest import random_spd
 
 from tl_ot_ablation import PCABasis
-from tl_ot_ablation.pca import top_eigenvectors
+from tl_ot_ablation.core.pca import top_eigenvectors
 
 
 def test_components_orthonormal_and_variances_descending() -> None:

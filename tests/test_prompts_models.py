@@ -11,10 +11,10 @@ from tl_ot_ablation import (
     default_prompts,
     format_chat,
     load_prompts,
-    models,
     post_instruction_length,
 )
-from tl_ot_ablation.testing import tiny_tokenizer
+from tl_ot_ablation.lens import models
+from tl_ot_ablation.lens.testing import tiny_tokenizer
 
 
 def test_shipped_prompt_sets() -> None:
@@ -117,7 +117,7 @@ def test_unknown_embedded_model() -> None:
 def test_load_model_from_a_local_folder(tmp_path: Path) -> None:
     import torch
 
-    from tl_ot_ablation.testing import tiny_hf_model, tiny_model
+    from tl_ot_ablation.lens.testing import tiny_hf_model, tiny_model
 
     hf_model, tokenizer = tiny_hf_model(seed=5)
     hf_model.save_pretrained(tmp_path / "tiny")
@@ -135,7 +135,7 @@ def test_load_model_dispatches_with_a_device_map(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tl_ot_ablation.testing import tiny_hf_model
+    from tl_ot_ablation.lens.testing import tiny_hf_model
 
     hf_model, tokenizer = tiny_hf_model(seed=5)
     hf_model.save_pretrained(tmp_path / "tiny")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.collect import prepare_tokens
+from tl_ot_ablation.lens.collect import prepare_tokens
 
 pytestmark = pytest.mark.slow
 LAYER = 14
@@ -57,7 +57,7 @@ def test_fit_one_layer_and_generate_under_the_hooks(model) -> None:
 
 def test_generation_matches_plain_transformers_greedy(model) -> None:
     """Same tokens as Hugging Face greedy decoding on a fresh, never-booted copy of the model."""
-    from tl_ot_ablation import models
+    from tl_ot_ablation.lens import models
 
     plain_hf, _, _ = models._load_hf(models.DEFAULT_MODEL, torch.bfloat16)
     prompts = [tlo.default_prompts("harmful")[1], tlo.default_prompts("harmless")[1]]
@@ -78,7 +78,7 @@ def test_generation_matches_plain_transformers_greedy(model) -> None:
 
 def test_load_model_from_a_local_gguf_file(model) -> None:
     """The same weights through the local-file route: identical logits to the embedded route."""
-    from tl_ot_ablation import models
+    from tl_ot_ablation.lens import models
 
     from_file = tlo.load_model(str(models.embedded_gguf_path()))
     ids, mask = prepare_tokens(model, ["hello"])

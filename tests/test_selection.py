@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import gaussian_rows, random_spd
 
-from tl_ot_ablation.pca import PCABasis
-from tl_ot_ablation.selection import heldout_log_likelihood, layers_by_w2
-from tl_ot_ablation.shrinkage import ledoit_wolf_covariance
+from tl_ot_ablation.core.pca import PCABasis
+from tl_ot_ablation.core.shrinkage import ledoit_wolf_covariance
+from tl_ot_ablation.eval.selection import heldout_log_likelihood, layers_by_w2
 
 
 def _low_rank_rows(n: int, d: int, rank: int, shift: float, seed: int) -> torch.Tensor:
@@ -86,8 +86,8 @@ def test_select_layers_ranks_the_models_layers_by_the_training_statistics(tiny_b
     from conftest import HARMFUL, HARMLESS
 
     import tl_ot_ablation as tlo
-    from tl_ot_ablation.fit import collect_stats_pair
-    from tl_ot_ablation.selection import w2_by_layer
+    from tl_ot_ablation.eval.selection import w2_by_layer
+    from tl_ot_ablation.lens.fit import collect_stats_pair
 
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(3)]
     stats = collect_stats_pair(tiny_bridge, HARMFUL, HARMLESS, names, progress=False)

@@ -9,8 +9,8 @@ from sklearn.covariance import OAS, LedoitWolf
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation import GaussianOTMap, MeanShift
-from tl_ot_ablation.gate import gaussian_log_density, harmful_log_odds
-from tl_ot_ablation.shrinkage import ledoit_wolf_covariance, oas_covariance
+from tl_ot_ablation.core.gate import gaussian_log_density, harmful_log_odds
+from tl_ot_ablation.core.shrinkage import ledoit_wolf_covariance, oas_covariance
 
 
 def _rows(n: int, k: int, seed: int) -> torch.Tensor:
@@ -213,7 +213,7 @@ def test_bad_options_are_rejected(separated, options, message, as_user) -> None:
 def test_fit_ot_ablation_passes_the_variant_options(tiny_bridge) -> None:
     from conftest import HARMFUL, HARMLESS
 
-    from tl_ot_ablation.collect import collect_activations
+    from tl_ot_ablation.lens.collect import collect_activations
 
     fitted = tlo.fit_ot_ablation(
         tiny_bridge,

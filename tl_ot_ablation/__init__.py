@@ -5,20 +5,20 @@ The core (``GaussianStats``, ``GaussianOTMap`` and the baselines) is pure tensor
 bridges. See the README for the formula and a quickstart.
 """
 
-from .baselines import ActAdd, DirectionAblation, PerNeuronOT
-from .collect import collect_activations, collect_stats
-from .distributed import all_reduce_stats
-from .fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
-from .generation import generate
-from .hooks import as_hook, fwd_hooks
-from .intervention_set import InterventionSet
-from .io import load, save
-from .models import load_model
-from .ot_map import GaussianOTMap, MeanShift, OTDiagnostics
-from .pca import PCABasis
-from .prompts import default_prompts, format_chat, load_prompts, post_instruction_length
-from .selection import select_layers
-from .stats import GaussianStats
+from .core.baselines import ActAdd, DirectionAblation, PerNeuronOT
+from .core.distributed import all_reduce_stats
+from .core.ot_map import GaussianOTMap, MeanShift, OTDiagnostics
+from .core.pca import PCABasis
+from .core.stats import GaussianStats
+from .eval.selection import select_layers
+from .lens.collect import collect_activations, collect_stats
+from .lens.fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
+from .lens.generation import generate
+from .lens.hooks import as_hook, fwd_hooks
+from .lens.intervention_set import InterventionSet
+from .lens.models import load_model
+from .lens.prompts import default_prompts, format_chat, load_prompts, post_instruction_length
+from .lens.saving import load, save
 
 __version__ = "0.1.0"
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from .collect import hook_name
-from .compare import (
+from .eval.compare import (
     METHODS,
     CompareSettings,
     EvalPrompts,
@@ -25,19 +24,20 @@ from .compare import (
     overlap,
     run_comparison,
 )
-from .fit import (
+from .eval.report import comparison_table, verdict, write_compare_report, write_sweep_report
+from .eval.selection import layers_by_w2, w2_by_layer
+from .eval.sweep import SweepSettings, run_sweep
+from .lens.collect import hook_name
+from .lens.fit import (
     collect_every_layer,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
 )
-from .generation import generate
-from .intervention_set import InterventionSet
-from .models import DEFAULT_MODEL, load_model
-from .prompts import default_prompts, load_prompts, plain_text
-from .report import comparison_table, verdict, write_compare_report, write_sweep_report
-from .selection import layers_by_w2, w2_by_layer
-from .sweep import SweepSettings, run_sweep
+from .lens.generation import generate
+from .lens.intervention_set import InterventionSet
+from .lens.models import DEFAULT_MODEL, load_model
+from .lens.prompts import default_prompts, load_prompts, plain_text
 
 DEFAULT_VARIANT = {"estimator": "ledoit_wolf", "gate": "posterior"}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Any:
     if args.model == "tiny":
-        from .testing import tiny_model
+        from .lens.testing import tiny_model
 
         return tiny_model(n_ctx=512)
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
@@ -302,7 +302,7 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     )
     clouds = None
     if not args.no_plots:
-        from .collect import collect_activations
+        from .lens.collect import collect_activations
 
         selective = comparison.interventions.get("ot_selective")
         chosen = comparison.settings.layers

@@ -21,19 +21,19 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .collect import check_layers
-from .compare import _log, at_strength
-from .evaluate import next_token_logprobs
-from .fit import (
+from ..core.ot_map import DEFAULT_REG
+from ..lens.collect import check_layers
+from ..lens.fit import (
     DEFAULT_N_COMPONENTS,
     collect_every_layer,
     fit_actadd,
     fit_direction_ablation,
     fit_ot_ablation,
 )
-from .intervention_set import InterventionSet
+from ..lens.intervention_set import InterventionSet
+from .compare import _log, at_strength
+from .evaluate import next_token_logprobs
 from .metrics import Estimate, kl_divergence, refusal_log_odds, refusal_token_ids, with_ci
-from .ot_map import DEFAULT_REG
 from .selection import w2_by_layer
 
 

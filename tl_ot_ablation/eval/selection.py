@@ -25,12 +25,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .collect import Prompts, hook_name
-from .fit import StatsPair, collect_every_layer
-from .gate import gaussian_log_density
-from .ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
-from .pca import PCABasis
-from .stats import GaussianStats
+from ..core.gate import gaussian_log_density
+from ..core.ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
+from ..core.pca import PCABasis
+from ..core.stats import GaussianStats
+from ..lens.collect import Prompts, hook_name
+from ..lens.fit import StatsPair, collect_every_layer
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,15 @@ class StrengthMixin(TensorDataclass):
                 "activations the other way"
             )
 
+    @property
+    def d_model(self) -> int:
+        """Width of the activations this intervention takes (its tensors' last dimension)."""
+        for _, value in self._tensor_items():
+            if isinstance(value, TensorDataclass):
+                return int(value.d_model)  # type: ignore[attr-defined]
+            return int(value.shape[-1])
+        raise AttributeError(f"{type(self).__name__} holds no tensors")
+
     def with_strength(self: Self, strength: float) -> Self:
         """Copy with another ``strength`` (0: identity, 1: the fitted edit)."""
         limit = self.STRENGTH_WARN_ABOVE  # type: ignore[attr-defined]

@@ -16,9 +16,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .collect import Prompts, batches, model_device, prepare_tokens, require_eval
-from .hooks import PositionSpec
-from .intervention_set import InterventionSet
+from ..lens.collect import Prompts, batches, model_device, prepare_tokens, require_eval
+from ..lens.hooks import PositionSpec
+from ..lens.intervention_set import InterventionSet
 
 
 def next_token_logprobs(

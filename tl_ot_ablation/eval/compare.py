@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .collect import check_layers
-from .evaluate import completion_nll, text_hooks, text_nll
-from .fit import (
+from ..core.ot_map import DEFAULT_REG
+from ..lens.collect import check_layers
+from ..lens.fit import (
     DEFAULT_N_COMPONENTS,
     StatsPair,
     TrainingActivations,
@@ -35,8 +35,9 @@ from .fit import (
     fit_ot_ablation,
     prompts_hash,
 )
-from .generation import generate_with_first_logprobs
-from .intervention_set import InterventionSet
+from ..lens.generation import generate_with_first_logprobs
+from ..lens.intervention_set import InterventionSet
+from .evaluate import completion_nll, text_hooks, text_nll
 from .matched import StrengthMatch, match_strength
 from .metrics import (
     Estimate,
@@ -49,7 +50,6 @@ from .metrics import (
     refusal_token_ids,
     with_ci,
 )
-from .ot_map import DEFAULT_REG
 from .selection import layers_by_w2, w2_by_layer
 
 METHODS = (

@@ -9,7 +9,6 @@ pass (including other people's code in the same notebook) goes through until ``d
 """
 
 import itertools
-import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -17,11 +16,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import io
+from ..core import atomic, serialize
 from .collect import layer_of
 from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_positions
 
 T = TypeVar("T")
+SET_KIND = "InterventionSet"
+"""The ``kind`` in a saved set's ``config.json`` (a folder of saved interventions)."""
 
 
 def _positions_to_json(positions: PositionSpec) -> Any:
@@ -153,13 +154,15 @@ class InterventionSet(Mapping[str, Intervention]):
         context.__exit__(None, None, None)
 
     def check_model(self, model: Any) -> None:
-        """Raise if ``model`` cannot take these hooks (other d_model, too few layers)."""
-        d_model = self.metadata.get("d_model")
-        if d_model is not None and d_model != model.cfg.d_model:
-            raise ValueError(
-                f"these interventions were fitted on d_model={d_model}; this model has "
-                f"d_model={model.cfg.d_model}"
-            )
+        """Raise if ``model`` cannot take these hooks: an intervention of another width than
+        ``model.cfg.d_model`` (read from the interventions themselves, not the metadata), or a
+        hook at a layer the model does not have."""
+        for name, width in self._per_distinct(lambda i: getattr(i, "d_model", None)).items():
+            if width is not None and width != model.cfg.d_model:
+                raise ValueError(
+                    f"the intervention at {name} takes d_model={width}; this model has "
+                    f"d_model={model.cfg.d_model}: it was fitted on another model"
+                )
         layers = [layer for layer in map(layer_of, self) if layer is not None]
         deepest = max(layers, default=-1)
         if deepest >= model.cfg.n_layers:
@@ -168,28 +171,32 @@ class InterventionSet(Mapping[str, Intervention]):
                 f"{model.cfg.n_layers} layers"
             )
 
-    def save(self, path: str | Path) -> Path:
-        """Write to a folder: one subfolder per distinct intervention plus ``config.json``."""
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write to a folder, atomically: one subfolder per distinct intervention plus
+        ``config.json``. A folder tl_ot_ablation wrote is replaced whole (no stale
+        ``intervention_N`` survives); any other non-empty folder needs ``overwrite=True``."""
         numbers = itertools.count()
+        with atomic.folder(path, overwrite=overwrite, owned=serialize.is_saved_folder) as temp:
 
-        def save_one(intervention: Intervention) -> str:
-            sub = f"intervention_{next(numbers)}"
-            io.save(intervention, folder / sub)
-            return sub
+            def save_one(intervention: Intervention) -> str:
+                sub = f"intervention_{next(numbers)}"
+                (temp / sub).mkdir()
+                serialize.write_object(intervention, temp / sub)
+                return sub
 
-        entries = self._per_distinct(save_one)
-        config = {
-            "kind": io.SET_KIND,
-            "format_version": io.FORMAT_VERSION,
-            "positions": _positions_to_json(self.positions),
-            "n_post_instruction": self.n_post_instruction,
-            "hooks": entries,
-            "metadata": self.metadata,
-        }
-        (folder / io.CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        return folder
+            entries = self._per_distinct(save_one)
+            serialize.write_config(
+                temp,
+                {
+                    "kind": SET_KIND,
+                    "format_version": serialize.FORMAT_VERSION,
+                    "positions": _positions_to_json(self.positions),
+                    "n_post_instruction": self.n_post_instruction,
+                    "hooks": entries,
+                    "metadata": self.metadata,
+                },
+            )
+        return Path(path)
 
     @classmethod
     def load(
@@ -197,10 +204,12 @@ class InterventionSet(Mapping[str, Intervention]):
     ) -> "InterventionSet":
         """Read a saved set; with ``model``, check that it fits that model."""
         folder = Path(path)
-        if not (folder / io.CONFIG_NAME).is_file():
-            raise ValueError(f"{folder} is not a saved InterventionSet (no {io.CONFIG_NAME})")
-        config = io.read_config(folder)
-        if config["kind"] != io.SET_KIND:
+        if not (folder / serialize.CONFIG_NAME).is_file():
+            raise ValueError(
+                f"{folder} is not a saved InterventionSet (no {serialize.CONFIG_NAME})"
+            )
+        config = serialize.read_config(folder, kinds={**serialize.KINDS, SET_KIND: cls})
+        if config["kind"] != SET_KIND:
             raise ValueError(f"{folder} holds a {config['kind']!r}, not an InterventionSet")
         result = cls.from_config(folder, config, device=device)
         if model is not None:
@@ -211,13 +220,20 @@ class InterventionSet(Mapping[str, Intervention]):
     def from_config(
         cls, path: str | Path, config: Mapping[str, Any], *, device: torch.device | str = "cpu"
     ) -> "InterventionSet":
-        """Build a set from its validated ``config.json`` (see ``io.read_config``)."""
+        """Build a set from its validated ``config.json`` (see ``serialize.read_config``)."""
         folder = Path(path)
-        loaded = {
-            sub: io.load(folder / sub, device=device) for sub in set(config["hooks"].values())
-        }
+        config_file = folder / serialize.CONFIG_NAME
+        hooks = config.get("hooks")
+        if not isinstance(hooks, dict) or not hooks:
+            raise ValueError(f"{config_file}: field 'hooks' must map hook names to subfolders")
+        if "positions" not in config:
+            raise ValueError(f"{config_file}: field 'positions' is missing")
+        for sub in set(hooks.values()):
+            if not isinstance(sub, str) or "/" in sub or sub.startswith("."):
+                raise ValueError(f"{config_file}: 'hooks' names {sub!r}, not a subfolder name")
+        loaded = {sub: serialize.load(folder / sub, device=device) for sub in set(hooks.values())}
         return cls(
-            {name: loaded[sub] for name, sub in config["hooks"].items()},
+            {name: loaded[sub] for name, sub in hooks.items()},
             positions=_positions_from_json(config["positions"]),
             n_post_instruction=config.get("n_post_instruction"),
             metadata=config.get("metadata", {}),

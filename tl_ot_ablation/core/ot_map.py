@@ -494,6 +494,16 @@ class MeanShift(GaussianOTMap):
     those of ``GaussianOTMap`` (with ``matrix`` the identity), so every tool treats both alike.
     """
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        k = self.matrix.shape[-1]
+        eye = torch.eye(k, dtype=self.matrix.dtype, device=self.matrix.device)
+        if not torch.equal(self.matrix, eye.expand(self.matrix.shape)):
+            raise ValueError(
+                "a MeanShift's matrix must be the identity (A = I); this one is not, so it is "
+                "a GaussianOTMap's matrix: load or build it as a GaussianOTMap"
+            )
+
     @staticmethod
     def _linear_part(cov_source: Tensor, cov_target: Tensor) -> Tensor:
         k = cov_source.shape[-1]

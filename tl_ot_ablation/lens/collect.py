@@ -19,8 +19,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.stats import GaussianStats
 from .prompts import format_chat, post_instruction_length, tokenize
-from .stats import GaussianStats
 
 FitPositions = Literal["post_instruction", "last", "all"]
 Prompts = Sequence[str] | tuple[Tensor, Tensor]

@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from .baselines import ActAdd, DirectionAblation, PerNeuronOT
+from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
+from ..core.gate import GateKind
+from ..core.ot_map import DEFAULT_REG, BasisChoice, Estimator, GaussianOTMap, MeanShift, Part
+from ..core.stats import GaussianStats
 from .collect import (
     FitPositions,
     Prompts,
@@ -26,12 +29,9 @@ from .collect import (
     collect_stats,
     hook_name,
 )
-from .gate import GateKind
 from .hooks import PositionSpec
 from .intervention_set import InterventionSet
-from .ot_map import DEFAULT_REG, BasisChoice, Estimator, GaussianOTMap, MeanShift, Part
 from .prompts import post_instruction_length
-from .stats import GaussianStats
 
 Method = Literal["ot", "mean_shift", "per_neuron_ot"]
 StatsPair = tuple[Mapping[str, GaussianStats], Mapping[str, GaussianStats]]

@@ -1,0 +1,7 @@
+"""The math core: tensors in, tensors out; no TransformerLens, no evaluation, no CLI.
+
+Streaming float64 statistics (``stats``), PCA subspaces (``pca``), covariance shrinkage
+(``shrinkage``), the harmfulness gate (``gate``), the Gaussian transport map (``ot_map``), the
+baselines (``baselines``), the multi-process merge (``distributed``), and storage: atomic writes
+(``atomic``) and safetensors + JSON folders with checksums (``serialize``).
+"""

@@ -1,0 +1,254 @@
+"""Save and load fitted tensor objects: safetensors for tensors, JSON for everything else.
+
+A saved object is a folder holding ``tensors.safetensors`` and ``config.json``. The config names
+the ``kind`` (class), a ``format_version``, every non-tensor field (strength, reg, basis method,
+...), free-form ``metadata`` (what the object was fitted on) and, for integrity, the SHA-256 of
+the tensor file and each tensor's shape and dtype. Loading never unpickles. It checks, and names
+the file and field of any failure: the kind and format version, the checksum, that every tensor
+the kind needs is present with the recorded shape and is finite, that no tensor belongs to
+another kind, and that every required field is given. Unknown config keys are ignored, so files
+from newer minor versions still load. Folders are written atomically (``core.atomic``).
+"""
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from . import atomic
+from ._tensor_dataclass import TensorDataclass
+from .baselines import ActAdd, DirectionAblation, PerNeuronOT
+from .ot_map import GaussianOTMap, MeanShift
+from .pca import PCABasis
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+TENSORS_NAME = "tensors.safetensors"
+
+KINDS: dict[str, type[TensorDataclass]] = {
+    cls.__name__: cls
+    for cls in (GaussianOTMap, MeanShift, DirectionAblation, ActAdd, PerNeuronOT, PCABasis)
+}
+"""Savable tensor kinds by class name (a folder of objects, e.g. an InterventionSet, is saved
+by its own layer with its own kind)."""
+
+
+def _flatten(
+    obj: TensorDataclass, prefix: str = ""
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, TensorDataclass):
+            sub_tensors, sub_fields = _flatten(value, f"{prefix}{f.name}.")
+            tensors.update(sub_tensors)
+            fields[f.name] = sub_fields
+        elif isinstance(value, torch.Tensor):
+            tensors[prefix + f.name] = value.detach().to("cpu").contiguous().clone()
+        else:
+            fields[f.name] = value
+    return tensors, fields
+
+
+def _tensor_names(cls: type, prefix: str = "") -> set[str]:
+    """Every tensor a saved ``cls`` holds, by its flattened name."""
+    names: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if isinstance(f.type, type) and issubclass(f.type, TensorDataclass):
+            names |= _tensor_names(f.type, f"{prefix}{f.name}.")
+        elif f.name in getattr(cls, "EVENT_DIMS", {}):
+            names.add(prefix + f.name)
+    return names
+
+
+def _build(
+    cls: type,
+    tensors: Mapping[str, torch.Tensor],
+    fields: Mapping[str, Any],
+    where: Path,
+    prefix: str = "",
+) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        if isinstance(f.type, type) and issubclass(f.type, TensorDataclass):
+            sub = fields.get(f.name)
+            if not isinstance(sub, dict):
+                raise ValueError(f"{where}: field {name!r} of {cls.__name__} is missing")
+            kwargs[f.name] = _build(f.type, tensors, sub, where, f"{name}.")
+        elif name in tensors:
+            kwargs[f.name] = tensors[name]
+        elif f.name in fields:
+            kwargs[f.name] = fields[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{where}: field {name!r} of {cls.__name__} is missing")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        message = f"{where}: the saved fields do not make a valid {cls.__name__}: {err}"
+        raise ValueError(message) from err
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_saved_folder(path: Path) -> bool:
+    """Whether ``path`` holds a ``config.json`` that names a tl_ot_ablation kind (ours to
+    replace when saving over it)."""
+    try:
+        config = json.loads((path / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "kind" in config and "format_version" in config
+
+
+def write_config(folder: Path, config: Mapping[str, Any]) -> None:
+    """Write ``config.json`` (sorted keys), raising ``ValueError`` for non-JSON values."""
+    try:
+        text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata must be JSON-serialisable (and finite): {err}") from err
+    (folder / CONFIG_NAME).write_text(text + "\n")
+
+
+def write_object(obj: Any, folder: Path, metadata: Mapping[str, Any] | None = None) -> None:
+    """Write ``obj``'s files into an existing (temporary) ``folder``; see ``save``."""
+    kind = type(obj).__name__
+    if kind not in KINDS:
+        raise TypeError(f"cannot save a {kind}; savable kinds are {sorted(KINDS)}")
+    tensors, fields = _flatten(obj)
+    (folder / TENSORS_NAME).write_bytes(safetensors_bytes(tensors))
+    write_config(
+        folder,
+        {
+            "kind": kind,
+            "format_version": FORMAT_VERSION,
+            "fields": fields,
+            "metadata": dict(metadata or {}),
+            "tensors": {
+                name: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                for name, t in tensors.items()
+            },
+            "sha256": {TENSORS_NAME: sha256_file(folder / TENSORS_NAME)},
+        },
+    )
+
+
+def save(
+    obj: Any,
+    path: str | Path,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a fitted map, baseline or basis to the folder ``path``, atomically.
+
+    An existing folder written by tl_ot_ablation is replaced whole; any other non-empty folder
+    is refused unless ``overwrite=True``.
+
+    Example:
+        >>> import tempfile
+        >>> ab = DirectionAblation(direction=torch.tensor([1.0, 0.0]))
+        >>> folder = save(ab, tempfile.mkdtemp() + "/ab", metadata={"layer": 6})
+        >>> load(folder).direction
+        tensor([1., 0.])
+    """
+    if type(obj).__name__ not in KINDS:
+        raise TypeError(f"cannot save a {type(obj).__name__}; savable kinds are {sorted(KINDS)}")
+    with atomic.folder(path, overwrite=overwrite, owned=is_saved_folder) as temp:
+        write_object(obj, temp, metadata)
+    return Path(path)
+
+
+def not_saved_message(folder: Path) -> str:
+    return (
+        f"{folder} is not a saved tl_ot_ablation object: expected a folder holding "
+        f"{CONFIG_NAME} and {TENSORS_NAME}, as written by tl_ot_ablation.save"
+    )
+
+
+def read_config(path: str | Path, *, kinds: Mapping[str, Any] = KINDS) -> dict[str, Any]:
+    """The JSON config of a saved object, validated: its kind is one of ``kinds`` and its
+    format version is known; a tensor kind's tensor file is present."""
+    folder = Path(path)
+    config_file = folder / CONFIG_NAME
+    if not folder.is_dir() or not config_file.is_file():
+        raise ValueError(not_saved_message(folder))
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_file} is not valid JSON ({err})") from err
+    if not isinstance(config, dict) or "kind" not in config or "format_version" not in config:
+        raise ValueError(f"{config_file} has no 'kind' / 'format_version': not written by save()")
+    if config["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{folder} has format_version {config['format_version']!r}; this version of "
+            f"tl_ot_ablation reads format_version {FORMAT_VERSION}. Upgrade tl_ot_ablation."
+        )
+    if config["kind"] not in kinds:
+        raise ValueError(
+            f"{folder} holds an unknown kind {config['kind']!r}; known: {sorted(kinds)}"
+        )
+    if config["kind"] in KINDS and not (folder / TENSORS_NAME).is_file():
+        raise ValueError(not_saved_message(folder))
+    for key, kind in (("fields", dict), ("metadata", dict), ("tensors", dict), ("sha256", dict)):
+        if key in config and not isinstance(config[key], kind):
+            raise ValueError(f"{config_file}: field {key!r} must be a JSON object")
+    return config
+
+
+def _load_tensors(folder: Path, config: Mapping[str, Any], device: str) -> dict[str, torch.Tensor]:
+    file = folder / TENSORS_NAME
+    expected = config.get("sha256", {}).get(TENSORS_NAME)
+    if expected is not None and sha256_file(file) != expected:
+        raise ValueError(
+            f"{file} does not match the SHA-256 recorded in {folder / CONFIG_NAME}: the file was "
+            "changed or corrupted after saving; save the object again"
+        )
+    try:
+        tensors = load_file(str(file), device=device)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"{file} is not a readable safetensors file ({err})") from err
+    kind = KINDS[config["kind"]]
+    wanted = _tensor_names(kind)
+    missing, foreign = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
+    if missing or foreign:
+        raise ValueError(
+            f"{file} does not hold the tensors of a {config['kind']}: "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and foreign else "")
+            + (f"unexpected {foreign}" if foreign else "")
+        )
+    for name, spec in config.get("tensors", {}).items():
+        if name in tensors and list(tensors[name].shape) != list(spec.get("shape", [])):
+            raise ValueError(
+                f"{file}: tensor {name!r} has shape {list(tensors[name].shape)}, but "
+                f"{CONFIG_NAME} records {spec.get('shape')}"
+            )
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{file}: tensor {name!r} holds NaN or inf values")
+    return tensors
+
+
+def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
+    """Read an object written by ``save`` onto ``device``; tensors come back bit-for-bit."""
+    folder = Path(path)
+    config = read_config(folder)
+    tensors = _load_tensors(folder, config, str(device))
+    fields = config.get("fields", {})
+    return _build(KINDS[config["kind"]], tensors, fields, folder / CONFIG_NAME)

@@ -1,0 +1,39 @@
+"""``tlo.save`` / ``tlo.load``: one entry point for a single fitted object or a whole set.
+
+Tensor objects (maps, baselines, bases) are stored by ``core.serialize``; an
+``InterventionSet`` is a folder of those plus its own config, written by
+``InterventionSet.save``. Both are written atomically and verified when read.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core import serialize
+from .intervention_set import SET_KIND, InterventionSet
+
+
+def save(
+    obj: Any,
+    path: str | Path,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``obj`` (a fitted map, baseline, basis or InterventionSet) to the folder ``path``,
+    atomically; see ``core.serialize.save`` for what is checked and replaced."""
+    if isinstance(obj, InterventionSet):
+        if metadata:
+            raise ValueError("an InterventionSet keeps its metadata itself: set obj.metadata")
+        return obj.save(path, overwrite=overwrite)
+    return serialize.save(obj, path, metadata=metadata, overwrite=overwrite)
+
+
+def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
+    """Read an object written by ``save`` onto ``device``, verifying it (checksums, shapes,
+    finiteness, fields); tensors come back bit-for-bit."""
+    config = serialize.read_config(path, kinds={**serialize.KINDS, SET_KIND: InterventionSet})
+    if config["kind"] == SET_KIND:
+        return InterventionSet.load(path, device=device)
+    return serialize.load(path, device=device)
