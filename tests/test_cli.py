@@ -1,6 +1,7 @@
 """The ``tl-ot-ablation`` command line, end to end on a tiny random-weight model."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tl_ot_ablation.cli import main
-from tl_ot_ablation.eval.compare import METHODS
+from tl_ot_ablation.eval.methods import METHODS
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
 REQUIRED = ("refusal_rate_harmful", "refusal_rate_harmless", "kl_harmless", "ppl_harmless")
@@ -48,12 +49,12 @@ def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
     assert "| direction_ablation |" in capsys.readouterr().out
 
 
-def test_compare_refuses_overlapping_train_and_eval_prompts(tmp_path: Path) -> None:
+def test_compare_refuses_overlapping_train_and_eval_prompts(tmp_path: Path, capsys) -> None:
     prompts = tmp_path / "harmful.txt"
     prompts.write_text("rob a bank\nhurt someone\nsteal a car\n")
     args = ["compare", *TINY, "--harmful", str(prompts), "--eval-harmful", str(prompts)]
-    with pytest.raises(SystemExit, match=r"3 held-out prompt.*--allow-overlap"):
-        main([*args, "--out", str(tmp_path / "r")])
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    assert re.search(r"3 held-out prompt.*--allow-overlap", capsys.readouterr().err)
     with pytest.warns(UserWarning, match="memorisation"):
         main(
             [
@@ -111,8 +112,8 @@ def test_bad_input_gives_a_one_line_error(tmp_path: Path, capsys) -> None:
     assert "out of range: this model has layers 0..2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare", "--match-kl", "lots"])
-    with pytest.raises(SystemExit, match="--prompt"):
-        main(["generate", *TINY, "--map", str(tmp_path)])
+    assert main(["generate", *TINY, "--map", str(tmp_path)]) == 2
+    assert "--prompt" in capsys.readouterr().err
 
 
 def test_python_dash_m_lists_the_commands() -> None:

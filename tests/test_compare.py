@@ -9,7 +9,6 @@ from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.compare import (
-    METHODS,
     CompareSettings,
     EvalPrompts,
     comparison_record,
@@ -19,6 +18,7 @@ from tl_ot_ablation.eval.compare import (
 )
 from tl_ot_ablation.eval.evaluate import completion_nll, next_token_logprobs, text_hooks, text_nll
 from tl_ot_ablation.eval.matched import match_strength
+from tl_ot_ablation.eval.methods import METHODS
 from tl_ot_ablation.eval.metrics import degeneracy, is_degenerate, perplexity, with_ci
 from tl_ot_ablation.eval.selection import layers_by_w2
 from tl_ot_ablation.lens.generation import generate_with_first_logprobs
@@ -166,7 +166,7 @@ def test_comparison_runs_every_method_and_matches_damage(comparison) -> None:
     assert none["kl_harmless"].value == 0.0
     budget = result.results["direction_ablation"].metrics["kl_harmless"].value
     assert budget > 0
-    for name in METHODS[2:]:
+    for name in list(METHODS)[2:]:
         method = result.results[name]
         assert method.match is not None and method.match.budget == pytest.approx(budget)
         assert method.strength == pytest.approx(method.match.strength)
@@ -182,7 +182,7 @@ def test_comparison_record_has_the_documented_schema(comparison) -> None:
         model_name="tiny",
         train={"harmful": HARMFUL, "harmless": HARMLESS},
         held_out=held_out,
-    )
+    ).to_json()
     assert set(record["methods"]) == set(METHODS)
     for values in record["methods"].values():
         for key in (

@@ -184,14 +184,24 @@ def test_training_activations_keep_rows_and_cached_rows_replace_the_pass(
         raise AssertionError("the cached rows should have replaced this pass")
 
     monkeypatch.setattr(fit_module, "collect_activations", no_second_pass)
-    cached = fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, sequential=False, **kept.cached(), **fit
-    )
+    cached = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=False, training=kept, **fit)
     for name in ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"):
         torch.testing.assert_close(cached[name].matrix, fresh[name].matrix)
     # A sequential fit's second layer sees transported activations, so it must not use them.
     with pytest.raises(AssertionError, match="cached rows"):
-        fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=True, **kept.cached(), **fit)
+        fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=True, training=kept, **fit)
+    # Activations of other prompts (or positions) cannot stand in: the fingerprint differs.
+    with pytest.raises(ValueError, match="fingerprint"):
+        fit_ot_ablation(tiny_bridge, HARMFUL[:3], HARMLESS, sequential=False, training=kept, **fit)
+    with pytest.raises(ValueError, match="fingerprint"):
+        fit_ot_ablation(
+            tiny_bridge,
+            HARMFUL,
+            HARMLESS,
+            sequential=False,
+            training=kept,
+            **fit | {"positions": "last"},
+        )
 
 
 def test_rows_bytes_counts_float32_rows(tiny_bridge) -> None:

@@ -1,122 +1,55 @@
 """``tl-ot-ablation`` (also ``python -m tl_ot_ablation``): compare, sweep, fit, generate.
 
-With no options, ``compare`` fits every method on the package's own 64 + 64 training prompts
-and evaluates it on the disjoint 32 + 32 held-out ones with the embedded default model, at
-matched harmless KL, and writes a report folder. ``--quick`` is a smaller preset.
+Parse, build the job's settings (checked before the model loads), load the model, call one
+library function per command (``eval.jobs``), print. With no options, ``compare`` fits every
+method on the package's own 64 + 64 training prompts and evaluates it on the disjoint 32 + 32
+held-out ones with the embedded default model, at matched harmless KL, and writes a report
+folder. ``--quick`` selects the small preset (``Settings.preset("quick")`` in Python).
+
+Exit codes: 0 success; 2 bad input (arguments, files, prompts, an output folder in the way);
+1 a failure while running (the message says what); 130 interrupted (nothing half-written).
 """
 
 import argparse
+import re
 import shlex
 import sys
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .eval.compare import (
-    METHODS,
-    CompareSettings,
-    EvalPrompts,
-    comparison_record,
-    overlap,
-    run_comparison,
-)
-from .eval.report import comparison_table, verdict, write_compare_report, write_sweep_report
-from .eval.selection import layers_by_w2, w2_by_layer
-from .eval.sweep import SweepSettings, run_sweep
-from .lens.collect import hook_name
-from .lens.fit import (
-    collect_every_layer,
-    fit_actadd,
-    fit_direction_ablation,
-    fit_ot_ablation,
-)
+from .eval.jobs import JobPrompts, check_output, compare_job, fit_job, sweep_job
+from .eval.methods import COMPARED, METHODS, SWEPT
+from .eval.record import RecordError
+from .eval.report import comparison_table, verdict
+from .eval.settings import CompareSettings, FitSettings, JobSettings, SweepSettings
 from .lens.generation import generate
 from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model
-from .lens.prompts import default_prompts, load_prompts, plain_text
+from .lens.prompts import load_prompts
 
-DEFAULT_VARIANT = {"estimator": "ledoit_wolf", "gate": "posterior"}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Preset:
-    n_train: int
-    n_eval: int
-    n_texts: int
-    max_new_tokens: int
-    bisection_steps: int
-    layer_stride: int
-    pairs: bool
-    k_grid: tuple[int, ...]
-    strengths: tuple[float, ...]
-
-
-PRESETS = {
-    "default": Preset(64, 32, 8, 32, 6, 1, True, (8, 16, 32, 64, 128), (0.5, 1.0, 1.5, 2.0)),
-    "quick": Preset(32, 16, 4, 16, 4, 2, False, (16, 64), (0.5, 1.0, 2.0)),
-}
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model and prompts")
-    group.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="embedded model name, hub name, local .gguf file or folder; 'tiny' is a "
-        f"random-weight test model (default: {DEFAULT_MODEL})",
-    )
-    group.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
-    group.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: auto)")
-    group.add_argument("--harmful", type=Path, help="training harmful prompts (JSON/CSV/text)")
-    group.add_argument("--harmless", type=Path, help="training harmless prompts")
-    group.add_argument("--eval-harmful", type=Path, help="held-out harmful prompts")
-    group.add_argument("--eval-harmless", type=Path, help="held-out harmless prompts")
-    group.add_argument("--texts", type=Path, help="plain-text paragraphs for perplexity")
-    group.add_argument("--n-train", type=int, help="use the first N training prompts per side")
-    group.add_argument("--n-eval", type=int, help="use the first N held-out prompts per side")
-    group.add_argument("--system", help="system prompt for the chat template")
-    group.add_argument(
-        "--allow-overlap",
-        action="store_true",
-        help="evaluate even when held-out prompts also appear in the training prompts",
-    )
-    run = parser.add_argument_group("run")
-    run.add_argument("--quick", action="store_true", help="the small preset (< 5 min on 2 cores)")
-    run.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--out", type=Path, help="report folder (default: reports/<command>)")
-    run.add_argument("--no-plots", action="store_true")
-    run.add_argument("--no-progress", action="store_true")
-
-
-def _add_map_options(group: argparse._ArgumentGroup) -> None:
-    """The OT map variants (issue 6): covariance estimator, gate, norm preservation. The
-    defaults are the variant that did best at matched damage (experiments/README.md)."""
-    group.add_argument(
-        "--estimator", choices=["ridge", "oas", "ledoit_wolf"], default=DEFAULT_VARIANT["estimator"]
-    )
-    group.add_argument(
-        "--gate", choices=["none", "posterior", "hard"], default=DEFAULT_VARIANT["gate"]
-    )
-    group.add_argument("--preserve-norm", action="store_true")
+BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
+_LAYER_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 
 def _layers(value: str) -> list[int]:
     """``"14"``, ``"11,14"`` or ``"10-15"`` → layer list."""
+    if not _LAYER_LIST.match(value):
+        raise argparse.ArgumentTypeError(
+            "expected layers like 14, 11,14 or 10-15 (block indices >= 0, no spaces), got "
+            f"{value!r}"
+        )
     layers: list[int] = []
-    if not value.replace(",", "").replace("-", "").isdigit():
-        raise argparse.ArgumentTypeError(f"expected layers like 14, 11,14 or 10-15, got {value!r}")
     for part in value.split(","):
-        if "-" in part:
-            start, stop = part.split("-")
-            layers += range(int(start), int(stop) + 1)
-        else:
-            layers.append(int(part))
+        start, _, stop = part.partition("-")
+        if stop and int(stop) < int(start):
+            raise argparse.ArgumentTypeError(
+                f"layer range {part!r} runs backwards; write it low-high"
+            )
+        layers += range(int(start), int(stop or start) + 1)
     return layers
 
 
@@ -129,11 +62,63 @@ def _kl_budget(value: str) -> str | float | None:
     if value in ("direction_ablation", "none"):
         return None if value == "none" else value
     try:
-        return float(value)
+        budget = float(value)
     except ValueError:
+        budget = float("nan")
+    if not budget > 0 or budget == float("inf"):
         raise argparse.ArgumentTypeError(
-            f"expected 'direction_ablation', 'none' or a KL in nats, got {value!r}"
-        ) from None
+            f"expected 'direction_ablation', 'none' or a KL budget > 0 in nats, got {value!r}"
+        )
+    return budget
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and prompts")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="embedded model name, hub name, local .gguf file or folder; 'tiny' is a "
+        f"random-weight test model (default: {DEFAULT_MODEL})",
+    )
+    group.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    group.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: auto)")
+    for flag, text in (
+        ("--harmful", "training harmful prompts (JSON/JSONL/CSV/text)"),
+        ("--harmless", "training harmless prompts"),
+        ("--eval-harmful", "held-out harmful prompts"),
+        ("--eval-harmless", "held-out harmless prompts"),
+        ("--texts", "plain-text paragraphs for perplexity"),
+    ):
+        group.add_argument(flag, type=Path, help=text)
+    group.add_argument("--n-train", type=int, help="training prompts per side (shipped sets)")
+    group.add_argument("--n-eval", type=int, help="held-out prompts per side (shipped sets)")
+    group.add_argument("--system", help="system prompt for the chat template")
+    group.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="evaluate even when held-out prompts also appear in the training prompts",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--quick", action="store_true", help="the small preset (< 5 min on 2 cores)")
+    run.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, help="output folder (default: reports/<command>)")
+    run.add_argument("--force", action="store_true", help="replace a folder we did not write")
+    run.add_argument("--no-plots", action="store_true")
+    run.add_argument("--no-progress", action="store_true")
+
+
+def _add_map_options(group: argparse._ArgumentGroup) -> None:
+    """The map fields every job shares (defaults: ``JobSettings``, the recommended map)."""
+    defaults = JobSettings()
+    group.add_argument("-k", "--n-components", type=int, default=defaults.n_components)
+    group.add_argument("--reg", type=float, default=defaults.reg)
+    group.add_argument(
+        "--estimator", choices=["ridge", "oas", "ledoit_wolf"], default=defaults.estimator
+    )
+    group.add_argument("--gate", choices=["none", "posterior", "hard"], default=defaults.gate)
+    group.add_argument("--preserve-norm", action="store_true")
+    group.add_argument("--positions", choices=["post_instruction", "last", "all"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,10 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "activations are furthest apart, by W2² / variance), 'middle', or e.g. 14, 11,14, 10-15",
     )
     group.add_argument("--direction-layer", type=int, help="layer of the refusal direction")
-    group.add_argument("-k", "--n-components", type=int, default=64)
-    group.add_argument("--reg", type=float, default=1e-3)
     group.add_argument("--strength", type=float, default=1.0, help="used with --match-kl none")
-    group.add_argument("--positions", choices=["post_instruction", "last", "all"])
     group.add_argument("--max-new-tokens", type=int)
     group.add_argument(
         "--match-kl",
@@ -168,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--max-strength", type=float, default=2.0)
     _add_map_options(group)
-    group.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    group.add_argument("--methods", nargs="+", choices=COMPARED, default=list(COMPARED))
 
     sweep = commands.add_parser("sweep", help="layers, pairs, k and strength; no generation")
     _add_common(sweep)
@@ -176,33 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--layers", type=_layers, help="layers to scan (default: all)")
     group.add_argument("--no-pairs", action="store_true", help="skip adjacent pairs")
     group.add_argument("--sequential", action="store_true", help="refit pairs sequentially")
-    group.add_argument("-k", "--n-components", type=int, default=64)
     group.add_argument("--k-grid", type=int, nargs="+")
     group.add_argument("--strengths", type=float, nargs="+")
-    group.add_argument("--method", choices=["ot", "mean_shift"], default="ot")
+    group.add_argument("--method", choices=SWEPT, default="ot_selective")
     group.add_argument("--direction-layer", type=int)
     group.add_argument("--kl-budget", type=_kl_budget, default="direction_ablation")
-    group.add_argument("--positions", choices=["post_instruction", "last", "all"])
     _add_map_options(group)
 
     fit = commands.add_parser("fit", help="fit one method and save it as an InterventionSet")
     _add_common(fit)
     group = fit.add_argument_group("fit")
     group.add_argument(
-        "--method",
-        choices=["ot", "mean_shift", "per_neuron_ot", "direction_ablation", "actadd"],
-        default="ot",
+        "--method", choices=[m for m in METHODS if m != "none"], default="ot_selective"
     )
     group.add_argument(
         "--layers",
         type=_selective_layers,
         default="auto",
-        help="'auto' (default: as in compare, the W2² / variance argmax for the transport "
-        "methods, the middle layer for direction_ablation and actadd), 'middle', or a list",
+        help="'auto' (default: as in compare, the W2² / variance argmax for the selective "
+        "methods, the middle layer for direction_ablation), 'middle', or a list",
     )
-    group.add_argument("-k", "--n-components", type=int, default=64)
-    group.add_argument("--reg", type=float, default=1e-3)
-    group.add_argument("--positions", choices=["post_instruction", "last", "all"])
+    group.add_argument("--direction-layer", type=int)
     group.add_argument("--no-sequential", action="store_true")
     _add_map_options(group)
 
@@ -211,11 +187,72 @@ def build_parser() -> argparse.ArgumentParser:
     group = gen.add_argument_group("generate")
     group.add_argument("--map", type=Path, required=True, help="folder written by `fit`")
     group.add_argument("--prompt", action="append", default=[], help="an instruction (repeat)")
-    group.add_argument("--prompts", type=Path, help="a prompt file (JSON/CSV/text)")
+    group.add_argument("--prompts", type=Path, help="a prompt file (JSON/JSONL/CSV/text)")
     group.add_argument("--strength", type=float)
     group.add_argument("--max-new-tokens", type=int, default=64)
     group.add_argument("--with-unmodified", action="store_true", help="also print the original")
     return parser
+
+
+def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``JobSettings`` fields given on the command line (the rest keep their defaults)."""
+    fields = {
+        "n_components": args.n_components,
+        "reg": args.reg,
+        "estimator": args.estimator,
+        "gate": args.gate,
+        "preserve_norm": args.preserve_norm,
+        "batch_size": args.batch_size,
+        "system": args.system,
+        "seed": args.seed,
+        "n_train": args.n_train,
+        "positions": args.positions,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _settings(args: argparse.Namespace) -> JobSettings:
+    """The command's settings, checked before anything loads (a bad value raises here)."""
+    preset = "quick" if args.quick else "default"
+    fields = _job_fields(args)
+    if args.command == "fit":
+        return FitSettings.preset(
+            preset,
+            **fields,
+            method=args.method,
+            layers=args.layers,
+            direction_layer=args.direction_layer,
+            sequential=not args.no_sequential,
+        )
+    optional = {"n_eval": args.n_eval}
+    if args.command == "sweep":
+        optional |= {
+            "k_grid": None if args.k_grid is None else tuple(args.k_grid),
+            "strengths": None if args.strengths is None else tuple(args.strengths),
+        }
+        return SweepSettings.preset(
+            preset,
+            **fields,
+            **{k: v for k, v in optional.items() if v is not None},
+            layers=args.layers,
+            pairs=SweepSettings.preset(preset).pairs and not args.no_pairs,
+            sequential=args.sequential,
+            method=args.method,
+            direction_layer=args.direction_layer,
+            kl_budget=args.kl_budget or "direction_ablation",
+        )
+    optional["max_new_tokens"] = args.max_new_tokens
+    return CompareSettings.preset(
+        preset,
+        **fields,
+        **{k: v for k, v in optional.items() if v is not None},
+        layers=args.layers,
+        direction_layer=args.direction_layer,
+        strength=args.strength,
+        match_kl=args.match_kl,
+        max_strength=args.max_strength,
+        methods=tuple(args.methods),
+    )
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -226,121 +263,57 @@ def _load(args: argparse.Namespace) -> Any:
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
 
 
-def _prompts(path: Path | None, kind: str, split: str, n: int | None) -> list[str]:
-    prompts = load_prompts(path) if path else default_prompts(kind, split)  # type: ignore[arg-type]
-    if n is not None:
-        if n < 1:
-            raise SystemExit(f"error: --n-{split} must be >= 1, got {n}")
-        prompts = prompts[:n]
-    return prompts
-
-
-def _data(args: argparse.Namespace, preset: Preset) -> tuple[dict[str, list[str]], EvalPrompts]:
-    n_train = args.n_train or preset.n_train
-    n_eval = args.n_eval or preset.n_eval
-    train = {
-        "harmful": _prompts(args.harmful, "harmful", "train", n_train),
-        "harmless": _prompts(args.harmless, "harmless", "train", n_train),
-    }
-    texts = load_prompts(args.texts) if args.texts else plain_text()[: preset.n_texts]
-    held_out = EvalPrompts(
-        _prompts(args.eval_harmful, "harmful", "eval", n_eval),
-        _prompts(args.eval_harmless, "harmless", "eval", n_eval),
-        texts,
-    )
-    shared = overlap(train["harmful"], held_out.harmful) + overlap(
-        train["harmless"], held_out.harmless
-    )
-    if shared:
-        message = (
-            f"{len(shared)} held-out prompt(s) also appear in the training prompts (e.g. "
-            f"{shared[0]!r}); results on them measure memorisation, not generalisation"
+def _prompts(args: argparse.Namespace, settings: JobSettings) -> JobPrompts:
+    try:
+        return JobPrompts.shipped(
+            settings,
+            harmful=args.harmful,
+            harmless=args.harmless,
+            eval_harmful=args.eval_harmful,
+            eval_harmless=args.eval_harmless,
+            texts=args.texts,
+            allow_overlap=args.allow_overlap or args.command == "fit",
         )
-        if not args.allow_overlap:
-            raise SystemExit(f"error: {message}. Use disjoint files, or --allow-overlap.")
-        warnings.warn(f"WARNING: {message}", stacklevel=1)
-    return train, held_out
+    except ValueError as error:
+        if "overlap" in str(error):
+            raise ValueError(f"{error} (--allow-overlap)") from error
+        raise
 
 
 def _command_line(argv: Sequence[str] | None) -> str:
     return "tl-ot-ablation " + shlex.join(list(sys.argv[1:] if argv is None else argv))
 
 
-def run_compare(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
-    preset = PRESETS["quick" if args.quick else "default"]
-    train, held_out = _data(args, preset)
-    model = _load(args)
-    settings = CompareSettings(
-        layers=args.layers,
-        direction_layer=args.direction_layer,
-        n_components=args.n_components,
-        reg=args.reg,
-        estimator=args.estimator,
-        gate=args.gate,
-        preserve_norm=args.preserve_norm,
-        strength=args.strength,
-        positions=args.positions or "post_instruction",
-        max_new_tokens=args.max_new_tokens or preset.max_new_tokens,
-        batch_size=args.batch_size,
-        match_kl=args.match_kl,
-        max_strength=args.max_strength,
-        bisection_steps=preset.bisection_steps,
-        seed=args.seed,
-        methods=tuple(args.methods),
-        system=args.system,
-    )
-    progress = not args.no_progress
-    comparison = run_comparison(
-        model, train["harmful"], train["harmless"], held_out, settings, progress=progress
-    )
-    record = comparison_record(
-        comparison,
-        model_name=args.model,
-        train=train,
-        held_out=held_out,
-        extra={"command": _command_line(argv), "preset": "quick" if args.quick else "default"},
-    )
-    clouds = None
-    if not args.no_plots:
-        from .lens.collect import collect_activations
-
-        selective = comparison.interventions.get("ot_selective")
-        chosen = comparison.settings.layers
-        if selective is not None and isinstance(chosen, list):
-            layer = chosen[0]
-            name = hook_name("resid_pre", layer)
-            rows = {
-                kind: collect_activations(
-                    model,
-                    prompts,
-                    name,
-                    positions="last",
-                    batch_size=args.batch_size,
-                    system=args.system,
-                    progress=False,
-                )[name]
-                for kind, prompts in (
-                    ("harmful", held_out.harmful),
-                    ("harmless", held_out.harmless),
-                )
-            }
-            transport = selective.to("cpu")[name]
-            clouds = (
-                rows["harmful"],
-                rows["harmless"],
-                transport(rows["harmful"]),
-                f"Layer {layer}, last prompt token (held-out prompts)",
+def _resolve(settings: JobSettings, model: Any) -> None:
+    """Check the settings' layers against the loaded model, before any activation pass."""
+    n_layers = model.cfg.n_layers
+    if isinstance(settings, CompareSettings):
+        settings.resolve(n_layers)
+    elif isinstance(settings, SweepSettings):
+        settings.scanned_layers(n_layers)
+        settings.direction(n_layers)
+    elif isinstance(settings, FitSettings):
+        layers = [*([] if isinstance(settings.layers, str) else settings.layers)]
+        layers += [] if settings.direction_layer is None else [settings.direction_layer]
+        bad = [layer for layer in layers if layer >= n_layers]
+        if bad:
+            raise ValueError(
+                f"layer(s) {bad} out of range: this model has layers 0..{n_layers - 1}"
             )
-    completions = {name: result.completions for name, result in comparison.results.items()}
-    folder = write_compare_report(
+
+
+def run_compare(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+    record, folder = compare_job(
+        model,
+        _prompts(args, settings),
+        settings,
         args.out or Path("reports/compare"),
-        record,
-        completions,
-        {"harmful": held_out.harmful, "harmless": held_out.harmless},
-        command=record["command"],
-        clouds=clouds,
-        w2=comparison.w2_by_layer,
-        plots_enabled=not args.no_plots,
+        model_name=args.model,
+        command=command,
+        preset="quick" if args.quick else "default",
+        plots=not args.no_plots,
+        overwrite=args.force,
+        progress=not args.no_progress,
     )
     print(comparison_table(record))
     print()
@@ -349,45 +322,17 @@ def run_compare(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     return folder
 
 
-def run_sweep_command(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
-    preset = PRESETS["quick" if args.quick else "default"]
-    train, held_out = _data(args, preset)
-    model = _load(args)
-    layers = args.layers or list(range(0, model.cfg.n_layers, preset.layer_stride))
-    settings = SweepSettings(
-        layers=layers,
-        pairs=preset.pairs and not args.no_pairs,
-        sequential=args.sequential,
-        n_components=args.n_components,
-        k_grid=tuple(args.k_grid or preset.k_grid),
-        strengths=tuple(args.strengths or preset.strengths),
-        method=args.method,
-        direction_layer=args.direction_layer,
-        kl_budget=args.kl_budget if args.kl_budget is not None else "direction_ablation",
-        estimator=args.estimator,
-        gate=args.gate,
-        preserve_norm=args.preserve_norm,
-        positions=args.positions or "post_instruction",
-        batch_size=args.batch_size,
-        seed=args.seed,
-        system=args.system,
-    )
-    result = run_sweep(
+def run_sweep(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+    result, record, folder = sweep_job(
         model,
-        train["harmful"],
-        train["harmless"],
-        held_out.harmful,
-        held_out.harmless,
+        _prompts(args, settings),
         settings,
-        progress=not args.no_progress,
-    )
-    record = result.to_dict()
-    record |= {"model": args.model, "command": _command_line(argv)}
-    folder = write_sweep_report(
         args.out or Path("reports/sweep"),
-        record,
-        command=record["command"],
-        plots_enabled=not args.no_plots,
+        model_name=args.model,
+        command=command,
+        plots=not args.no_plots,
+        overwrite=args.force,
+        progress=not args.no_progress,
     )
     best = result.best
     if best is None:
@@ -396,72 +341,31 @@ def run_sweep_command(args: argparse.Namespace, argv: Sequence[str] | None) -> P
         print(
             f"Best within KL {result.budget:.4g}: layers {list(best.layers)}, refusal log-odds "
             f"{best.refusal_score:.2f}, KL {best.kl_harmless:.3g} "
-            f"({result.sweet_spot:.0%} of depth)."
+            f"({record.sweet_spot_depth_fraction:.0%} of depth)."
         )
     print(f"Report: {folder / 'report.md'}")
     return folder
 
 
-def run_fit(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
-    preset = PRESETS["quick" if args.quick else "default"]
-    train, _ = _data(args, preset)
-    model = _load(args)
-    n_layers = model.cfg.n_layers
-    options: dict[str, Any] = {
-        "positions": args.positions or "post_instruction",
-        "batch_size": args.batch_size,
-        "system": args.system,
-        "progress": not args.no_progress,
-    }
-    harmful, harmless = train["harmful"], train["harmless"]
-    layers = [n_layers // 2] if args.layers in ("auto", "middle") else args.layers
-    cached: dict[str, Any] = {}
-    if args.layers == "auto" and args.method not in ("direction_ablation", "actadd"):
-        # One pass over every layer ranks them, and the fit below reuses it.
-        estimator = "ridge" if args.method == "per_neuron_ot" else args.estimator
-        training = collect_every_layer(model, harmful, harmless, estimator=estimator, **options)
-        ranking = w2_by_layer(
-            training.stats, n_layers, n_components=args.n_components, reg=args.reg
+def run_fit(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+    fitted, choice, folder = fit_job(
+        model,
+        _prompts(args, settings),
+        settings,
+        args.out or Path("maps") / settings.method,
+        overwrite=args.force,
+        progress=not args.no_progress,
+    )
+    if choice.how == "w2_relative":
+        print(
+            f"layer chosen from the training statistics (largest W2² / variance): {choice.layers}"
         )
-        layers = layers_by_w2(ranking)
-        cached = training.cached()
-        print(f"layer chosen from the training statistics (largest W2² / variance): {layers}")
-    if args.method == "direction_ablation":
-        fitted = fit_direction_ablation(model, harmful, harmless, layer=layers[0], **options)
-    elif args.method == "actadd":
-        fitted = fit_actadd(model, harmful, harmless, layer=layers[0], **options)
-    else:
-        fitted = fit_ot_ablation(
-            model,
-            harmful,
-            harmless,
-            layers=layers,
-            method=args.method,
-            n_components=args.n_components,
-            reg=args.reg,
-            sequential=not args.no_sequential,
-            **options,
-            **cached,
-            **(
-                {}
-                if args.method == "per_neuron_ot"
-                else {
-                    "estimator": args.estimator,
-                    "gate": args.gate,
-                    "preserve_norm": args.preserve_norm,
-                }
-            ),
-        )
-    folder = fitted.save(args.out or Path("maps") / args.method)
     print(f"{fitted}\nSaved to {folder}")
     return folder
 
 
-def run_generate(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
+def run_generate(args: argparse.Namespace, model: Any) -> Path:
     prompts = list(args.prompt) + (load_prompts(args.prompts) if args.prompts else [])
-    if not prompts:
-        raise SystemExit("error: give --prompt TEXT (repeatable) or --prompts FILE")
-    model = _load(args)
     interventions = InterventionSet.load(args.map, model=model)
     if args.strength is not None:
         interventions = interventions.with_strength(args.strength)
@@ -481,23 +385,52 @@ def run_generate(args: argparse.Namespace, argv: Sequence[str] | None) -> Path:
     return args.map
 
 
-COMMANDS = {
+JOBS: dict[str, Callable[[argparse.Namespace, Any, Any, str], Path]] = {
     "compare": run_compare,
-    "sweep": run_sweep_command,
+    "sweep": run_sweep,
     "fit": run_fit,
-    "generate": run_generate,
 }
+BAD_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, RecordError)
+
+
+def _check_before_loading(args: argparse.Namespace) -> JobSettings | None:
+    """Everything that can be checked without the model: settings, files, the output folder."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.command == "generate":
+        if not args.prompt and not args.prompts:
+            raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
+        if args.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        InterventionSet.load(args.map)  # a broken map fails before the model loads
+        return None
+    settings = _settings(args)
+    _prompts(args, settings)  # prompt files and overlap, before the model loads
+    default = Path("maps") / getattr(settings, "method", "") if args.command == "fit" else None
+    default = default or Path(f"reports/{args.command}")
+    check_output(args.out or default, overwrite=args.force, saved_set=args.command == "fit")
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tl-ot-ablation`` console script."""
+    """Entry point of the ``tl-ot-ablation`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
-        raise SystemExit(f"error: --batch-size must be >= 1, got {args.batch_size}")
-    torch.manual_seed(args.seed)
+    name = f"tl-ot-ablation {args.command}"
     try:
-        COMMANDS[args.command](args, argv)
-    except (ValueError, FileNotFoundError) as error:  # bad input: say what, not where
-        print(f"tl-ot-ablation {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        settings = _check_before_loading(args)
+        model = _load(args)
+        if settings is None:
+            run_generate(args, model)
+        else:
+            _resolve(settings, model)
+            JOBS[args.command](args, settings, model, _command_line(argv))
+    except BAD_INPUT_ERRORS as error:  # bad input: say what, not where
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; no output was half-written", file=sys.stderr)
+        return INTERRUPTED
+    except (RuntimeError, OSError, MemoryError) as error:
+        print(f"{name}: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return FAILED
     return 0

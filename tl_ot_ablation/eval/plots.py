@@ -1,9 +1,11 @@
-"""Matplotlib figures of comparisons and sweeps, drawn from their JSON records.
+"""Matplotlib figures of comparisons and sweeps, drawn from their records.
 
-Every function takes the plain dictionaries written to ``results.json`` / ``sweep.json`` (so a
-saved run can be re-plotted in a notebook), draws on a new figure and returns it; pass ``path``
-to also save it as a PNG. Figures are built without ``pyplot``, so nothing opens a window or
-leaks global state; in Jupyter a returned figure renders inline.
+Every function takes a typed record (``record.CompareRecord`` / ``SweepRecord``) or the
+dictionary read back from ``results.json`` / ``sweep.json`` (validated against the record's
+schema first, so a saved run can be re-plotted in a notebook and a renamed key fails at once),
+draws on a new figure and returns it; pass ``path`` to also save it as a PNG. Figures are
+built without ``pyplot``, so nothing opens a window or leaks global state; in Jupyter a
+returned figure renders inline.
 """
 
 from collections.abc import Mapping, Sequence
@@ -16,6 +18,25 @@ from jaxtyping import Float
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .record import CompareRecord, SweepRecord
+
+
+def compare_json(record: Any) -> dict[str, Any]:
+    """The JSON form of a comparison record, validated (``CompareRecord`` or its dict)."""
+    if isinstance(record, CompareRecord):
+        return record.to_json()
+    return CompareRecord.from_json(record).to_json()
+
+
+def sweep_json(record: Any) -> dict[str, Any]:
+    """The JSON form of a sweep record, validated (``SweepRecord``, ``SweepResult`` or a dict)."""
+    if hasattr(record, "to_record"):
+        record = record.to_record()
+    if isinstance(record, SweepRecord):
+        return record.to_json()
+    return SweepRecord.from_json(record).to_json()
+
+
 METHOD_COLORS = {
     "none": "#7f7f7f",
     "direction_ablation": "#d62728",
@@ -24,7 +45,6 @@ METHOD_COLORS = {
     "per_neuron_ot": "#e377c2",
     "ot_full": "#ff7f0e",
     "ot_selective": "#1f77b4",
-    "ot": "#1f77b4",
 }
 
 
@@ -45,8 +65,9 @@ def _errors(estimates: Sequence[Mapping[str, float]]) -> np.ndarray:
     ).clip(min=0)
 
 
-def plot_comparison(record: Mapping[str, Any], path: str | Path | None = None) -> Figure:
+def plot_comparison(record: Any, path: str | Path | None = None) -> Figure:
     """Refusal rates (harmful, harmless) and harmless KL per method, with 95 % CIs."""
+    record = compare_json(record)
     methods = list(record["methods"])
     rows = [record["methods"][m] for m in methods]
     x = np.arange(len(methods))
@@ -84,8 +105,9 @@ def plot_comparison(record: Mapping[str, Any], path: str | Path | None = None) -
     return _finish(fig, path)
 
 
-def plot_layer_sweep(sweep: Mapping[str, Any], path: str | Path | None = None) -> Figure:
+def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
     """Refusal score and harmless KL of single layers and adjacent pairs, against depth."""
+    sweep = sweep_json(sweep)
     fig = Figure(figsize=(9, 6))
     top, bottom = fig.subplots(2, 1, sharex=True)
     references = {p["method"]: p for p in sweep["points"] if p["kind"] == "reference"}
@@ -139,9 +161,10 @@ def plot_w2(rows: Sequence[Mapping[str, int | float]], path: str | Path | None =
     return _finish(fig, path)
 
 
-def plot_strength(sweep: Mapping[str, Any], path: str | Path | None = None) -> Figure:
+def plot_strength(sweep: Any, path: str | Path | None = None) -> Figure:
     """Refusal score, logit-judged refusal rate and KL against strength per method, and the
     refusal-vs-KL frontier."""
+    sweep = sweep_json(sweep)
     points = [p for p in sweep["points"] if p["kind"] == "strength"]
     fig = Figure(figsize=(18, 4))
     axes = fig.subplots(1, 4)

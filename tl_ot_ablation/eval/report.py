@@ -1,16 +1,21 @@
 """Report folders: ``results.json`` / ``sweep.json``, ``report.md`` and PNG plots.
 
-The JSON records are the stable interface (documented in the README's "results.json" section);
-``report.md`` is for people and is rebuilt from the records alone.
+The JSON records are the stable interface (``record``; documented in the README's
+"results.json" section); ``report.md`` is for people and is rebuilt from the records alone.
+A folder is written atomically (``core.atomic``), records first: a plot that fails leaves a
+warning in the report, never a lost run; an interrupted write leaves the old folder as it was.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core import atomic
 from . import plots
 from .metrics import Estimate, with_ci
+from .record import CompareRecord, MethodRecord, SweepRecord
 
 COMPARE_COLUMNS = (
     ("refusal_rate_harmful", "harmful refusal", ".2f"),
@@ -34,8 +39,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(record: Mapping[str, Any]) -> str:
-    """The methods table of a ``results.json`` record, in markdown (95 % CIs in brackets)."""
+def comparison_table(record: Any) -> str:
+    """The methods table of a comparison record, in markdown (95 % CIs in brackets)."""
+    record = plots.compare_json(record)
     header = ["method", "strength", *(label for _, label, _ in COMPARE_COLUMNS)]
     rows = []
     for name, result in record["methods"].items():
@@ -77,9 +83,16 @@ def _fluency(method: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
     )
 
 
-def verdict(record: Mapping[str, Any]) -> str:
-    """One honest sentence: does OT beat direction ablation at (at most) its damage?"""
-    methods = record["methods"]
+def verdict(record: Any) -> str:
+    """One honest sentence: does OT beat direction ablation at (at most) its damage?
+
+    ``record``: a ``CompareRecord`` or a mapping whose ``methods`` follow ``MethodRecord``."""
+    if isinstance(record, CompareRecord):
+        record = record.to_json()
+    methods = {
+        name: MethodRecord.from_json(method, f"methods.{name}").to_json()
+        for name, method in record["methods"].items()
+    }
     if "direction_ablation" not in methods:
         return "Direction ablation was not run, so there is no reference to compare against."
     da = methods["direction_ablation"]
@@ -121,37 +134,94 @@ def verdict(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def is_report_folder(path: Path) -> bool:
+    """Whether ``path`` holds a report this package wrote (ours to replace)."""
+    for name in ("results.json", "sweep.json"):
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and str(data.get("format", "")).startswith("tl_ot_ablation."):
+            return True
+    return False
+
+
+def _draw(figures: list[tuple[str, str]], title: str, name: str, draw: Callable[[], Any]) -> None:
+    """Draw one figure; a failure becomes a warning and a line in the report, not a lost run."""
+    try:
+        draw()
+        figures.append((title, name))
+    except Exception as error:
+        warnings.warn(f"plot {name} failed ({error!r}); the records are saved", stacklevel=3)
+        figures.append((f"{title} (FAILED: {error!r})", ""))
+
+
+def _figure_lines(figures: Sequence[tuple[str, str]]) -> list[str]:
+    lines: list[str] = []
+    for title, name in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})" if name else "", ""]
+    return lines
+
+
 def write_compare_report(
     folder: str | Path,
-    record: Mapping[str, Any],
+    record: CompareRecord,
     completions: Mapping[str, Mapping[str, Sequence[str]]],
     prompts: Mapping[str, Sequence[str]],
     *,
-    command: str = "",
     clouds: Any = None,
-    w2: Sequence[Mapping[str, int | float]] | None = None,
     plots_enabled: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``results.json``, ``completions.json``, ``report.md`` and the plots; returns the
-    folder. ``clouds`` is ``(harmful, harmless, transported, title)`` for ``plot_clouds``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (folder / "completions.json").write_text(
-        json.dumps({"prompts": prompts, "completions": completions}, indent=1) + "\n"
-    )
-    figures = []
-    if plots_enabled:
-        plots.plot_comparison(record, folder / "comparison.png")
-        figures.append(("Refusal and damage per method", "comparison.png"))
-        if clouds is not None:
-            harmful, harmless, transported, title = clouds
-            plots.plot_clouds(harmful, harmless, transported, folder / "clouds.png", title=title)
-            figures.append(("Activation clouds before and after transport", "clouds.png"))
-        if w2:
-            plots.plot_w2(w2, folder / "w2_by_layer.png")
-            figures.append(("W2 per layer", "w2_by_layer.png"))
+    folder. ``clouds`` is ``(harmful, harmless, transported, title)`` for ``plot_clouds``. A
+    report folder of ours is replaced whole; another non-empty folder needs ``overwrite``."""
+    data = record.to_json()
+    with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
+        record.write(temp / "results.json")
+        (temp / "completions.json").write_text(
+            json.dumps({"prompts": prompts, "completions": completions}, indent=1) + "\n"
+        )
+        figures: list[tuple[str, str]] = []
+        if plots_enabled:
+            _draw(
+                figures,
+                "Refusal and damage per method",
+                "comparison.png",
+                lambda: plots.plot_comparison(data, temp / "comparison.png"),
+            )
+            if clouds is not None:
+                harmful, harmless, transported, title = clouds
+                _draw(
+                    figures,
+                    "Activation clouds before and after transport",
+                    "clouds.png",
+                    lambda: plots.plot_clouds(
+                        harmful, harmless, transported, temp / "clouds.png", title=title
+                    ),
+                )
+            if record.w2_by_layer:
+                w2 = record.w2_by_layer
+                _draw(
+                    figures,
+                    "W2 per layer",
+                    "w2_by_layer.png",
+                    lambda: plots.plot_w2(w2, temp / "w2_by_layer.png"),
+                )
+        (temp / "report.md").write_text(
+            "\n".join(_compare_markdown(data, completions, prompts, figures))
+        )
+    return Path(folder)
+
+
+def _compare_markdown(
+    record: Mapping[str, Any],
+    completions: Mapping[str, Mapping[str, Sequence[str]]],
+    prompts: Mapping[str, Sequence[str]],
+    figures: Sequence[tuple[str, str]],
+) -> list[str]:
     settings = record["settings"]
+    command = record.get("command")
     chosen_by = (
         " (chosen from the training statistics: largest W2² / variance)"
         if record.get("layer_choice") == "w2_relative"
@@ -182,14 +252,12 @@ def write_compare_report(
     if match is not None:
         budget = match if not isinstance(match, str) else "direction ablation's own KL"
         lines += [
-            f"Matched damage: each method's strength was bisected so that its harmless KL stays "
+            f"Matched damage: each method's strength was searched so that its harmless KL stays "
             f"within {budget} (`matched` in results.json; `reached: false` means even the "
             f"largest strength tried, {settings['max_strength']}, costs less).",
             "",
         ]
-    lines += [comparison_table(record), "", verdict(record), ""]
-    for title, name in figures:
-        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    lines += [comparison_table(record), "", verdict(record), "", *_figure_lines(figures)]
     lines += ["## Sample completions", ""]
     for method, groups in completions.items():
         lines.append(f"### {method}")
@@ -197,22 +265,43 @@ def write_compare_report(
             for prompt, text in list(zip(prompts[kind], groups[kind], strict=True))[:2]:
                 lines.append(f"- *{prompt}* → {text.strip()[:160]!r}")
         lines.append("")
-    (folder / "report.md").write_text("\n".join(lines))
-    return folder
+    return lines
 
 
 def write_sweep_report(
-    folder: str | Path, record: Mapping[str, Any], *, command: str = "", plots_enabled: bool = True
+    folder: str | Path, record: SweepRecord, *, plots_enabled: bool = True, overwrite: bool = False
 ) -> Path:
-    """Write ``sweep.json``, ``report.md`` and the sweep plots; returns the folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sweep.json").write_text(json.dumps(record, indent=2) + "\n")
-    if plots_enabled:
-        plots.plot_layer_sweep(record, folder / "layer_sweep.png")
-        plots.plot_w2(record["w2_by_layer"], folder / "w2_by_layer.png")
-        plots.plot_strength(record, folder / "strength.png")
+    """Write ``sweep.json``, ``report.md`` and the sweep plots, atomically; returns the folder."""
+    data = record.to_json()
+    with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
+        record.write(temp / "sweep.json")
+        figures: list[tuple[str, str]] = []
+        if plots_enabled:
+            _draw(
+                figures,
+                "Refusal and KL vs layer",
+                "layer_sweep.png",
+                lambda: plots.plot_layer_sweep(data, temp / "layer_sweep.png"),
+            )
+            _draw(
+                figures,
+                "Strength curves and frontier",
+                "strength.png",
+                lambda: plots.plot_strength(data, temp / "strength.png"),
+            )
+            _draw(
+                figures,
+                "W2 per layer",
+                "w2_by_layer.png",
+                lambda: plots.plot_w2(data["w2_by_layer"], temp / "w2_by_layer.png"),
+            )
+        (temp / "report.md").write_text("\n".join(_sweep_markdown(data, figures)))
+    return Path(folder)
+
+
+def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]]) -> list[str]:
     best = record["best"]
+    command = record.get("command")
     lines = [
         "# Layer, k and strength sweep",
         "",
@@ -266,12 +355,4 @@ def write_sweep_report(
         ),
         "",
     ]
-    if plots_enabled:
-        for title, name in (
-            ("Refusal and KL vs layer", "layer_sweep.png"),
-            ("W2 per layer", "w2_by_layer.png"),
-            ("Strength curves and frontier", "strength.png"),
-        ):
-            lines += [f"## {title}", "", f"![{title}]({name})", ""]
-    (folder / "report.md").write_text("\n".join(lines))
-    return folder
+    return lines + _figure_lines(figures)

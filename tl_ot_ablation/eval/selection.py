@@ -29,8 +29,8 @@ from ..core.gate import gaussian_log_density
 from ..core.ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
 from ..core.pca import PCABasis
 from ..core.stats import GaussianStats
-from ..lens.collect import Prompts, hook_name
-from ..lens.fit import StatsPair, collect_every_layer
+from ..lens.collect import Prompts, check_layers, hook_name
+from ..lens.fit import DEFAULT_N_COMPONENTS, StatsPair, collect_every_layer
 
 
 @dataclass(frozen=True)
@@ -149,20 +149,91 @@ def layers_by_w2(w2_rows: Sequence[Mapping[str, int | float]], *, count: int = 1
     return sorted(int(row["layer"]) for row in ranked[:count])
 
 
+LayerSpec = list[int] | str
+"""Layers of a job: a list of block indices, ``"auto"`` (``layers_by_w2`` on the training
+statistics) or ``"middle"`` (``middle_layer``)."""
+
+
+def middle_layer(n_layers: int) -> int:
+    """The middle block, the default layer of the refusal direction."""
+    return n_layers // 2
+
+
+def check_layer_spec(layers: object) -> None:
+    """Raise unless ``layers`` is a valid ``LayerSpec`` (indices are checked against a model
+    later, by ``resolve_layers``)."""
+    if isinstance(layers, str):
+        if layers not in ("auto", "middle"):
+            raise ValueError(f"layers must be a list, 'auto' or 'middle', got {layers!r}")
+        return
+    if not isinstance(layers, list | tuple):
+        raise ValueError(f"layers must be a list, 'auto' or 'middle', got {layers!r}")
+    if not layers:
+        raise ValueError("layers is empty; name at least one layer, or 'auto'")
+    bad = [layer for layer in layers if not (isinstance(layer, int) and layer >= 0)]
+    if bad:
+        raise ValueError(f"layers must be block indices >= 0, got {bad}")
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """Concrete layers and how they were chosen ("w2_relative", "middle" or "given"), with the
+    W2 table when one was computed."""
+
+    layers: list[int]
+    how: str
+    w2: list[dict[str, int | float]] | None = None
+
+
+def resolve_layers(
+    layers: LayerSpec,
+    n_layers: int,
+    stats: StatsPair | None = None,
+    *,
+    n_components: int | None = DEFAULT_N_COMPONENTS,
+    reg: float = DEFAULT_REG,
+    hook: str = "resid_pre",
+) -> LayerChoice:
+    """The one place layer specs become layers (compare, sweep, fit and ``select_layers``).
+
+    ``"auto"`` needs ``stats`` at every layer and takes the top of ``layers_by_w2``; the W2 table
+    is returned whenever ``stats`` is given.
+    """
+    check_layer_spec(layers)
+    w2 = (
+        None
+        if stats is None
+        else w2_by_layer(stats, n_layers, n_components=n_components, reg=reg, hook=hook)
+    )
+    if layers == "middle":
+        return LayerChoice([middle_layer(n_layers)], "middle", w2)
+    if layers == "auto":
+        if w2 is None:
+            raise ValueError("layers='auto' needs the training statistics at every layer")
+        return LayerChoice(layers_by_w2(w2), "w2_relative", w2)
+    chosen: list[int] = sorted(set(layers))  # type: ignore[arg-type]
+    if chosen[-1] >= n_layers:
+        raise ValueError(
+            f"layer(s) {[layer for layer in chosen if layer >= n_layers]} out of range: this "
+            f"model has layers 0..{n_layers - 1}"
+        )
+    return LayerChoice(chosen, "given", w2)
+
+
 def select_layers(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
     *,
     count: int = 1,
-    n_components: int | None = 64,
+    n_components: int | None = DEFAULT_N_COMPONENTS,
     reg: float = DEFAULT_REG,
     hook: str = "resid_pre",
     **options: Any,
 ) -> list[int]:
     """The ``count`` layers where harmful and harmless activations are furthest apart by
-    W2² / variance, from one pass of statistics over every layer (``collect_stats`` options,
+    W2² / variance, from one pass of statistics over every layer (``CollectOptions`` fields,
     e.g. ``batch_size``, ``positions``, ``progress``). What ``compare --layers auto`` uses."""
     stats = collect_every_layer(model, harmful, harmless, hook=hook, **options).stats
     ranking = w2_by_layer(stats, model.cfg.n_layers, n_components=n_components, reg=reg, hook=hook)
-    return layers_by_w2(ranking, count=count)
+    return check_layers(model, layers_by_w2(ranking, count=count))

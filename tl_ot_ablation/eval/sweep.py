@@ -13,98 +13,24 @@ second map sees the unmodified model's activations (``sequential=True`` refits i
 transported ones at the cost of one partial pass per pair).
 """
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..core.ot_map import DEFAULT_REG
-from ..lens.collect import check_layers
-from ..lens.fit import (
-    DEFAULT_N_COMPONENTS,
-    collect_every_layer,
-    fit_actadd,
-    fit_direction_ablation,
-    fit_ot_ablation,
-)
+from ..lens.fit import collect_every_layer
 from ..lens.intervention_set import InterventionSet
-from .compare import _log, at_strength
+from .compare import at_strength, log
 from .evaluate import next_token_logprobs
+from .methods import FitContext, fit_method
 from .metrics import Estimate, kl_divergence, refusal_log_odds, refusal_token_ids, with_ci
+from .record import SweepPoint, SweepRecord
 from .selection import w2_by_layer
-
-
-@dataclass
-class SweepSettings:
-    """What ``run_sweep`` scans (recorded in ``sweep.json``).
-
-    Attributes:
-        layers: Layers to scan singly (default: all).
-        pairs: Also scan adjacent pairs ``(l, l + 1)`` of those layers.
-        sequential: Fit a pair's second map on activations transported by its first.
-        n_components: ``k`` for the layer scan.
-        k_grid: ``k`` values tried at the best placement.
-        strengths: Strengths tried for each method at the best placement.
-        method: The transport variant scanned ("ot" or "mean_shift").
-        estimator: Covariance estimator of the maps ("ridge", "oas", "ledoit_wolf").
-        gate: Gate of the maps ("none", "posterior", "hard").
-        preserve_norm: Norm-preserving maps.
-        direction_layer: Layer of the direction-ablation baseline (default: the middle one).
-        kl_budget: "direction_ablation" (its KL) or a number: the damage allowed when picking
-            the best placement.
-        reg: Relative ridge on the covariances.
-        positions: Fitting positions.
-        batch_size: Prompts per forward pass.
-        seed: Seeds the bootstrap.
-        system: Optional system prompt.
-    """
-
-    layers: list[int] | None = None
-    pairs: bool = True
-    sequential: bool = False
-    n_components: int = DEFAULT_N_COMPONENTS
-    k_grid: tuple[int, ...] = (8, 16, 32, 64, 128)
-    strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-    method: str = "ot"
-    estimator: str = "ridge"
-    gate: str = "none"
-    preserve_norm: bool = False
-    direction_layer: int | None = None
-    kl_budget: str | float = "direction_ablation"
-    reg: float = DEFAULT_REG
-    positions: str = "post_instruction"
-    batch_size: int = 16
-    seed: int = 0
-    system: str | None = None
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One scored configuration."""
-
-    kind: str  # "layer", "pair", "k", "strength" or "reference"
-    method: str
-    layers: tuple[int, ...]
-    n_components: int | None
-    strength: float
-    refusal_score: Estimate
-    kl_harmless: Estimate
-    refusal_share: Estimate | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "method": self.method,
-            "layers": list(self.layers),
-            "n_components": self.n_components,
-            "strength": self.strength,
-            "refusal_score": self.refusal_score.to_dict(),
-            "kl_harmless": self.kl_harmless.to_dict(),
-            "refusal_share": None if self.refusal_share is None else self.refusal_share.to_dict(),
-        }
+from .settings import SweepSettings
 
 
 @dataclass
@@ -125,22 +51,23 @@ class SweepResult:
     @property
     def sweet_spot(self) -> float | None:
         """Depth of the best placement as a fraction of the layers (its mean layer / n_layers)."""
-        if self.best is None:
-            return None
-        return sum(self.best.layers) / len(self.best.layers) / self.n_layers
+        return self.to_record().sweet_spot_depth_fraction
+
+    def to_record(self, *, model: str | None = None, command: str | None = None) -> SweepRecord:
+        """The typed ``sweep.json`` record."""
+        return SweepRecord(
+            self.settings,
+            self.n_layers,
+            self.budget,
+            self.best,
+            self.w2,
+            self.points,
+            model,
+            command,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": "tl_ot_ablation.sweep/1",
-            "settings": asdict(self.settings),
-            "n_layers": self.n_layers,
-            "kl_budget": self.budget,
-            "best": None if self.best is None else self.best.to_dict(),
-            "sweet_spot_depth_fraction": self.sweet_spot,
-            "w2_by_layer": self.w2,
-            "points": [p.to_dict() for p in self.points],
-            **self.extra,
-        }
+        return self.to_record().to_json()
 
 
 @dataclass
@@ -177,6 +104,87 @@ class Scorer:
         kl = kl_divergence(self.reference, self._logprobs(self.harmless, hooks))
         return score, kl
 
+    def point(
+        self,
+        kind: str,
+        method: str,
+        layers: Sequence[int],
+        k: int | None,
+        strength: float,
+        interventions: InterventionSet | None,
+    ) -> SweepPoint:
+        """Score ``interventions`` as one sweep point."""
+        score, kl = self.per_prompt(interventions)
+        return SweepPoint(
+            kind,
+            method,
+            tuple(layers),
+            k,
+            strength,
+            with_ci(score, seed=self.seed),
+            with_ci(kl, seed=self.seed),
+            # Logit judge: the share of prompts whose first token is more likely than not a
+            # refusal start (log-odds > 0), a generation-free refusal rate.
+            with_ci((score > 0).double(), seed=self.seed),
+        )
+
+
+@dataclass
+class _Sweeper:
+    """The fitting context and scorer of one sweep, and the points scored so far."""
+
+    context: FitContext
+    scorer: Scorer
+    settings: SweepSettings
+    progress: bool
+    points: list[SweepPoint] = field(default_factory=list)
+
+    def add(
+        self, kind: str, method: str, where: Sequence[int], k: int | None, s: float, fitted: Any
+    ) -> SweepPoint:
+        point = self.scorer.point(kind, method, where, k, s, fitted)
+        self.points.append(point)
+        return point
+
+    def fit(self, method: str, where: Sequence[int], k: int | None = None) -> InterventionSet:
+        """``method`` at the layers ``where`` (with ``k`` components for transport methods)."""
+        spec = self.context.spec
+        context = dataclasses.replace(
+            self.context,
+            layers=list(where),
+            sequential=self.settings.sequential and len(where) > 1,
+            spec=spec if k is None else dataclasses.replace(spec, n_components=k),
+        )
+        return fit_method(method, context)
+
+    def placements(self, layers: list[int]) -> None:
+        placements: list[tuple[int, ...]] = [(layer,) for layer in layers]
+        if self.settings.pairs:
+            placements += [(a, b) for a, b in itertools.pairwise(layers) if b == a + 1]
+        k = self.settings.n_components
+        for where in tqdm(placements, desc="layers", disable=not self.progress):
+            kind = "layer" if len(where) == 1 else "pair"
+            self.add(
+                kind, self.settings.method, where, k, 1.0, self.fit(self.settings.method, where, k)
+            )
+
+    def strength_curves(
+        self, anchor: SweepPoint, ablation: InterventionSet, direction_layer: int
+    ) -> None:
+        method, k = self.settings.method, self.settings.n_components
+        other = "mean_shift" if method == "ot_selective" else "ot_selective"
+        curves = {
+            method: (self.fit(method, anchor.layers, k), anchor.layers, k),
+            other: (self.fit(other, anchor.layers, k), anchor.layers, k),
+            "direction_ablation": (ablation, (direction_layer,), None),
+            "actadd": (self.fit("actadd", anchor.layers[:1]), anchor.layers[:1], None),
+        }
+        for name, (fitted, where, k_used) in tqdm(
+            curves.items(), desc="strength curves", disable=not self.progress
+        ):
+            for s in self.settings.strengths:
+                self.add("strength", name, where, k_used, s, at_strength(fitted, s))
+
 
 def run_sweep(
     model: Any,
@@ -191,107 +199,65 @@ def run_sweep(
     """Scan layers, pairs, ``k`` and strength (see the module docstring)."""
     settings = settings or SweepSettings()
     n_layers = model.cfg.n_layers
-    layers = check_layers(model, settings.layers or list(range(n_layers)))
-    if settings.method not in ("ot", "mean_shift"):
-        raise ValueError(f"method must be 'ot' or 'mean_shift', got {settings.method!r}")
-    direction_layer = settings.direction_layer
-    if direction_layer is None:
-        direction_layer = n_layers // 2
-    common: dict[str, Any] = {
-        "positions": settings.positions,
-        "batch_size": settings.batch_size,
-        "system": settings.system,
-        "progress": progress,
-    }
+    layers = settings.scanned_layers(n_layers)
+    direction_layer = settings.direction(n_layers)
+    collect = settings.collect(progress=False)
     # Every placement is fitted from this one pass (rows too, for the Ledoit-Wolf estimator).
-    _log(f"collecting activations at all {n_layers} layers", progress)
+    log(f"collecting activations at all {n_layers} layers", progress)
     training = collect_every_layer(
-        model, train_harmful, train_harmless, estimator=settings.estimator, **common
+        model,
+        train_harmful,
+        train_harmless,
+        estimator=settings.estimator,
+        **settings.collect(progress=progress).kwargs(),
     )
-    common = {**common, "cached_stats": training.stats, "progress": False}
     w2 = w2_by_layer(training.stats, n_layers, n_components=settings.n_components, reg=settings.reg)
-    score = Scorer(
-        model, eval_harmful, eval_harmless, settings.batch_size, settings.system, settings.seed
-    )
-    points: list[SweepPoint] = []
-
-    def add(
-        kind: str, method: str, where: Sequence[int], k: int | None, s: float, fitted: Any
-    ) -> SweepPoint:
-        per_prompt_score, per_prompt_kl = score.per_prompt(fitted)
-        point = SweepPoint(
-            kind,
-            method,
-            tuple(where),
-            k,
-            s,
-            with_ci(per_prompt_score, seed=settings.seed),
-            with_ci(per_prompt_kl, seed=settings.seed),
-            # Logit judge: the share of prompts whose first token is more likely than not a
-            # refusal start (log-odds > 0), a generation-free refusal rate.
-            with_ci((per_prompt_score > 0).double(), seed=settings.seed),
-        )
-        points.append(point)
-        return point
-
-    def transport(where: Sequence[int], k: int, method: str | None = None) -> InterventionSet:
-        return fit_ot_ablation(
+    sweeper = _Sweeper(
+        FitContext(
             model,
             train_harmful,
             train_harmless,
-            layers=list(where),
-            n_components=k,
-            reg=settings.reg,
-            method=method or settings.method,  # type: ignore[arg-type]
-            sequential=settings.sequential and len(where) > 1,
-            estimator=settings.estimator,  # type: ignore[arg-type]
-            gate=settings.gate,  # type: ignore[arg-type]
-            preserve_norm=settings.preserve_norm,
-            cached_rows=training.rows,
-            **common,
-        )
-
-    _log("scoring the unmodified model and direction ablation", progress)
-    add("reference", "none", (), None, 0.0, None)
-    ablation = fit_direction_ablation(
-        model, train_harmful, train_harmless, layer=direction_layer, **common
+            layers,
+            direction_layer,
+            settings.map_spec(),
+            collect,
+            settings.sequential,
+            training,
+        ),
+        Scorer(
+            model, eval_harmful, eval_harmless, settings.batch_size, settings.system, settings.seed
+        ),
+        settings,
+        progress,
     )
-    da_point = add("reference", "direction_ablation", (direction_layer,), None, 1.0, ablation)
+    log("scoring the unmodified model and direction ablation", progress)
+    sweeper.add("reference", "none", (), None, 0.0, None)
+    ablation = fit_method("direction_ablation", sweeper.context)
+    da_point = sweeper.add(
+        "reference", "direction_ablation", (direction_layer,), None, 1.0, ablation
+    )
     budget = (
         da_point.kl_harmless.value
         if settings.kl_budget == "direction_ablation"
         else float(settings.kl_budget)
     )
-    k = settings.n_components
-    placements: list[tuple[int, ...]] = [(layer,) for layer in layers]
-    if settings.pairs:
-        placements += [(a, b) for a, b in itertools.pairwise(layers) if b == a + 1]
-    for where in tqdm(placements, desc="layers", disable=not progress):
-        kind = "layer" if len(where) == 1 else "pair"
-        add(kind, settings.method, where, k, 1.0, transport(where, k))
-
-    candidates = [p for p in points if p.kind in ("layer", "pair")]
+    sweeper.placements(layers)
+    candidates = [p for p in sweeper.points if p.kind in ("layer", "pair")]
     within = [p for p in candidates if p.kl_harmless.value <= budget]
     best = min(within, key=lambda p: p.refusal_score.value) if within else None
     anchor = best or min(candidates, key=lambda p: p.kl_harmless.value)
     for k_value in tqdm(settings.k_grid, desc="k", disable=not progress):
-        add("k", settings.method, anchor.layers, k_value, 1.0, transport(anchor.layers, k_value))
-    anchor_layer = anchor.layers[0]
-    curves = {
-        settings.method: transport(anchor.layers, k),
-        "mean_shift" if settings.method == "ot" else "ot": transport(
-            anchor.layers, k, "mean_shift" if settings.method == "ot" else "ot"
-        ),
-        "direction_ablation": ablation,
-        "actadd": fit_actadd(model, train_harmful, train_harmless, layer=anchor_layer, **common),
-    }
-    placement = {"direction_ablation": (direction_layer,), "actadd": (anchor_layer,)}
-    for method, fitted in tqdm(curves.items(), desc="strength curves", disable=not progress):
-        where = placement.get(method, anchor.layers)
-        k_used = k if method in ("ot", "mean_shift") else None
-        for s in settings.strengths:
-            add("strength", method, where, k_used, s, at_strength(fitted, s))
-    return SweepResult(points, w2, budget, best, n_layers, settings)
+        fitted = sweeper.fit(settings.method, anchor.layers, k_value)
+        sweeper.add("k", settings.method, anchor.layers, k_value, 1.0, fitted)
+    sweeper.strength_curves(anchor, ablation, direction_layer)
+    return SweepResult(sweeper.points, w2, budget, best, n_layers, settings)
 
 
-__all__ = ["Scorer", "SweepPoint", "SweepResult", "SweepSettings", "run_sweep", "w2_by_layer"]
+__all__ = [
+    "Scorer",
+    "SweepPoint",
+    "SweepResult",
+    "SweepSettings",
+    "run_sweep",
+    "w2_by_layer",
+]

@@ -12,7 +12,8 @@ activations. Rows are taken at the fitting positions only (never at pads):
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -26,6 +27,36 @@ FitPositions = Literal["post_instruction", "last", "all"]
 Prompts = Sequence[str] | tuple[Tensor, Tensor]
 HOOK_ALIASES = ("resid_pre", "resid_mid", "resid_post")
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    """How prompts are run to read activations, held once and passed down (``collect_*``,
+    ``fit_*``, ``compare``, ``sweep``).
+
+    Attributes:
+        positions: Fitting positions (see the module docstring).
+        batch_size: Prompts per forward pass.
+        system: Optional system prompt for the chat template.
+        progress: Show progress bars.
+    """
+
+    positions: FitPositions = "post_instruction"
+    batch_size: int = 16
+    system: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.positions not in get_args(FitPositions):
+            raise ValueError(
+                f"positions must be one of {get_args(FitPositions)}, got {self.positions!r}"
+            )
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+
+    def kwargs(self) -> dict[str, Any]:
+        """As keyword arguments of ``collect_stats`` / ``collect_activations``."""
+        return asdict(self)
 
 
 def hook_name(hook: str, layer: int) -> str:

@@ -7,21 +7,37 @@ sees the distribution it will actually receive; ``sequential=False`` fits every 
 pass. ``fit_direction_ablation`` does what Arditi et al. (2024) do: one direction, read at one
 layer, projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post`` at every
 position. ``fit_actadd`` adds the mean difference at one layer.
+
+Options are held once: ``MapSpec`` says how each transport map is fitted and applied,
+``CollectOptions`` how the prompts are run. Every fit takes either object or their fields as
+keyword arguments (``n_components=32, progress=False``). ``TrainingActivations`` (one pass over
+many hook points) can stand in for a fit's own pass; it carries a fingerprint of the prompts,
+positions, system prompt and chat template it came from, and a fit with other ones raises.
 """
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from torch import Tensor
 
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
-from ..core.gate import GateKind
-from ..core.ot_map import DEFAULT_REG, BasisChoice, Estimator, GaussianOTMap, MeanShift, Part
+from ..core.gate import GateKind, check_gate
+from ..core.ot_map import (
+    DEFAULT_REG,
+    ESTIMATORS,
+    BasisChoice,
+    Estimator,
+    GaussianOTMap,
+    MeanShift,
+    Part,
+)
 from ..core.stats import GaussianStats
 from .collect import (
+    CollectOptions,
     FitPositions,
     Prompts,
     check_layers,
@@ -33,10 +49,93 @@ from .hooks import PositionSpec
 from .intervention_set import InterventionSet
 from .prompts import post_instruction_length
 
-Method = Literal["ot", "mean_shift", "per_neuron_ot"]
+MapKind = Literal["ot", "mean_shift", "per_neuron_ot"]
 StatsPair = tuple[Mapping[str, GaussianStats], Mapping[str, GaussianStats]]
 RowsPair = tuple[Mapping[str, Tensor], Mapping[str, Tensor]]
 DEFAULT_N_COMPONENTS = 64
+"""PCA subspace size ``k`` of every fit and job unless told otherwise (chosen by held-out
+likelihood on the embedded model; experiments/README.md)."""
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """How each transport map is fitted and applied (``GaussianOTMap`` / ``MeanShift``).
+
+    The default is the paper's plain map (sample covariances with a small ridge, no gate);
+    ``RECOMMENDED_MAP`` is the variant every job (fit, compare, sweep) uses by default.
+
+    Attributes:
+        n_components: PCA subspace size ``k`` (``None``: the full space).
+        reg: Relative ridge on the covariances.
+        basis: "pca" or "pca+mean_diff" (see ``GaussianOTMap.fit``).
+        estimator: Covariance estimator, "ridge", "oas" or "ledoit_wolf" (needs rows).
+        gate: "none", "posterior" or "hard" (``core.gate``).
+        gate_prior: Prior probability of harmful in the gate.
+        preserve_norm: Keep each edited activation's norm.
+        part: "full", or "covariance" (the linear part without the translation).
+    """
+
+    n_components: int | None = DEFAULT_N_COMPONENTS
+    reg: float = DEFAULT_REG
+    basis: BasisChoice = "pca"
+    estimator: Estimator = "ridge"
+    gate: GateKind = "none"
+    gate_prior: float = 0.5
+    preserve_norm: bool = False
+    part: Part = "full"
+
+    def __post_init__(self) -> None:
+        k = self.n_components
+        if k is not None and not (isinstance(k, int) and k >= 1):
+            raise ValueError(f"n_components must be an integer >= 1 or None, got {k!r}")
+        if not (isinstance(self.reg, int | float) and 0 <= self.reg < float("inf")):
+            raise ValueError(f"reg must be a finite number >= 0, got {self.reg!r}")
+        if self.basis not in get_args(BasisChoice):
+            raise ValueError(f"basis must be one of {get_args(BasisChoice)}, got {self.basis!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.part not in get_args(Part):
+            raise ValueError(f"part must be one of {get_args(Part)}, got {self.part!r}")
+        check_gate(self.gate, self.gate_prior)
+
+    @property
+    def needs_rows(self) -> bool:
+        """Whether fitting needs the activation rows, not just streamed statistics."""
+        return self.estimator == "ledoit_wolf"
+
+    def application(self) -> dict[str, Any]:
+        """The options applied to a fitted map (``GaussianOTMap.with_options``)."""
+        return {
+            "gate": self.gate,
+            "gate_prior": self.gate_prior,
+            "preserve_norm": self.preserve_norm,
+            "part": self.part,
+        }
+
+
+RECOMMENDED_MAP = MapSpec(estimator="ledoit_wolf", gate="posterior")
+"""The map every job fits by default: Ledoit-Wolf covariances and the posterior gate, the
+variant that did best at matched damage (experiments/README.md)."""
+
+
+def split_options(
+    spec: MapSpec | None, options: Mapping[str, Any], *, allow_map: bool = True
+) -> tuple[MapSpec, CollectOptions]:
+    """``MapSpec`` and ``CollectOptions`` from a base ``spec`` and keyword overrides of either's
+    fields; an unknown keyword raises ``TypeError`` listing the known ones."""
+    map_fields = {f.name for f in dataclasses.fields(MapSpec)} if allow_map else set()
+    collect_fields = {f.name for f in dataclasses.fields(CollectOptions)}
+    unknown = sorted(set(options) - map_fields - collect_fields)
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}; accepted: {sorted(map_fields)} "
+            f"(MapSpec) and {sorted(collect_fields)} (CollectOptions)"
+        )
+    spec = dataclasses.replace(
+        spec or MapSpec(), **{k: v for k, v in options.items() if k in map_fields}
+    )
+    collect = CollectOptions(**{k: v for k, v in options.items() if k in collect_fields})
+    return spec, collect
 
 
 def prompts_hash(*prompt_sets: Prompts) -> str:
@@ -51,12 +150,27 @@ def prompts_hash(*prompt_sets: Prompts) -> str:
     return digest.hexdigest()[:16]
 
 
+def training_fingerprint(
+    model: Any, harmful: Prompts, harmless: Prompts, options: CollectOptions
+) -> str:
+    """What activations depend on besides the weights: the prompts, the fitting positions, the
+    system prompt and the chat template (hex SHA-256, first 16 digits)."""
+    template = getattr(model.tokenizer, "chat_template", None)
+    described = json.dumps(
+        [prompts_hash(harmful, harmless), options.positions, options.system, template]
+    )
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
 def apply_positions_for(positions: FitPositions) -> PositionSpec:
-    """Where to apply a map fitted at ``positions``: where it was fitted (plus generated tokens)."""
+    """Where to apply a map fitted at ``positions``: where it was fitted (plus generated tokens).
+
+    Fitting ``"all"`` skips the first position (the attention sink), so the map is applied to
+    ``slice(1, None)``; applying ``"all"`` would include it."""
     return slice(1, None) if positions == "all" else positions
 
 
-def _n_prompts(prompts: Prompts) -> int:
+def n_prompts(prompts: Prompts) -> int:
     """How many prompts: instructions, or rows of an ``(input_ids, attention_mask)`` pair."""
     return len(prompts[0]) if isinstance(prompts, tuple) else len(prompts)
 
@@ -75,92 +189,102 @@ def _fit_metadata(
     }
 
 
-def _from_cache(
-    cached: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
+@dataclass
+class TrainingActivations:
+    """Both prompt sets' activations at many hook points from one pass: the statistics always,
+    the rows too when an estimator needs them (Ledoit-Wolf), so no fit repeats the pass.
+
+    Attributes:
+        stats: ``(harmful, harmless)`` statistics by hook name.
+        rows: The same for the rows, or ``None``.
+        fingerprint: ``training_fingerprint`` of the prompts and options they came from.
+    """
+
+    stats: StatsPair
+    rows: RowsPair | None = None
+    fingerprint: str = field(default="", kw_only=True)
+
+    def check(self, fingerprint: str) -> None:
+        """Raise unless these activations came from the prompts and options a fit uses."""
+        if self.fingerprint != fingerprint:
+            raise ValueError(
+                f"the cached training activations (fingerprint {self.fingerprint or 'none'}) "
+                f"were not collected from these prompts, positions, system prompt and chat "
+                f"template (fingerprint {fingerprint}); collect them again with "
+                "collect_every_layer(model, harmful, harmless, ...) using the fit's options"
+            )
+
+    def lookup(self, names: Sequence[str], *, rows: bool) -> Any:
+        """The cached pair restricted to ``names``, or ``None`` if a name (or the rows) is
+        missing."""
+        pair = self.rows if rows else self.stats
+        if pair is None or not all(n in pair[0] and n in pair[1] for n in names):
+            return None
+        return {n: pair[0][n] for n in names}, {n: pair[1][n] for n in names}
+
+
+def collect_pair(
+    model: Any,
+    harmful: Prompts,
+    harmless: Prompts,
     names: Sequence[str],
-    fwd_hooks: Sequence[tuple[str, Any]],
+    options: CollectOptions,
+    *,
+    rows: bool = False,
+    fwd_hooks: Sequence[tuple[str, Any]] = (),
+    training: TrainingActivations | None = None,
 ) -> Any:
-    """The cached pair restricted to ``names``, or ``None`` when it cannot stand in (a name is
-    missing, or earlier hooks change the activations)."""
-    if cached is None or fwd_hooks or not all(n in cached[0] and n in cached[1] for n in names):
-        return None
-    return {n: cached[0][n] for n in names}, {n: cached[1][n] for n in names}
+    """Statistics (or, with ``rows``, the activation rows) of both prompt sets at ``names``.
+
+    ``training`` stands in for the pass when it holds every name and no earlier hooks change
+    the activations; it must come from the same prompts and options (checked).
+    """
+    if training is not None:
+        training.check(training_fingerprint(model, harmful, harmless, options))
+        if not fwd_hooks:
+            hit = training.lookup(names, rows=rows)
+            if hit is not None:
+                return hit
+    kwargs = {**options.kwargs(), "fwd_hooks": fwd_hooks}
+    if rows:  # rows stay on their layer's device: the fit runs there, no round trip
+        return (
+            collect_activations(model, harmful, names, device=None, **kwargs),
+            collect_activations(model, harmless, names, device=None, **kwargs),
+        )
+    return (
+        collect_stats(model, harmful, names, **kwargs),
+        collect_stats(model, harmless, names, **kwargs),
+    )
 
 
 def collect_stats_pair(
-    model: Any,
-    harmful: Prompts,
-    harmless: Prompts,
-    names: Sequence[str],
-    fwd_hooks: Sequence[tuple[str, Any]] = (),
-    cached: StatsPair | None = None,
-    **options: Any,
+    model: Any, harmful: Prompts, harmless: Prompts, names: Sequence[str], **options: Any
 ) -> StatsPair:
-    """Streamed statistics of both prompt sets at ``names`` (``collect_stats`` options).
-
-    ``cached`` statistics (of the same prompts and options) are reused when they hold every
-    name and no earlier hooks change the activations.
-    """
-    hit = _from_cache(cached, names, fwd_hooks)
-    if hit is not None:
-        return hit
-    return (
-        collect_stats(model, harmful, names, fwd_hooks=fwd_hooks, **options),
-        collect_stats(model, harmless, names, fwd_hooks=fwd_hooks, **options),
-    )
+    """Streamed statistics of both prompt sets at ``names`` (``CollectOptions`` fields)."""
+    return collect_pair(model, harmful, harmless, names, CollectOptions(**options))
 
 
 def collect_rows_pair(
-    model: Any,
-    harmful: Prompts,
-    harmless: Prompts,
-    names: Sequence[str],
-    fwd_hooks: Sequence[tuple[str, Any]] = (),
-    cached: RowsPair | None = None,
-    **options: Any,
+    model: Any, harmful: Prompts, harmless: Prompts, names: Sequence[str], **options: Any
 ) -> RowsPair:
-    """The activation rows of both prompt sets at ``names`` (for estimators that need rows).
-
-    Same contract as ``collect_stats_pair``, with ``cached`` rows instead of statistics.
-    """
-    hit = _from_cache(cached, names, fwd_hooks)
-    if hit is not None:
-        return hit
-    # Rows stay on their layer's device: the fit runs there, with no round trip to the CPU.
-    options = {"device": None, **options}
-    return (
-        collect_activations(model, harmful, names, fwd_hooks=fwd_hooks, **options),
-        collect_activations(model, harmless, names, fwd_hooks=fwd_hooks, **options),
-    )
+    """The activation rows of both prompt sets at ``names`` (``CollectOptions`` fields)."""
+    return collect_pair(model, harmful, harmless, names, CollectOptions(**options), rows=True)
 
 
 ROWS_CACHE_BYTES = 4 * 2**30
 """Keep every layer's training rows in memory only below this size (float32 bytes)."""
 
 
-@dataclass
-class TrainingActivations:
-    """Both prompt sets' activations at many hook points from one pass: the statistics always,
-    the rows too when an estimator needs them (Ledoit-Wolf), so no fit repeats the pass."""
-
-    stats: StatsPair
-    rows: RowsPair | None = None
-
-    def cached(self) -> dict[str, Any]:
-        """``fit_ot_ablation`` keyword arguments that reuse these activations."""
-        return {"cached_stats": self.stats, "cached_rows": self.rows}
-
-
 def rows_bytes(
-    model: Any, n_prompts: int, n_names: int, positions: str, system: str | None = None
+    model: Any, n_rows_prompts: int, n_names: int, positions: str, system: str | None = None
 ) -> int | None:
-    """Float32 bytes of the rows ``n_prompts`` prompts give at ``n_names`` hook points (``None``
-    when it depends on the prompts' lengths, for ``positions="all"``)."""
+    """Float32 bytes of the rows ``n_rows_prompts`` prompts give at ``n_names`` hook points
+    (``None`` when it depends on the prompts' lengths, for ``positions="all"``)."""
     n_post = post_instruction_length(model.tokenizer, system=system)
     per_prompt = {"last": 1, "post_instruction": n_post}
     if positions not in per_prompt:
         return None
-    return n_prompts * per_prompt[positions] * n_names * model.cfg.d_model * 4
+    return n_rows_prompts * per_prompt[positions] * n_names * model.cfg.d_model * 4
 
 
 def collect_training(
@@ -172,16 +296,19 @@ def collect_training(
     keep_rows: bool = False,
     **options: Any,
 ) -> TrainingActivations:
-    """One pass per prompt set over ``names`` (``collect_stats`` options): statistics, and with
+    """One pass per prompt set over ``names`` (``CollectOptions`` fields): statistics, and with
     ``keep_rows`` the rows as well (the statistics are then computed from them)."""
+    collect = CollectOptions(**options)
+    fingerprint = training_fingerprint(model, harmful, harmless, collect)
     if not keep_rows:
-        return TrainingActivations(collect_stats_pair(model, harmful, harmless, names, **options))
-    rows = collect_rows_pair(model, harmful, harmless, names, **options)
+        stats = collect_pair(model, harmful, harmless, names, collect)
+        return TrainingActivations(stats, fingerprint=fingerprint)
+    rows = collect_pair(model, harmful, harmless, names, collect, rows=True)
     stats = (
         {name: GaussianStats.from_rows(block) for name, block in rows[0].items()},
         {name: GaussianStats.from_rows(block) for name, block in rows[1].items()},
     )
-    return TrainingActivations(stats, rows)
+    return TrainingActivations(stats, rows, fingerprint=fingerprint)
 
 
 def collect_every_layer(
@@ -196,48 +323,41 @@ def collect_every_layer(
     """``collect_training`` at every layer's ``hook``: one pass per prompt set that ranks the
     layers and feeds every later fit. The rows are kept too when ``estimator`` needs them
     (Ledoit-Wolf) and they fit in ``ROWS_CACHE_BYTES``."""
+    collect = CollectOptions(**options)
     names = [hook_name(hook, layer) for layer in range(model.cfg.n_layers)]
     size = rows_bytes(
         model,
-        _n_prompts(harmful) + _n_prompts(harmless),
+        n_prompts(harmful) + n_prompts(harmless),
         len(names),
-        options.get("positions", "post_instruction"),
-        options.get("system"),
+        collect.positions,
+        collect.system,
     )
     keep_rows = estimator == "ledoit_wolf" and size is not None and size <= ROWS_CACHE_BYTES
     return collect_training(model, harmful, harmless, names, keep_rows=keep_rows, **options)
 
 
-def _fit_one(
-    method: Method,
-    source: GaussianStats | Tensor,
-    target: GaussianStats | Tensor,
-    n_components: int | None,
-    reg: float,
-    basis: BasisChoice,
-    estimator: Estimator = "ridge",
-    map_options: Mapping[str, Any] | None = None,
-) -> Any:
-    if method == "per_neuron_ot":
-        if isinstance(source, Tensor) or isinstance(target, Tensor):
-            raise ValueError("per_neuron_ot is fitted from statistics; use estimator='ridge'")
-        return PerNeuronOT.from_stats(source, target, reg=reg)
-    if method not in ("ot", "mean_shift"):
-        raise ValueError(f"method must be 'ot', 'mean_shift' or 'per_neuron_ot', got {method!r}")
-    cls = GaussianOTMap if method == "ot" else MeanShift
-    common: dict[str, Any] = {
-        "n_components": n_components,
-        "reg": reg,
-        "basis": basis,
-        "estimator": estimator,
+def fit_map(kind: MapKind, source: GaussianStats | Tensor, target: Any, spec: MapSpec) -> Any:
+    """One layer's map of ``kind`` from statistics or rows of both classes."""
+    if kind == "per_neuron_ot":
+        if not isinstance(source, GaussianStats) or not isinstance(target, GaussianStats):
+            raise TypeError("per_neuron_ot is fitted from statistics, not rows")
+        return PerNeuronOT.from_stats(source, target, reg=spec.reg)
+    if kind not in ("ot", "mean_shift"):
+        raise ValueError(f"kind must be one of {get_args(MapKind)}, got {kind!r}")
+    cls = GaussianOTMap if kind == "ot" else MeanShift
+    options: dict[str, Any] = {
+        "n_components": spec.n_components,
+        "reg": spec.reg,
+        "basis": spec.basis,
+        "estimator": spec.estimator,
     }
     if isinstance(source, Tensor) and isinstance(target, Tensor):
-        fitted = cls.fit(source, target, route="rows", **common)
+        fitted = cls.fit(source, target, route="rows", **options)
     elif isinstance(source, GaussianStats) and isinstance(target, GaussianStats):
-        fitted = cls.from_stats(source, target, **common)
+        fitted = cls.from_stats(source, target, **options)
     else:
         raise TypeError("source and target must both be statistics or both rows")
-    return fitted.with_options(**(map_options or {}))
+    return fitted.with_options(**spec.application())
 
 
 def fit_ot_ablation(
@@ -246,24 +366,13 @@ def fit_ot_ablation(
     harmless: Prompts,
     *,
     layers: Sequence[int],
+    spec: MapSpec | None = None,
+    method: MapKind = "ot",
     hook: str = "resid_pre",
-    n_components: int | None = DEFAULT_N_COMPONENTS,
-    reg: float = DEFAULT_REG,
-    basis: BasisChoice = "pca",
-    positions: FitPositions = "post_instruction",
-    apply_positions: PositionSpec | None = None,
     sequential: bool = True,
-    method: Method = "ot",
-    batch_size: int = 16,
-    system: str | None = None,
-    progress: bool = True,
-    cached_stats: StatsPair | None = None,
-    cached_rows: RowsPair | None = None,
-    estimator: Estimator = "ridge",
-    gate: GateKind = "none",
-    gate_prior: float = 0.5,
-    preserve_norm: bool = False,
-    part: Part = "full",
+    apply_positions: PositionSpec | None = None,
+    training: TrainingActivations | None = None,
+    **options: Any,
 ) -> InterventionSet:
     """Fit a transport map from harmful to harmless activations at each of ``layers``.
 
@@ -272,38 +381,30 @@ def fit_ot_ablation(
         harmful: Instructions (or tokens) to move away from: the source distribution.
         harmless: Instructions (or tokens) to move towards: the target distribution.
         layers: Block indices to intervene at.
+        spec: How to fit and apply each map (default ``MapSpec()``, the paper's plain map).
+        method: Map kind: "ot" (the Bures-Wasserstein map), "mean_shift" (A = I) or
+            "per_neuron_ot" (uses ``spec.reg`` only).
         hook: ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``.
-        n_components: PCA subspace size ``k`` (``None``: full space).
-        reg: Relative ridge on the covariances.
-        basis: "pca" or "pca+mean_diff" (see ``GaussianOTMap.fit``).
-        positions: Fitting rows: "post_instruction" (default), "last" or "all".
+        sequential: Fit later layers on activations transported by the earlier maps.
         apply_positions: Where the hooks apply (default: where the maps were fitted, plus
             every generated token; never the first position).
-        sequential: Fit later layers on activations transported by the earlier maps.
-        method: "ot" (the Bures-Wasserstein map), "mean_shift" (A = I) or "per_neuron_ot".
-        batch_size: Prompts per forward pass.
-        system: Optional system prompt.
-        progress: Show progress bars.
-        cached_stats: ``(harmful, harmless)`` statistics by hook name, already collected from
-            these prompts with these options (e.g. for every layer at once): used instead of a
-            new pass wherever the unmodified model's activations are what is needed.
-        cached_rows: The same for the activation rows (used by the Ledoit-Wolf estimator).
-        estimator: Covariance estimator, "ridge", "oas" or "ledoit_wolf" (collects rows
-            instead of streamed statistics).
-        gate: "none", "posterior" or "hard": scale each edit by how harmful the activation
-            looks under the two fitted Gaussians (``tl_ot_ablation.gate``).
-        gate_prior: Prior probability of harmful in the gate.
-        preserve_norm: Keep each edited activation's norm.
-        part: "full" or "covariance" (the linear part without the translation).
+        training: Activations of these prompts already collected (``collect_every_layer``),
+            used instead of a new pass wherever the unmodified model's activations are needed.
+        **options: Fields of ``MapSpec`` (``n_components``, ``estimator``, ``gate``, ...)
+            overriding ``spec``, and of ``CollectOptions`` (``positions``, ``batch_size``,
+            ``system``, ``progress``).
 
     Returns:
         An ``InterventionSet`` with one map per hook point, and the fit's settings in
         ``metadata``.
     """
+    spec, collect = split_options(spec, options)
+    if method == "per_neuron_ot":  # fitted from statistics; only the ridge applies
+        spec = MapSpec(n_components=None, reg=spec.reg)
     chosen = check_layers(model, layers)
     names = [hook_name(hook, layer) for layer in chosen]
-    n_post = post_instruction_length(model.tokenizer, system=system)
-    where = apply_positions_for(positions) if apply_positions is None else apply_positions
+    n_post = post_instruction_length(model.tokenizer, system=collect.system)
+    where = apply_positions_for(collect.positions) if apply_positions is None else apply_positions
     metadata = _fit_metadata(
         model,
         method,
@@ -311,40 +412,25 @@ def fit_ot_ablation(
         harmless,
         hook_names=names,
         layers=chosen,
-        positions=positions,
-        n_components=n_components,
-        reg=reg,
-        basis=basis,
+        positions=collect.positions,
         sequential=sequential,
-        estimator=estimator,
-        gate=gate,
-        gate_prior=gate_prior,
-        preserve_norm=preserve_norm,
-        part=part,
-        n_harmful=_n_prompts(harmful),
-        n_harmless=_n_prompts(harmless),
+        n_harmful=n_prompts(harmful),
+        n_harmless=n_prompts(harmless),
+        **dataclasses.asdict(spec),
     )
-    options: dict[str, Any] = {
-        "positions": positions,
-        "batch_size": batch_size,
-        "system": system,
-        "progress": progress,
-    }
     maps: dict[str, Any] = {}
-    needs_rows = estimator == "ledoit_wolf"
-    collect = collect_rows_pair if needs_rows else collect_stats_pair
-    cached: Any = cached_rows if needs_rows else cached_stats
-    map_options = {
-        "gate": gate,
-        "gate_prior": gate_prior,
-        "preserve_norm": preserve_norm,
-        "part": part,
-    }
 
-    def fit_one(source: Any, target: Any) -> Any:
-        if method == "per_neuron_ot":
-            return _fit_one(method, source, target, n_components, reg, basis, estimator)
-        return _fit_one(method, source, target, n_components, reg, basis, estimator, map_options)
+    def collect_at(names: list[str], earlier: list[tuple[str, Any]]) -> Any:
+        return collect_pair(
+            model,
+            harmful,
+            harmless,
+            names,
+            collect,
+            rows=spec.needs_rows,
+            fwd_hooks=earlier,
+            training=training,
+        )
 
     if sequential:
         for name in names:
@@ -353,12 +439,12 @@ def fit_ot_ablation(
                 if maps
                 else []
             )
-            sources, targets = collect(model, harmful, harmless, [name], earlier, cached, **options)
-            maps[name] = fit_one(sources[name], targets[name])
+            sources, targets = collect_at([name], earlier)
+            maps[name] = fit_map(method, sources[name], targets[name], spec)
     else:
-        sources, targets = collect(model, harmful, harmless, names, cached=cached, **options)
+        sources, targets = collect_at(names, [])
         for name in names:
-            maps[name] = fit_one(sources[name], targets[name])
+            maps[name] = fit_map(method, sources[name], targets[name], spec)
     return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)
 
 
@@ -368,25 +454,12 @@ def _mean_difference_stats(
     harmless: Prompts,
     layer: int,
     hook: str,
-    positions: FitPositions,
-    batch_size: int,
-    system: str | None,
-    progress: bool,
-    cached_stats: StatsPair | None,
+    collect: CollectOptions,
+    training: TrainingActivations | None,
 ) -> tuple[GaussianStats, GaussianStats]:
     check_layers(model, [layer])
     name = hook_name(hook, layer)
-    sources, targets = collect_stats_pair(
-        model,
-        harmful,
-        harmless,
-        [name],
-        cached=cached_stats,
-        positions=positions,
-        batch_size=batch_size,
-        system=system,
-        progress=progress,
-    )
+    sources, targets = collect_pair(model, harmful, harmless, [name], collect, training=training)
     return sources[name], targets[name]
 
 
@@ -397,17 +470,17 @@ def fit_direction_ablation(
     *,
     layer: int,
     hook: str = "resid_pre",
-    positions: FitPositions = "post_instruction",
     apply_positions: PositionSpec = "all",
-    batch_size: int = 16,
-    system: str | None = None,
-    progress: bool = True,
-    cached_stats: StatsPair | None = None,
+    training: TrainingActivations | None = None,
+    **options: Any,
 ) -> InterventionSet:
     """Arditi et al.'s refusal-direction ablation: the unit difference of means at one layer,
-    projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post``."""
+    projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post``.
+
+    ``options`` are ``CollectOptions`` fields; ``training`` as in ``fit_ot_ablation``."""
+    _, collect = split_options(None, options, allow_map=False)
     source, target = _mean_difference_stats(
-        model, harmful, harmless, layer, hook, positions, batch_size, system, progress, cached_stats
+        model, harmful, harmless, layer, hook, collect, training
     )
     ablation = DirectionAblation.from_stats(source, target)
     names = [
@@ -422,12 +495,12 @@ def fit_direction_ablation(
         harmless,
         direction_layer=layer,
         hook=hook,
-        positions=positions,
+        positions=collect.positions,
     )
     return InterventionSet(
         dict.fromkeys(names, ablation),
         positions=apply_positions,
-        n_post_instruction=post_instruction_length(model.tokenizer, system=system),
+        n_post_instruction=post_instruction_length(model.tokenizer, system=collect.system),
         metadata=metadata,
     )
 
@@ -440,16 +513,16 @@ def fit_actadd(
     layer: int,
     hook: str = "resid_pre",
     coefficient: float = 1.0,
-    positions: FitPositions = "post_instruction",
     apply_positions: PositionSpec = "all",
-    batch_size: int = 16,
-    system: str | None = None,
-    progress: bool = True,
-    cached_stats: StatsPair | None = None,
+    training: TrainingActivations | None = None,
+    **options: Any,
 ) -> InterventionSet:
-    """Add ``coefficient × (mean harmless − mean harmful)`` at one layer's hook point."""
+    """Add ``coefficient × (mean harmless − mean harmful)`` at one layer's hook point.
+
+    ``options`` are ``CollectOptions`` fields; ``training`` as in ``fit_ot_ablation``."""
+    _, collect = split_options(None, options, allow_map=False)
     source, target = _mean_difference_stats(
-        model, harmful, harmless, layer, hook, positions, batch_size, system, progress, cached_stats
+        model, harmful, harmless, layer, hook, collect, training
     )
     add = ActAdd.from_stats(source, target).with_strength(coefficient)
     metadata = _fit_metadata(
@@ -460,11 +533,11 @@ def fit_actadd(
         layer=layer,
         hook=hook,
         coefficient=coefficient,
-        positions=positions,
+        positions=collect.positions,
     )
     return InterventionSet(
         {hook_name(hook, layer): add},
         positions=apply_positions,
-        n_post_instruction=post_instruction_length(model.tokenizer, system=system),
+        n_post_instruction=post_instruction_length(model.tokenizer, system=collect.system),
         metadata=metadata,
     )

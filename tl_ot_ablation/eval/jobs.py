@@ -1,0 +1,254 @@
+"""The jobs behind the CLI commands, callable from Python: one function per command.
+
+Each takes a model, the prompts (``JobPrompts``) and the job's settings, runs it and writes its
+output folder; the CLI only parses arguments, loads the model and prints. ``JobPrompts.shipped``
+picks the package's own splits cut to the settings' sizes (or reads the user's files), and
+refuses overlapping training and evaluation prompts unless allowed.
+"""
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import atomic
+from ..core.serialize import is_saved_folder
+from ..lens.collect import collect_activations, hook_name
+from ..lens.fit import collect_every_layer
+from ..lens.intervention_set import InterventionSet
+from ..lens.prompts import default_prompts, load_prompts, plain_text
+from .compare import Comparison, EvalPrompts, comparison_record, log, overlap, run_comparison
+from .methods import METHODS, FitContext, fit_method
+from .record import CompareRecord, SweepRecord
+from .report import is_report_folder, write_compare_report, write_sweep_report
+from .selection import LayerChoice, middle_layer, resolve_layers
+from .settings import CompareSettings, FitSettings, SweepSettings
+from .sweep import SweepResult, run_sweep
+
+
+@dataclass
+class JobPrompts:
+    """Training and held-out prompts of a job (held-out ones unused by ``fit``)."""
+
+    train_harmful: list[str]
+    train_harmless: list[str]
+    held_out: EvalPrompts
+
+    @classmethod
+    def shipped(
+        cls,
+        settings: Any,
+        *,
+        harmful: str | Path | None = None,
+        harmless: str | Path | None = None,
+        eval_harmful: str | Path | None = None,
+        eval_harmless: str | Path | None = None,
+        texts: str | Path | None = None,
+        allow_overlap: bool = False,
+    ) -> "JobPrompts":
+        """The shipped splits, each replaced by a user file where one is given, cut to their
+        first ``settings.n_train`` / ``n_eval`` prompts (``n_texts`` prose paragraphs)."""
+        n_eval = getattr(settings, "n_eval", 32)
+        n_texts = getattr(settings, "n_texts", 8)
+        prompts = cls(
+            _prompts(harmful, "harmful", "train", settings.n_train),
+            _prompts(harmless, "harmless", "train", settings.n_train),
+            EvalPrompts(
+                _prompts(eval_harmful, "harmful", "eval", n_eval),
+                _prompts(eval_harmless, "harmless", "eval", n_eval),
+                load_prompts(texts) if texts else plain_text()[:n_texts],
+            ),
+        )
+        prompts.check_overlap(allow=allow_overlap)
+        return prompts
+
+    @property
+    def train(self) -> dict[str, list[str]]:
+        return {"harmful": self.train_harmful, "harmless": self.train_harmless}
+
+    def check_overlap(self, *, allow: bool) -> int:
+        """Raise (or, with ``allow``, warn) if held-out prompts appear in the training ones;
+        returns how many do."""
+        shared = overlap(self.train_harmful, self.held_out.harmful) + overlap(
+            self.train_harmless, self.held_out.harmless
+        )
+        if shared:
+            message = (
+                f"{len(shared)} held-out prompt(s) also appear in the training prompts (e.g. "
+                f"{shared[0]!r}); results on them measure memorisation, not generalisation"
+            )
+            if not allow:
+                raise ValueError(f"{message}. Use disjoint files, or allow the overlap.")
+            warnings.warn(f"WARNING: {message}", stacklevel=2)
+        return len(shared)
+
+
+def _prompts(path: str | Path | None, kind: str, split: str, n: int) -> list[str]:
+    prompts = load_prompts(path) if path else default_prompts(kind, split)  # type: ignore[arg-type]
+    return prompts[:n]
+
+
+def check_output(folder: str | Path, *, overwrite: bool, saved_set: bool = False) -> Path:
+    """Fail before any work if ``folder`` cannot be written at the end (a file, or a foreign
+    non-empty folder without ``overwrite``)."""
+    folder = Path(folder)
+    owned = is_saved_folder if saved_set else is_report_folder
+    atomic.check_target(folder, overwrite=overwrite, owned=owned)
+    return folder
+
+
+def clouds(
+    model: Any, comparison: Comparison, held_out: EvalPrompts, settings: CompareSettings
+) -> tuple[Any, Any, Any, str] | None:
+    """Held-out activations at the first selective layer's last prompt token, before and after
+    ``ot_selective``, for ``plots.plot_clouds`` (``None`` without that method)."""
+    selective = comparison.interventions.get("ot_selective")
+    layers = comparison.settings.layers
+    if selective is None or isinstance(layers, str):
+        return None
+    name = hook_name("resid_pre", layers[0])
+    collect = dataclasses.replace(settings.collect(progress=False), positions="last")
+    rows = {
+        kind: collect_activations(model, prompts, name, **collect.kwargs())[name]
+        for kind, prompts in (("harmful", held_out.harmful), ("harmless", held_out.harmless))
+    }
+    transport = selective.to("cpu")[name]
+    title = f"Layer {layers[0]}, last prompt token (held-out prompts)"
+    return rows["harmful"], rows["harmless"], transport(rows["harmful"]), title
+
+
+def compare_job(
+    model: Any,
+    prompts: JobPrompts,
+    settings: CompareSettings,
+    out: str | Path,
+    *,
+    model_name: str,
+    command: str | None = None,
+    preset: str | None = None,
+    plots: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[CompareRecord, Path]:
+    """``tl-ot-ablation compare``: run the comparison and write its report folder."""
+    check_output(out, overwrite=overwrite)
+    comparison = run_comparison(
+        model,
+        prompts.train_harmful,
+        prompts.train_harmless,
+        prompts.held_out,
+        settings,
+        progress=progress,
+    )
+    record = comparison_record(
+        comparison,
+        model_name=model_name,
+        train=prompts.train,
+        held_out=prompts.held_out,
+        command=command,
+        preset=preset,
+    )
+    folder = write_compare_report(
+        out,
+        record,
+        {name: result.completions for name, result in comparison.results.items()},
+        {"harmful": prompts.held_out.harmful, "harmless": prompts.held_out.harmless},
+        clouds=clouds(model, comparison, prompts.held_out, settings) if plots else None,
+        plots_enabled=plots,
+        overwrite=overwrite,
+    )
+    return record, folder
+
+
+def sweep_job(
+    model: Any,
+    prompts: JobPrompts,
+    settings: SweepSettings,
+    out: str | Path,
+    *,
+    model_name: str,
+    command: str | None = None,
+    plots: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[SweepResult, SweepRecord, Path]:
+    """``tl-ot-ablation sweep``: run the sweep and write its report folder."""
+    check_output(out, overwrite=overwrite)
+    result = run_sweep(
+        model,
+        prompts.train_harmful,
+        prompts.train_harmless,
+        prompts.held_out.harmful,
+        prompts.held_out.harmless,
+        settings,
+        progress=progress,
+    )
+    record = result.to_record(model=model_name, command=command)
+    folder = write_sweep_report(out, record, plots_enabled=plots, overwrite=overwrite)
+    return result, record, folder
+
+
+def fit_job(
+    model: Any,
+    prompts: JobPrompts,
+    settings: FitSettings,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[InterventionSet, LayerChoice, Path]:
+    """``tl-ot-ablation fit``: fit one registered method and save it as an InterventionSet.
+
+    Layers are chosen as in ``compare`` (``resolve_layers``): ``"auto"`` ranks every layer by
+    W2² / variance from one pass, which the fit then reuses."""
+    check_output(out, overwrite=overwrite, saved_set=True)
+    n_layers = model.cfg.n_layers
+    method = METHODS[settings.method]
+    collect = settings.collect(progress=progress)
+    training = None
+    stats = None
+    if method.selective and settings.layers == "auto":
+        log(f"collecting activations at all {n_layers} layers", progress)
+        estimator = settings.estimator if method.transport else "ridge"
+        training = collect_every_layer(
+            model,
+            prompts.train_harmful,
+            prompts.train_harmless,
+            estimator=estimator,
+            **collect.kwargs(),
+        )
+        stats = training.stats
+    if method.selective:
+        choice = resolve_layers(
+            settings.layers, n_layers, stats, n_components=settings.n_components, reg=settings.reg
+        )
+        direction = settings.direction_layer
+        direction = middle_layer(n_layers) if direction is None else direction
+    else:  # direction ablation: its one layer is the direction's
+        given = settings.direction_layer
+        spec = [given] if given is not None else settings.layers
+        choice = resolve_layers("middle" if spec == "auto" else spec, n_layers)
+        direction = choice.layers[0]
+    context = FitContext(
+        model,
+        prompts.train_harmful,
+        prompts.train_harmless,
+        choice.layers,
+        direction,
+        settings.map_spec(),
+        collect,
+        settings.sequential,
+        training,
+    )
+    fitted = fit_method(settings.method, context)
+    return fitted, choice, fitted.save(out, overwrite=overwrite)
+
+
+__all__ = [
+    "JobPrompts",
+    "check_output",
+    "compare_job",
+    "fit_job",
+    "sweep_job",
+]

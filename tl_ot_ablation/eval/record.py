@@ -1,0 +1,312 @@
+"""The typed ``results.json`` / ``sweep.json`` records: one module writes and reads them.
+
+A record is built from dataclasses and converted to JSON here only; reading validates every
+key (an unknown or renamed key raises at once, naming it), so the report, the plots and a
+notebook that re-reads a saved run all see the same schema. The JSON layout is documented in
+the README's "results.json" section.
+"""
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core import atomic
+from .matched import StrengthMatch
+from .metrics import Estimate
+from .settings import CompareSettings, SweepSettings
+
+COMPARE_FORMAT = "tl_ot_ablation.compare/1"
+SWEEP_FORMAT = "tl_ot_ablation.sweep/1"
+
+METRICS = (
+    "refusal_rate_harmful",
+    "refusal_rate_harmless",
+    "kl_harmless",
+    "ppl_harmless",
+    "ppl_text",
+    "refusal_score_harmful",
+    "degenerate_rate_harmful",
+    "degenerate_rate_harmless",
+    "ppl_harmful_base",
+)
+"""Every per-method metric a comparison can report (each an ``Estimate``)."""
+
+
+class RecordError(ValueError):
+    """A results file that does not follow the record schema."""
+
+
+def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    if not isinstance(data, Mapping):
+        raise RecordError(f"{where} must be a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise RecordError(
+            f"{where} has unknown key(s) {unknown}; expected some of {sorted(allowed)}"
+        )
+
+
+def _estimate(data: Any, where: str) -> Estimate:
+    _check_keys(data, {"value", "ci_low", "ci_high"}, where)
+    try:
+        return Estimate(float(data["value"]), float(data["ci_low"]), float(data["ci_high"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RecordError(f"{where} needs numbers value, ci_low, ci_high ({err})") from err
+
+
+def _match(data: Any, where: str) -> StrengthMatch | None:
+    if data is None:
+        return None
+    _check_keys(data, {"strength", "damage", "budget", "reached", "path"}, where)
+    return StrengthMatch(
+        data["strength"],
+        data["damage"],
+        data["budget"],
+        data["reached"],
+        [(float(s), float(d)) for s, d in data.get("path", [])],
+    )
+
+
+@dataclass
+class MethodRecord:
+    """One method's evaluation: its strength, metrics with CIs and what it was fitted with."""
+
+    strength: float | None = None
+    metrics: dict[str, Estimate] = field(default_factory=dict)
+    refused_harmful: list[int] = field(default_factory=list)
+    matched: StrengthMatch | None = None
+    fit: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - set(METRICS))
+        if unknown:
+            raise RecordError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strength": self.strength,
+            **{key: self.metrics[key].to_dict() for key in METRICS if key in self.metrics},
+            "refused_harmful": self.refused_harmful,
+            "matched": None if self.matched is None else self.matched.to_dict(),
+            "fit": self.fit,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str = "method") -> "MethodRecord":
+        plain = {"strength", "refused_harmful", "matched", "fit", "seconds"}
+        _check_keys(data, plain | set(METRICS), where)
+        return cls(
+            strength=data.get("strength"),
+            metrics={k: _estimate(data[k], f"{where}.{k}") for k in METRICS if k in data},
+            refused_harmful=list(data.get("refused_harmful", [])),
+            matched=_match(data.get("matched"), f"{where}.matched"),
+            fit=dict(data.get("fit", {})),
+            seconds=dict(data.get("seconds", {})),
+        )
+
+
+@dataclass
+class PromptsRecord:
+    """Which prompts a comparison used: hashes and counts (no prompt text)."""
+
+    train_sha256: str
+    eval_sha256: str
+    text_sha256: str
+    n_train_harmful: int
+    n_train_harmless: int
+    n_eval_harmful: int
+    n_eval_harmless: int
+    n_texts: int
+    train_eval_overlap: int
+
+
+@dataclass
+class CompareRecord:
+    """``results.json``: every method's result, the settings and the prompts used."""
+
+    model: str
+    settings: CompareSettings
+    prompts: PromptsRecord
+    methods: dict[str, MethodRecord]
+    layer_choice: str = "given"
+    w2_by_layer: list[dict[str, int | float]] | None = None
+    command: str | None = None
+    preset: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": COMPARE_FORMAT,
+            "model": self.model,
+            "seed": self.seed,
+            "settings": self.settings.to_json(),
+            "prompts": dataclasses.asdict(self.prompts),
+            "methods": {name: method.to_json() for name, method in self.methods.items()},
+            "layer_choice": self.layer_choice,
+            "w2_by_layer": self.w2_by_layer,
+            "command": self.command,
+            "preset": self.preset,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "CompareRecord":
+        allowed = {f.name for f in dataclasses.fields(cls)} | {"format", "seed"}
+        _check_keys(data, allowed, "results.json")
+        if data.get("format") != COMPARE_FORMAT:
+            raise RecordError(f"format is {data.get('format')!r}, expected {COMPARE_FORMAT!r}")
+        prompt_fields = {f.name for f in dataclasses.fields(PromptsRecord)}
+        _check_keys(data["prompts"], prompt_fields, "results.json prompts")
+        try:
+            settings = CompareSettings.from_json(dict(data["settings"]))
+            prompts = PromptsRecord(**data["prompts"])
+        except (TypeError, ValueError) as err:
+            raise RecordError(f"results.json: {err}") from err
+        return cls(
+            model=data["model"],
+            settings=settings,
+            prompts=prompts,
+            methods={
+                name: MethodRecord.from_json(method, f"methods.{name}")
+                for name, method in data["methods"].items()
+            },
+            layer_choice=data.get("layer_choice", "given"),
+            w2_by_layer=data.get("w2_by_layer"),
+            command=data.get("command"),
+            preset=data.get("preset"),
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write as JSON, atomically."""
+        return atomic.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "CompareRecord":
+        """Read and validate a ``results.json``."""
+        return cls.from_json(_read_json(path))
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One scored configuration of a sweep."""
+
+    kind: str  # "layer", "pair", "k", "strength" or "reference"
+    method: str
+    layers: tuple[int, ...]
+    n_components: int | None
+    strength: float
+    refusal_score: Estimate
+    kl_harmless: Estimate
+    refusal_share: Estimate | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "method": self.method,
+            "layers": list(self.layers),
+            "n_components": self.n_components,
+            "strength": self.strength,
+            "refusal_score": self.refusal_score.to_dict(),
+            "kl_harmless": self.kl_harmless.to_dict(),
+            "refusal_share": None if self.refusal_share is None else self.refusal_share.to_dict(),
+        }
+
+    to_dict = to_json
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str = "point") -> "SweepPoint":
+        _check_keys(data, {f.name for f in dataclasses.fields(cls)}, where)
+        share = data.get("refusal_share")
+        return cls(
+            data["kind"],
+            data["method"],
+            tuple(data["layers"]),
+            data["n_components"],
+            float(data["strength"]),
+            _estimate(data["refusal_score"], f"{where}.refusal_score"),
+            _estimate(data["kl_harmless"], f"{where}.kl_harmless"),
+            None if share is None else _estimate(share, f"{where}.refusal_share"),
+        )
+
+
+@dataclass
+class SweepRecord:
+    """``sweep.json``: every point, the W2 ranking, the budget and the best placement."""
+
+    settings: SweepSettings
+    n_layers: int
+    kl_budget: float
+    best: SweepPoint | None
+    w2_by_layer: list[dict[str, int | float]]
+    points: list[SweepPoint]
+    model: str | None = None
+    command: str | None = None
+
+    @property
+    def sweet_spot_depth_fraction(self) -> float | None:
+        """Depth of the best placement as a fraction of the layers (its mean layer / n_layers)."""
+        if self.best is None:
+            return None
+        return sum(self.best.layers) / len(self.best.layers) / self.n_layers
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": SWEEP_FORMAT,
+            "settings": self.settings.to_json(),
+            "n_layers": self.n_layers,
+            "kl_budget": self.kl_budget,
+            "best": None if self.best is None else self.best.to_json(),
+            "sweet_spot_depth_fraction": self.sweet_spot_depth_fraction,
+            "w2_by_layer": self.w2_by_layer,
+            "points": [p.to_json() for p in self.points],
+            "model": self.model,
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SweepRecord":
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        _check_keys(data, allowed | {"format", "sweet_spot_depth_fraction"}, "sweep.json")
+        if data.get("format") != SWEEP_FORMAT:
+            raise RecordError(f"format is {data.get('format')!r}, expected {SWEEP_FORMAT!r}")
+        try:
+            settings = SweepSettings.from_json(dict(data["settings"]))
+        except (TypeError, ValueError) as err:
+            raise RecordError(f"sweep.json: {err}") from err
+        best = data.get("best")
+        return cls(
+            settings=settings,
+            n_layers=int(data["n_layers"]),
+            kl_budget=float(data["kl_budget"]),
+            best=None if best is None else SweepPoint.from_json(best, "best"),
+            w2_by_layer=list(data["w2_by_layer"]),
+            points=[SweepPoint.from_json(p, f"points[{i}]") for i, p in enumerate(data["points"])],
+            model=data.get("model"),
+            command=data.get("command"),
+        )
+
+    def write(self, path: str | Path) -> Path:
+        """Write as JSON, atomically."""
+        return atomic.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "SweepRecord":
+        """Read and validate a ``sweep.json``."""
+        return cls.from_json(_read_json(path))
+
+
+def _read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RecordError(f"{path} is not valid JSON ({err})") from err

@@ -1,0 +1,321 @@
+"""One typed, frozen settings object per job (fit, compare, sweep), with the defaults in one place.
+
+Every job fits the same map by default: the fields shared by all three (``JobSettings``) take
+their defaults from ``lens.fit.RECOMMENDED_MAP`` and ``lens.collect.CollectOptions``, so
+``run_sweep()`` from Python and ``tl-ot-ablation sweep`` measure the same map. Presets are named
+sets of changes (``"default"``: none; ``"quick"``: fewer prompts, tokens and search steps)
+that Python and the CLI share: ``CompareSettings.preset("quick", seed=1)``.
+
+Settings check their own values when built, so a bad value fails before any model loads;
+``resolve(n_layers)`` then checks layer indices against the model.
+"""
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from ..lens.collect import CollectOptions
+from ..lens.fit import RECOMMENDED_MAP, MapSpec
+from .methods import COMPARED, METHODS, SWEPT, check_method
+from .selection import LayerSpec, check_layer_spec, middle_layer
+
+PRESETS = ("default", "quick")
+S = TypeVar("S", bound="JobSettings")
+_DEFAULT_COLLECT = CollectOptions()
+
+
+def _positive_int(value: object, name: str) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _positive_number(value: object, name: str) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What every job shares: the map (``MapSpec`` fields), how prompts are run
+    (``CollectOptions`` fields but ``progress``, which is per call), the training set size and
+    the seed.
+
+    Attributes:
+        n_components: PCA subspace size ``k`` of the transport maps.
+        reg: Relative ridge on the covariances.
+        estimator: Covariance estimator ("ridge", "oas", "ledoit_wolf").
+        gate: Gate of the transport maps ("none", "posterior", "hard").
+        gate_prior: Prior probability of harmful in the gate.
+        preserve_norm: Norm-preserving maps.
+        positions: Fitting positions ("post_instruction", "last" or "all").
+        batch_size: Prompts per forward pass.
+        system: Optional system prompt.
+        n_train: Training prompts per class taken from the shipped sets (user files: all).
+        seed: Seeds sampling and the bootstrap (through generators; no global seed is set).
+    """
+
+    n_components: int = RECOMMENDED_MAP.n_components or 64
+    reg: float = RECOMMENDED_MAP.reg
+    estimator: str = RECOMMENDED_MAP.estimator
+    gate: str = RECOMMENDED_MAP.gate
+    gate_prior: float = RECOMMENDED_MAP.gate_prior
+    preserve_norm: bool = RECOMMENDED_MAP.preserve_norm
+    positions: str = _DEFAULT_COLLECT.positions
+    batch_size: int = _DEFAULT_COLLECT.batch_size
+    system: str | None = _DEFAULT_COLLECT.system
+    n_train: int = 64
+    seed: int = 0
+
+    QUICK: ClassVar[dict[str, Any]] = {}
+    """The ``"quick"`` preset's changes to the defaults."""
+
+    def __post_init__(self) -> None:
+        self.map_spec()  # validates the map fields
+        self.collect()  # validates positions and batch size
+        _positive_int(self.n_train, "n_train")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def preset(cls: type[S], name: str = "default", **changes: Any) -> S:
+        """Settings of the preset ``name`` ("default" or "quick"), with ``changes`` on top."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
+        base = cls.QUICK if name == "quick" else {}
+        return cls(**{**base, **changes})
+
+    def map_spec(self) -> MapSpec:
+        """The transport maps' ``MapSpec``."""
+        return dataclasses.replace(
+            RECOMMENDED_MAP,
+            n_components=self.n_components,
+            reg=self.reg,
+            estimator=self.estimator,  # type: ignore[arg-type]
+            gate=self.gate,  # type: ignore[arg-type]
+            gate_prior=self.gate_prior,
+            preserve_norm=self.preserve_norm,
+        )
+
+    def collect(self, *, progress: bool = True) -> CollectOptions:
+        """How the prompts are run (``CollectOptions``)."""
+        return CollectOptions(
+            positions=self.positions,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            system=self.system,
+            progress=progress,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings as JSON values (tuples become lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls: type[S], data: dict[str, Any]) -> S:
+        """Settings from ``to_json`` output; an unknown or missing field raises."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}")
+        tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
+        values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class FitSettings(JobSettings):
+    """``fit``: one method from the registry, saved as an ``InterventionSet``.
+
+    Attributes:
+        method: A name of ``methods.METHODS`` (not "none").
+        layers: Selective layers ("auto": the W2² / variance argmax, as in ``compare``).
+        direction_layer: Layer of the refusal direction (default: the middle one).
+        sequential: Fit later layers on transported activations.
+    """
+
+    method: str = "ot_selective"
+    layers: LayerSpec = "auto"
+    direction_layer: int | None = None
+    sequential: bool = True
+
+    QUICK: ClassVar[dict[str, Any]] = {"n_train": 32}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_method(self.method, allow_none=False)
+        check_layer_spec(self.layers)
+        _check_direction_layer(self.direction_layer)
+
+
+@dataclass(frozen=True)
+class CompareSettings(JobSettings):
+    """``compare``: every method fitted on one split, evaluated on a disjoint one.
+
+    Attributes:
+        layers: Layers of the selective methods (ActAdd, mean shift, per-neuron OT,
+            ``ot_selective``): a list, ``"auto"`` (default: where harmful and harmless training
+            activations are furthest apart by W2² / variance) or ``"middle"``.
+        direction_layer: Layer whose mean difference gives the refusal direction (default:
+            the middle layer).
+        strength: Strength of every method when ``match_kl`` is ``None``.
+        sequential: Fit later selected layers on transported activations.
+        max_new_tokens: Greedy completion length.
+        judge_tokens: Refusal markers are searched in the first this many tokens.
+        match_kl: ``"direction_ablation"`` (its KL is the budget), a number (the budget in
+            nats) or ``None`` (no matching: every method at ``strength``).
+        max_strength: Upper end of the strength search.
+        bisection_steps: Search steps per method (after strength 1 and ``max_strength``).
+        methods: Which methods to run, names of ``methods.COMPARED`` ("none" always runs).
+        n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+        n_texts: Prose paragraphs for the perplexity check.
+    """
+
+    layers: LayerSpec = "auto"
+    direction_layer: int | None = None
+    strength: float = 1.0
+    sequential: bool = True
+    max_new_tokens: int = 32
+    judge_tokens: int = 32
+    match_kl: str | float | None = "direction_ablation"
+    max_strength: float = 2.0
+    bisection_steps: int = 6
+    methods: tuple[str, ...] = COMPARED
+    n_eval: int = 32
+    n_texts: int = 8
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "n_train": 32,
+        "n_eval": 16,
+        "n_texts": 4,
+        "max_new_tokens": 16,
+        "bisection_steps": 4,
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for method in self.methods:
+            check_method(method, among=COMPARED)
+        if isinstance(self.match_kl, str) and self.match_kl != "direction_ablation":
+            raise ValueError(
+                f"match_kl must be 'direction_ablation', a KL budget in nats or None, got "
+                f"{self.match_kl!r}"
+            )
+        if isinstance(self.match_kl, int | float):
+            _positive_number(self.match_kl, "match_kl")
+        if self.match_kl == "direction_ablation" and "direction_ablation" not in self.methods:
+            raise ValueError("match_kl='direction_ablation' needs that method in `methods`")
+        check_layer_spec(self.layers)
+        _check_direction_layer(self.direction_layer)
+        if not (isinstance(self.strength, int | float) and self.strength >= 0):
+            raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
+        if not (isinstance(self.max_strength, int | float) and self.max_strength >= 1):
+            raise ValueError(f"max_strength must be a number >= 1, got {self.max_strength!r}")
+        for name in ("max_new_tokens", "judge_tokens", "n_eval", "n_texts"):
+            _positive_int(getattr(self, name), name)
+        if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
+            raise ValueError(f"bisection_steps must be an integer >= 0, got {self.bisection_steps}")
+
+    def resolve(self, n_layers: int) -> "CompareSettings":
+        """A copy with "none" first, the methods in report order, ``"middle"`` and the
+        direction layer filled in, and layer indices checked against ``n_layers``."""
+        layers: LayerSpec = self.layers
+        if layers == "middle":
+            layers = [middle_layer(n_layers)]
+        elif not isinstance(layers, str):
+            layers = sorted(set(layers))
+        _check_layer_indices([*([] if isinstance(layers, str) else layers)], n_layers)
+        direction = self.direction_layer
+        direction = middle_layer(n_layers) if direction is None else direction
+        _check_layer_indices([direction], n_layers, name="direction_layer")
+        methods = tuple(m for m in METHODS if m in self.methods or m == "none")
+        return dataclasses.replace(self, layers=layers, direction_layer=direction, methods=methods)
+
+
+@dataclass(frozen=True)
+class SweepSettings(JobSettings):
+    """``sweep``: single layers, adjacent pairs, ``k`` and strength, scored without generation.
+
+    Attributes:
+        layers: Layers to scan singly (``None``: every ``layer_stride``-th layer).
+        layer_stride: Step between scanned layers when ``layers`` is ``None``.
+        pairs: Also scan adjacent pairs ``(l, l + 1)`` of those layers.
+        sequential: Fit a pair's second map on activations transported by its first.
+        k_grid: ``k`` values tried at the best placement.
+        strengths: Strengths tried for each method at the best placement.
+        method: The transport method scanned (``methods.SWEPT``).
+        direction_layer: Layer of the direction-ablation baseline (default: the middle one).
+        kl_budget: "direction_ablation" (its KL) or a number: the damage allowed when picking
+            the best placement.
+        n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+    """
+
+    layers: list[int] | None = None
+    layer_stride: int = 1
+    pairs: bool = True
+    sequential: bool = False
+    k_grid: tuple[int, ...] = (8, 16, 32, 64, 128)
+    strengths: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    method: str = "ot_selective"
+    direction_layer: int | None = None
+    kl_budget: str | float = "direction_ablation"
+    n_eval: int = 32
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "n_train": 32,
+        "n_eval": 16,
+        "layer_stride": 2,
+        "pairs": False,
+        "k_grid": (16, 64),
+        "strengths": (0.5, 1.0, 2.0),
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_method(self.method, among=SWEPT)
+        if self.layers is not None:
+            check_layer_spec(self.layers)
+        _check_direction_layer(self.direction_layer)
+        _positive_int(self.layer_stride, "layer_stride")
+        _positive_int(self.n_eval, "n_eval")
+        if not self.k_grid:
+            raise ValueError("k_grid is empty; give at least one k")
+        for k in self.k_grid:
+            _positive_int(k, "every k in k_grid")
+        if not self.strengths:
+            raise ValueError("strengths is empty; give at least one strength")
+        for strength in self.strengths:
+            _positive_number(strength, "every strength")
+        if isinstance(self.kl_budget, str):
+            if self.kl_budget != "direction_ablation":
+                raise ValueError(
+                    f"kl_budget must be 'direction_ablation' or a number, got {self.kl_budget!r}"
+                )
+        else:
+            _positive_number(self.kl_budget, "kl_budget")
+
+    def scanned_layers(self, n_layers: int) -> list[int]:
+        """The layers scanned singly, checked against ``n_layers``."""
+        layers = self.layers or list(range(0, n_layers, self.layer_stride))
+        _check_layer_indices(layers, n_layers)
+        return sorted(set(layers))
+
+    def direction(self, n_layers: int) -> int:
+        """The direction-ablation baseline's layer, checked against ``n_layers``."""
+        layer = middle_layer(n_layers) if self.direction_layer is None else self.direction_layer
+        _check_layer_indices([layer], n_layers, name="direction_layer")
+        return layer
+
+
+def _check_direction_layer(layer: object) -> None:
+    if layer is not None and not (isinstance(layer, int) and layer >= 0):
+        raise ValueError(f"direction_layer must be a block index >= 0 or None, got {layer!r}")
+
+
+def _check_layer_indices(layers: Sequence[int], n_layers: int, name: str = "layer") -> None:
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise ValueError(f"{name}(s) {bad} out of range: this model has layers 0..{n_layers - 1}")
