@@ -40,13 +40,19 @@ def test_map_is_finite_and_well_formed(problem: tuple[torch.Tensor, torch.Tensor
     assert out.shape == source.shape and out.dtype == source.dtype
     assert torch.isfinite(out).all()
     torch.testing.assert_close(ot_map.matrix, ot_map.matrix.mT)
-    assert torch.linalg.eigvalsh(ot_map.matrix.double()).min() >= -1e-6
+    # A is p.s.d. in float64; storing it in its dtype moves its eigenvalues by at most
+    # eps·‖A‖_F (Weyl), whatever the BLAS.
+    matrix = ot_map.matrix.double()
+    eps = torch.finfo(source.dtype).eps
+    assert (torch.linalg.eigvalsh(matrix).min(-1).values >= -eps * matrix.norm(dim=(-2, -1))).all()
     assert torch.equal(ot_map.with_strength(0.0)(source), source)
     # The edit lies in the subspace: projecting it onto the complement leaves (almost) nothing.
     v = ot_map.basis.components.double()
     edit = (out - source).double()
     leak = edit - (edit @ v.mT) @ v
-    tolerance = 1e-4 if source.dtype == torch.float32 else 1e-9
+    # The leak is rounding: of x + edit, and of the stored basis's orthonormality, a few d·eps
+    # of the magnitudes (d <= 10; at most ~10 eps seen in 1500 examples). 1000 eps leaves room.
+    tolerance = 1000 * torch.finfo(source.dtype).eps
     assert leak.abs().max() <= tolerance * (1 + source.double().abs().max())
 
 

@@ -29,6 +29,8 @@ def test_float32_rows_accumulate_in_float64_at_float32_precision() -> None:
         stats.update(chunk)
     assert stats.cov.dtype == torch.float64 and stats.mean.dtype == torch.float64
     exact = torch.cov(rows.float().double().T)
+    # Float32 products of 64-row chunks err by at most 64·eps32·Σ|x_i y_i| <= 4e-6 of the
+    # largest variance, in any summation order (any BLAS): 1e-5 of it bounds that.
     torch.testing.assert_close(stats.cov, exact, rtol=1e-5, atol=1e-5 * exact.diag().max().item())
     torch.testing.assert_close(stats.mean, rows.float().double().mean(0), rtol=1e-7, atol=0)
 

@@ -1,8 +1,9 @@
 """Refusal ablation by Gaussian optimal transport in a PCA subspace, for TransformerLens.
 
-The core (``GaussianStats``, ``GaussianOTMap`` and the baselines) is pure tensors in and out;
-``collect_*``, ``fit_*``, ``InterventionSet`` and ``generate`` connect it to TransformerLens 4.x
-bridges. See the README for the formula and a quickstart.
+Three layers (``docs/architecture.md``): ``core`` (``GaussianStats``, ``GaussianOTMap``, the
+baselines: pure tensors in and out), ``lens`` (``collect_*``, ``fit_*``, ``InterventionSet``,
+``generate``: TransformerLens 4.x bridges) and ``eval`` (``judge``, ``compare``, ``sweep``,
+reports). See the README for the formula and a quickstart.
 """
 
 from .core.baselines import ActAdd, DirectionAblation, PerNeuronOT
@@ -10,6 +11,7 @@ from .core.distributed import all_reduce_stats
 from .core.ot_map import GaussianOTMap, MeanShift, OTDiagnostics
 from .core.pca import PCABasis
 from .core.stats import GaussianStats
+from .eval.judge import judge
 from .eval.selection import select_layers
 from .lens.collect import collect_activations, collect_stats
 from .lens.fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
@@ -44,6 +46,7 @@ __all__ = [
     "format_chat",
     "fwd_hooks",
     "generate",
+    "judge",
     "load",
     "load_model",
     "load_prompts",

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .eval.jobs import JobPrompts, check_output, compare_job, fit_job, sweep_job
+from .eval.judge import JUDGES
 from .eval.methods import COMPARED, METHODS, SWEPT
 from .eval.record import RecordError
 from .eval.report import comparison_table, verdict
@@ -88,6 +89,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         ("--eval-harmful", "held-out harmful prompts"),
         ("--eval-harmless", "held-out harmless prompts"),
         ("--texts", "plain-text paragraphs for perplexity"),
+        ("--questions", "multiple-choice questions (JSON, or MMLU-style CSV) for capability"),
     ):
         group.add_argument(flag, type=Path, help=text)
     group.add_argument("--n-train", type=int, help="training prompts per side (shipped sets)")
@@ -121,14 +123,7 @@ def _add_map_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--positions", choices=["post_instruction", "last", "all"])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tl-ot-ablation",
-        description="Refusal ablation by Gaussian optimal transport, compared with direction "
-        "ablation (TransformerLens 4.x).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_compare(commands: Any) -> None:
     compare = commands.add_parser("compare", help="all methods side by side, at matched KL")
     _add_common(compare)
     group = compare.add_argument_group("methods")
@@ -149,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="'direction_ablation' (default), a KL budget in nats, or 'none'",
     )
     group.add_argument("--max-strength", type=float, default=2.0)
+    group.add_argument("--judge", choices=JUDGES, default="classifier", help="compliance judge")
+    group.add_argument("--n-questions", type=int, help="capability questions (0: skip)")
     _add_map_options(group)
     group.add_argument("--methods", nargs="+", choices=COMPARED, default=list(COMPARED))
 
+
+def _add_sweep(commands: Any) -> None:
     sweep = commands.add_parser("sweep", help="layers, pairs, k and strength; no generation")
     _add_common(sweep)
     group = sweep.add_argument_group("sweep")
@@ -165,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--kl-budget", type=_kl_budget, default="direction_ablation")
     _add_map_options(group)
 
+
+def _add_fit(commands: Any) -> None:
     fit = commands.add_parser("fit", help="fit one method and save it as an InterventionSet")
     _add_common(fit)
     group = fit.add_argument_group("fit")
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--no-sequential", action="store_true")
     _add_map_options(group)
 
+
+def _add_generate(commands: Any) -> None:
     gen = commands.add_parser("generate", help="completions under a saved InterventionSet")
     _add_common(gen)
     group = gen.add_argument_group("generate")
@@ -191,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--strength", type=float)
     group.add_argument("--max-new-tokens", type=int, default=64)
     group.add_argument("--with-unmodified", action="store_true", help="also print the original")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="tl-ot-ablation",
+        description="Refusal ablation by Gaussian optimal transport, compared with direction "
+        "ablation (TransformerLens 4.x).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_compare, _add_sweep, _add_fit, _add_generate):
+        add(commands)
     return parser
 
 
@@ -241,7 +256,7 @@ def _settings(args: argparse.Namespace) -> JobSettings:
             direction_layer=args.direction_layer,
             kl_budget=args.kl_budget or "direction_ablation",
         )
-    optional["max_new_tokens"] = args.max_new_tokens
+    optional |= {"max_new_tokens": args.max_new_tokens, "n_questions": args.n_questions}
     return CompareSettings.preset(
         preset,
         **fields,
@@ -252,6 +267,7 @@ def _settings(args: argparse.Namespace) -> JobSettings:
         match_kl=args.match_kl,
         max_strength=args.max_strength,
         methods=tuple(args.methods),
+        judge=args.judge,
     )
 
 
@@ -272,6 +288,7 @@ def _prompts(args: argparse.Namespace, settings: JobSettings) -> JobPrompts:
             eval_harmful=args.eval_harmful,
             eval_harmless=args.eval_harmless,
             texts=args.texts,
+            questions=args.questions,
             allow_overlap=args.allow_overlap or args.command == "fit",
         )
     except ValueError as error:
@@ -303,6 +320,7 @@ def _resolve(settings: JobSettings, model: Any) -> None:
 
 
 def run_compare(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+    """``compare``: the job, then the table and the verdict."""
     record, folder = compare_job(
         model,
         _prompts(args, settings),
@@ -323,6 +341,7 @@ def run_compare(args: argparse.Namespace, settings: Any, model: Any, command: st
 
 
 def run_sweep(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+    """``sweep``: the job, then the best placement."""
     result, record, folder = sweep_job(
         model,
         _prompts(args, settings),
@@ -348,6 +367,7 @@ def run_sweep(args: argparse.Namespace, settings: Any, model: Any, command: str)
 
 
 def run_fit(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+    """``fit``: the job, then what was fitted and where it was saved."""
     fitted, choice, folder = fit_job(
         model,
         _prompts(args, settings),
@@ -365,6 +385,7 @@ def run_fit(args: argparse.Namespace, settings: Any, model: Any, command: str) -
 
 
 def run_generate(args: argparse.Namespace, model: Any) -> Path:
+    """``generate``: completions under a saved set (and the unmodified model's)."""
     prompts = list(args.prompt) + (load_prompts(args.prompts) if args.prompts else [])
     interventions = InterventionSet.load(args.map, model=model)
     if args.strength is not None:

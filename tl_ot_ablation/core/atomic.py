@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Persist a folder's entries (renames, new files); a no-op where directories can't open."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -33,13 +33,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
+    """Persist every file and folder entry below ``folder``."""
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
     for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
-        _fsync_dir(path)
+        fsync_dir(path)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -57,7 +58,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -102,18 +103,22 @@ def folder(
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         yield temp
-        _fsync_tree(temp)
+        fsync_tree(temp)
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
-            os.replace(temp, path)
-            _fsync_dir(path.parent)
+            try:
+                os.replace(temp, path)
+            except BaseException:
+                os.replace(old, path)  # put the old folder back: nothing is lost
+                raise
+            fsync_dir(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     finally:
         if temp.exists():
             shutil.rmtree(temp, ignore_errors=True)

@@ -21,7 +21,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ._tensor_dataclass import StrengthMixin
-from ._validate import check_reg, check_rows, check_same_width, compute_dtype
+from ._validate import (
+    check_float_tensor,
+    check_reg,
+    check_rows,
+    check_same_width,
+    compute_dtype,
+    warn_if_degenerate,
+)
 from .stats import GaussianStats
 
 
@@ -93,6 +100,7 @@ class DirectionAblation(StrengthMixin):
         return cls(direction=direction / direction.norm(dim=-1, keepdim=True))
 
     def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        check_float_tensor(x, "x")  # an integer x would come back truncated
         rows = self._as_rows(x, self.direction.shape[-1])
         dtype = compute_dtype(x.dtype)
         r = self.direction.to(dtype).unsqueeze(-2)
@@ -134,6 +142,7 @@ class ActAdd(StrengthMixin):
         return ActAdd(vector=-self.vector, strength=self.strength)
 
     def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        check_float_tensor(x, "x")  # an integer x would come back truncated
         rows = self._as_rows(x, self.vector.shape[-1])
         dtype = compute_dtype(x.dtype)
         out = rows.to(dtype) + self.strength * self.vector.to(dtype).unsqueeze(-2)
@@ -188,12 +197,20 @@ class PerNeuronOT(StrengthMixin):
     ) -> "PerNeuronOT":
         _check_pair(source, target, 2)
         reg = check_reg(reg)
+        raw = {
+            name: torch.diagonal(stats.cov, dim1=-2, dim2=-1)
+            for name, stats in (("source", source), ("target", target))
+        }
+        warn_if_degenerate(
+            {name: var.sum(-1) for name, var in raw.items()},
+            cls.__name__,
+            "`reg` is relative to each class's own variance, so it does not fix this",
+        )
 
-        def variance(stats: GaussianStats) -> Tensor:
-            var = torch.diagonal(stats.cov, dim1=-2, dim2=-1)
-            return var + reg * var.mean(-1, keepdim=True)
+        def variance(name: str) -> Tensor:
+            return raw[name] + reg * raw[name].mean(-1, keepdim=True)
 
-        scale = (variance(target) / variance(source)).sqrt()
+        scale = (variance("target") / variance("source")).sqrt()
         if not bool(torch.isfinite(scale).all()):
             raise ValueError(
                 f"PerNeuronOT fit produced non-finite scales (constant coordinates?); increase "
@@ -212,6 +229,7 @@ class PerNeuronOT(StrengthMixin):
         )
 
     def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
+        check_float_tensor(x, "x")  # an integer x would come back truncated
         rows = self._as_rows(x, self.scale.shape[-1])
         dtype = compute_dtype(x.dtype)
         m_s, m_t, scale = (

@@ -32,7 +32,17 @@ from torch import Tensor
 from . import gate as gating
 from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number
 from ._tensor_dataclass import StrengthMixin
-from ._validate import check_n_components, check_reg, check_rows, check_same_width, compute_dtype
+from ._validate import (
+    check_float_tensor,
+    check_n_components,
+    check_reg,
+    check_rows,
+    check_same_width,
+    compute_dtype,
+    moments_dtype,
+    storage_dtype,
+    warn_if_degenerate,
+)
 from .diagnostics import OTDiagnostics
 from .pca import EigenMethod, PCABasis
 from .shrinkage import ledoit_wolf_covariance, oas_covariance
@@ -98,13 +108,35 @@ def _non_finite_fit(cls: type, reg: float) -> ValueError:
     )
 
 
+def _work_dtype(dtype: torch.dtype, source: Tensor, target: Tensor) -> torch.dtype:
+    """``dtype``, or float64 where float32 second moments of either class would under- or
+    overflow (rows at a scale of ~1e-13 and below, or ~1e12 and above)."""
+    if torch.float64 in (moments_dtype(source), moments_dtype(target)):
+        return torch.float64
+    return dtype
+
+
+def _trace(stats: GaussianStats) -> Tensor:
+    """Total variance of the rows ``stats`` summarises, ``[*batch]``."""
+    return torch.diagonal(stats.cov, dim1=-2, dim2=-1).sum(-1)
+
+
 def _regularize(cov: Tensor, reg: float) -> Tensor:
     k = cov.shape[-1]
     scale = torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1)[..., None, None]
     return cov + reg * scale * torch.eye(k, dtype=cov.dtype, device=cov.device)
 
 
-def _estimate_cov(stats: GaussianStats, rows: Tensor | None, estimator: str, reg: float) -> Tensor:
+def check_map_options(estimator: object, gate: object, gate_prior: object, part: object) -> None:
+    """Raise unless the estimator, gate (and its prior) and part name valid choices."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    gating.check_gate(gate, gate_prior)
+    if part not in ("full", "covariance"):
+        raise ValueError(f"part must be 'full' or 'covariance', got {part!r}")
+
+
+def estimate_cov(stats: GaussianStats, rows: Tensor | None, estimator: str, reg: float) -> Tensor:
     """The covariance a map uses: the unbiased sample covariance ("ridge"), or the OAS /
     Ledoit-Wolf shrunk MLE covariance; then the relative ridge ``reg`` on top."""
     if estimator == "ridge":
@@ -175,14 +207,12 @@ class GaussianOTMap(StrengthMixin):
     EVENT_DIMS: ClassVar[dict[str, int]] = {
         "mean_source": 1, "mean_target": 1, "cov_source": 2, "cov_target": 2, "matrix": 2,
     }  # fmt: skip
+    #: Whether the linear part depends on the covariances (a degenerate one is then warned of).
+    _USES_COVARIANCES: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        gating.check_gate(self.gate, self.gate_prior)
-        if self.part not in ("full", "covariance"):
-            raise ValueError(f"part must be 'full' or 'covariance', got {self.part!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        check_map_options(self.estimator, self.gate, self.gate_prior, self.part)
 
     @staticmethod
     def _linear_part(cov_source: Tensor, cov_target: Tensor) -> Tensor:
@@ -236,11 +266,17 @@ class GaussianOTMap(StrengthMixin):
             estimator: "ridge", "oas" or "ledoit_wolf" (see the class attributes).
 
         Returns:
-            The fitted map, stored in float64 if the inputs are float64, else float32.
+            The fitted map, stored in float64 if the inputs are float64, else float32 (float64,
+            with a warning, where the activations' scale puts their variances outside
+            float32's range; the fit itself then runs in float64 too).
 
         Raises:
             ValueError: on mismatched shapes, too few rows, non-finite or integer inputs, an
                 out-of-range ``n_components``, or a fit that produced non-finite values.
+
+        Warns:
+            UserWarning: if one class has (near) zero variance in the subspace (all its rows
+                equal?), which makes ``A`` degenerate, or if the map is stored in float64.
         """
         source = check_rows(source, "source")
         target = check_rows(target, "target")
@@ -266,9 +302,10 @@ class GaussianOTMap(StrengthMixin):
         if route != "rows":
             raise ValueError(f"route must be 'auto', 'covariance' or 'rows', got {route!r}")
         reg = check_reg(reg)
-        source, target = source.to(dtype), target.to(dtype)
+        work = _work_dtype(dtype, source, target)
+        source, target = source.to(work), target.to(work)
         if isinstance(basis, PCABasis):
-            pca = basis.to(dtype=dtype)
+            pca = basis.to(dtype=work)
         else:
             include = _basis_include(basis, source.mean(-2), target.mean(-2))
             pooled = torch.cat([source, target], dim=-2)
@@ -334,9 +371,17 @@ class GaussianOTMap(StrengthMixin):
         estimator: str = "ridge",
         rows: tuple[Tensor, Tensor] | None = None,
     ) -> "GaussianOTMap":
-        """The map from the Gaussians' moments in PCA coordinates (computed in float64)."""
-        cov_s = _estimate_cov(source, None if rows is None else rows[0], estimator, reg)
-        cov_t = _estimate_cov(target, None if rows is None else rows[1], estimator, reg)
+        """The map from the Gaussians' moments in PCA coordinates (computed in float64), stored
+        in ``dtype`` where that holds its covariances (see ``storage_dtype``)."""
+        if cls._USES_COVARIANCES:
+            warn_if_degenerate(
+                {"source": _trace(source), "target": _trace(target)},
+                cls.__name__,
+                "`reg` and `estimator` shrink towards each class's own variance, so neither "
+                "fixes this; MeanShift (A = I) does not use the covariances",
+            )
+        cov_s = estimate_cov(source, None if rows is None else rows[0], estimator, reg)
+        cov_t = estimate_cov(target, None if rows is None else rows[1], estimator, reg)
         try:
             matrix = cls._linear_part(cov_s, cov_t)
         except torch.linalg.LinAlgError as err:
@@ -354,7 +399,8 @@ class GaussianOTMap(StrengthMixin):
             basis_method=basis_method,
             estimator=estimator,
         )
-        return fitted.to(dtype=dtype)
+        diagonals = torch.cat([torch.diagonal(c, dim1=-2, dim2=-1) for c in (cov_s, cov_t)], -1)
+        return fitted.to(dtype=storage_dtype(dtype, diagonals, cls.__name__))
 
     @property
     def n_components(self) -> int:
@@ -402,7 +448,7 @@ class GaussianOTMap(StrengthMixin):
 
     def harmful_log_odds(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, " *batch"]:
         """``logit P(harmful | x)`` under the fitted Gaussians (and ``gate_prior``), per row."""
-        computed = x.to(compute_dtype(x.dtype))
+        computed = x.to(compute_dtype(check_float_tensor(x, "x").dtype))
         v, offset, _, _ = (t.to(computed.dtype) for t in self._subspace_fused)
         z = self._as_rows(computed, self.d_model) @ v.mT - offset.unsqueeze(-2)
         return self._log_odds(z).reshape(x.shape[:-1])
@@ -425,7 +471,7 @@ class GaussianOTMap(StrengthMixin):
 
     def edit(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         """The displacement ``map(x) - x``, in the compute dtype (float64 only for float64 x)."""
-        return self._edit(x.to(compute_dtype(x.dtype)))
+        return self._edit(x.to(compute_dtype(check_float_tensor(x, "x").dtype)))
 
     def _edit(self, x: Tensor) -> Tensor:
         """``edit`` of an activation already in its compute dtype."""
@@ -449,6 +495,7 @@ class GaussianOTMap(StrengthMixin):
 
     def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
         """Transported activations, a new tensor in ``x``'s dtype and device."""
+        check_float_tensor(x, "x")  # an integer x would come back truncated
         if self.strength == 0:
             return x.clone()
         computed = x.to(compute_dtype(x.dtype))  # one cast, shared by the sum and the edit
@@ -493,6 +540,8 @@ class MeanShift(GaussianOTMap):
     The ablation that shows what the covariance part of ``GaussianOTMap`` adds. Its fields are
     those of ``GaussianOTMap`` (with ``matrix`` the identity), so every tool treats both alike.
     """
+
+    _USES_COVARIANCES: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

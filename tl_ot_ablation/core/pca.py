@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ._linalg import psd_eigh
 from ._tensor_dataclass import TensorDataclass
-from ._validate import check_n_components, compute_dtype
+from ._validate import check_n_components, compute_dtype, moments_dtype, storage_dtype
 from .stats import GaussianStats
 
 EigenMethod = Literal["auto", "exact", "randomized"]
@@ -48,12 +48,26 @@ def _normalize_columns(y: Tensor) -> Tensor:
     return torch.linalg.qr(y).Q
 
 
+def _rayleigh_ritz(matrix: Tensor, basis: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` Ritz pairs of ``matrix`` on the span of ``basis``'s columns, in its own dtype.
+
+    The basis is re-orthonormalised and ``Qᵀ M Q`` formed in ``matrix``'s dtype, so the values
+    are true Ritz values: by Cauchy interlacing they never exceed the exact eigenvalues (beyond
+    that dtype's rounding). A float32 ``Qᵀ M Q`` can overshoot them by ~1e-7 relative, by an
+    amount that depends on the BLAS build. Costs one ``d × d`` by ``d × width`` product.
+    """
+    q = torch.linalg.qr(basis.to(matrix.dtype)).Q
+    eigenvalues, eigenvectors = psd_eigh(q.mT @ (matrix @ q))
+    top = q @ eigenvectors.flip(-1)[..., :k]
+    return eigenvalues.flip(-1)[..., :k], top.mT
+
+
 def _randomized_top_k(matrix: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-``k`` eigenpairs of a p.s.d. matrix by randomised subspace iteration.
 
-    Runs in float32 (it only has to find the subspace), with a Householder QR before the
-    Rayleigh-Ritz step (Halko, Martinsson & Tropp, 2011, algorithms 4.4 and 5.3); returns the
-    Ritz values and vectors in the matrix's dtype, vectors re-orthonormalised there.
+    The power iterations run in float32 (they only have to find the subspace); the
+    Rayleigh-Ritz step (Halko, Martinsson & Tropp, 2011, algorithms 4.4 and 5.3) runs in the
+    matrix's dtype, so the values and orthonormal vectors come back in it.
     """
     d = matrix.shape[-1]
     work = matrix.float()
@@ -63,14 +77,7 @@ def _randomized_top_k(matrix: Tensor, k: int) -> tuple[Tensor, Tensor]:
     basis = work @ probe
     for _ in range(_POWER_ITERATIONS):
         basis = work @ _normalize_columns(basis)
-    basis = torch.linalg.qr(basis).Q
-    eigenvalues, eigenvectors = psd_eigh((basis.mT @ work @ basis).double())
-    top = (basis.double() @ eigenvectors.flip(-1)[..., :k]).to(matrix.dtype)
-    if matrix.dtype == torch.float64:
-        # One Cholesky-QR pass in float64 makes the float32-computed vectors orthonormal again.
-        chol = torch.linalg.cholesky(top.mT @ top)
-        top = torch.linalg.solve_triangular(chol.mT, top, upper=True, left=False)
-    return eigenvalues.flip(-1)[..., :k].to(matrix.dtype), top.mT
+    return _rayleigh_ritz(matrix, basis, k)
 
 
 def top_eigenvectors(
@@ -200,17 +207,21 @@ class PCABasis(TensorDataclass):
 
         With ``n ≤ d`` (a few hundred prompts at ``d = 4096``) the top-k comes from the ``n × n``
         matrix ``X Xᵀ`` and the ``d × d`` covariance is never formed; otherwise from ``Xᵀ X``.
-        Either is computed in the rows' dtype (float32 for float32 or half-precision rows) and
-        its top-k found as ``top_eigenvectors(..., method)`` does. Needs ``n_components < n``.
+        Either is computed in the rows' dtype (float32 for float32 or half-precision rows, float64
+        where float32 products of rows at a tiny or huge scale would under- or overflow) and its
+        top-k found as ``top_eigenvectors(..., method)`` does. Needs ``n_components < n``.
         """
         n, d = rows.shape[-2], rows.shape[-1]
         k = check_n_components(n_components, d)
         if k >= n:
             raise ValueError(
-                f"the rows route needs n_components < n; got n_components={k}, n={n}. "
-                "Fit from the covariance instead (route='covariance')"
+                f"the rows route needs n_components < n; got n_components={k}, n={n}. Lower "
+                "n_components (CLI: -k), or give more prompts; with estimator 'ridge' or 'oas' "
+                "(not 'ledoit_wolf', which needs the rows) you can also fit from the covariance "
+                "(GaussianOTMap.fit(..., route='covariance'))"
             )
-        rows = rows.to(compute_dtype(rows.dtype))
+        out_dtype = compute_dtype(rows.dtype)
+        rows = rows.to(moments_dtype(rows))  # float64 where float32 Gram entries would underflow
         mean = rows.mean(-2)
         centred = rows - mean.unsqueeze(-2)
         searched = centred
@@ -227,7 +238,8 @@ class PCABasis(TensorDataclass):
         components = found if include is None else _prepend(unit, found)
         explained = (centred @ components.mT).square().sum(-2) / (n - 1)
         total = centred.square().sum((-2, -1)) / (n - 1)
-        return cls(mean, components, explained, total)
+        out_dtype = storage_dtype(out_dtype, total, cls.__name__)
+        return cls(mean, components, explained, total).to(dtype=out_dtype)
 
     @property
     def n_components(self) -> int:

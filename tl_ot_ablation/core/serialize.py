@@ -116,13 +116,63 @@ def is_saved_folder(path: Path) -> bool:
     return isinstance(config, dict) and "kind" in config and "format_version" in config
 
 
-def write_config(folder: Path, config: Mapping[str, Any]) -> None:
-    """Write ``config.json`` (sorted keys), raising ``ValueError`` for non-JSON values."""
+OBJECT_KEYS = ("kind", "format_version", "fields", "metadata", "tensors", "sha256")
+"""The config keys of a saved object that its checksum covers (format version 1)."""
+CHECKSUM_KEY = "config_sha256"
+
+
+def _known_fields(cls: type, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` restricted to ``cls``'s dataclass fields (recursively), so keys a newer
+    version adds are ignored by the checksum as they are by loading."""
+    known: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in fields:
+            continue
+        value = fields[f.name]
+        nested = isinstance(f.type, type) and issubclass(f.type, TensorDataclass)
+        if nested and isinstance(value, dict):
+            value = _known_fields(f.type, value)  # type: ignore[arg-type]
+        known[f.name] = value
+    return known
+
+
+def config_checksum(config: Mapping[str, Any], keys: tuple[str, ...] = OBJECT_KEYS) -> str:
+    """SHA-256 of the config's ``keys`` (a tensor kind's ``fields`` restricted to its own), in
+    canonical JSON: what loading reads, so an edited or corrupted value cannot load silently."""
+    covered = {key: config[key] for key in keys if key in config}
+    kind = KINDS.get(config.get("kind", ""))
+    if kind is not None and isinstance(covered.get("fields"), dict):
+        covered["fields"] = _known_fields(kind, covered["fields"])
     try:
-        text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+        text = json.dumps(covered, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON-serialisable (and finite): {err}") from err
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_config(
+    folder: Path, config: Mapping[str, Any], keys: tuple[str, ...] = OBJECT_KEYS
+) -> None:
+    """Write ``config.json`` (sorted keys) with its checksum over ``keys``; raises
+    ``ValueError`` for non-JSON values."""
+    config = {**config, CHECKSUM_KEY: config_checksum(config, keys)}
+    text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
     (folder / CONFIG_NAME).write_text(text + "\n")
+
+
+def verify_config(
+    folder: Path, config: Mapping[str, Any], keys: tuple[str, ...] = OBJECT_KEYS
+) -> None:
+    """Raise unless ``config`` matches the checksum it was written with (files written before
+    checksums existed have none and are not checked)."""
+    recorded = config.get(CHECKSUM_KEY)
+    if recorded is None:
+        return
+    if recorded != config_checksum(config, keys):
+        raise ValueError(
+            f"{folder / CONFIG_NAME} does not match the checksum it was saved with: a value was "
+            "edited or corrupted after saving; save the object again"
+        )
 
 
 def write_object(obj: Any, folder: Path, metadata: Mapping[str, Any] | None = None) -> None:
@@ -251,4 +301,6 @@ def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
     config = read_config(folder)
     tensors = _load_tensors(folder, config, str(device))
     fields = config.get("fields", {})
-    return _build(KINDS[config["kind"]], tensors, fields, folder / CONFIG_NAME)
+    built = _build(KINDS[config["kind"]], tensors, fields, folder / CONFIG_NAME)
+    verify_config(folder, config)  # last, so a specific problem is named first
+    return built

@@ -6,8 +6,9 @@ pairwise update of Chan, Golub & LeVeque (1979): the batch's own centred scatter
 added with one ``baddbmm`` (the O(n·d²) product no covariance estimate can skip), plus a
 rank-one correction for the shift of the mean. Means and scatter matrices accumulate in
 float64 (the per-batch product runs in float32 for float32 or half-precision rows, on rows
-already centred), so the result does not depend on how the rows were chunked, and two
-accumulators ``merge`` exactly — the same rule combines shards from several processes.
+already centred, unless their scale would under- or overflow float32 squares), so the result
+does not depend on how the rows were chunked, and two accumulators ``merge`` exactly — the
+same rule combines shards from several processes.
 """
 
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._validate import check_finite, check_float_tensor, compute_dtype
+from ._validate import check_finite, check_float_tensor, moments_dtype
 
 
 class GaussianStats:
@@ -94,7 +95,8 @@ class GaussianStats:
         # The O(n·d²) product runs in the rows' compute dtype (float32 unless the rows are
         # float64) on rows centred first, and is added to the float64 accumulator: float32
         # products then lose nothing that matters next to the sampling noise, at ~2.5x the speed.
-        dtype = compute_dtype(rows.dtype)
+        # Rows at a scale where float32 squares under- or overflow take float64 instead.
+        dtype = moments_dtype(rows)
         shift = rows.mean(dim=-2, dtype=dtype)
         centred = rows - shift.unsqueeze(-2)
         residual = centred.mean(dim=-2)  # what rounding left of the mean: tiny, exact in float64

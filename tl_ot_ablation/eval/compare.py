@@ -31,7 +31,9 @@ from tqdm.auto import tqdm
 from ..lens.fit import TrainingActivations, collect_every_layer, prompts_hash
 from ..lens.generation import generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
+from .capability import Question, capability_accuracy
 from .evaluate import completion_nll, text_hooks, text_nll
+from .judge import judge
 from .matched import StrengthMatch, match_strength
 from .methods import METHODS, FitContext, fit_method
 from .metrics import (
@@ -52,11 +54,13 @@ from .settings import CompareSettings
 
 @dataclass
 class EvalPrompts:
-    """Held-out prompts: harmful and harmless instructions, and plain prose."""
+    """Held-out prompts: harmful and harmless instructions, plain prose, and multiple-choice
+    questions for the capability check (none: the check is skipped)."""
 
     harmful: list[str]
     harmless: list[str]
     texts: list[str]
+    questions: list[Question] = field(default_factory=list)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class MethodResult:
     fit: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     refused_harmful: list[int] = field(default_factory=list)
+    judged_harmful: list[str] = field(default_factory=list)
 
     def to_record(self) -> MethodRecord:
         """The ``results.json`` entry (completions go to ``completions.json``)."""
@@ -81,6 +86,7 @@ class MethodResult:
             self.match,
             self.fit,
             self.seconds,
+            self.judged_harmful,
         )
 
 
@@ -254,27 +260,61 @@ def evaluate_method(
     )
     if reference is None:
         reference = _Reference(harmless_logprobs, harmless_out)
-    judge = {"first_n": settings.judge_tokens, "tokenizer": model.tokenizer}
+    markers = {"first_n": settings.judge_tokens, "tokenizer": model.tokenizer}
     score = refusal_log_odds(harmful_logprobs, refusal_token_ids(model.tokenizer))
     kl = kl_divergence(reference.harmless_logprobs, harmless_logprobs)
+    judged = {
+        kind: judge(list(asked), list(said), model=model, method=settings.judge, progress=False)
+        for kind, asked, said in (
+            ("harmful", prompts.harmful, harmful_out),
+            ("harmless", prompts.harmless, harmless_out),
+        )
+    }
     metrics = {
-        "refusal_rate_harmful": refusal_rate(harmful_out, **judge),
-        "refusal_rate_harmless": refusal_rate(harmless_out, **judge),
+        **_judged_rates(judged, settings.seed),
+        "refusal_rate_harmful": refusal_rate(harmful_out, **markers),
+        "refusal_rate_harmless": refusal_rate(harmless_out, **markers),
         "kl_harmless": with_ci(kl, seed=settings.seed),
         "refusal_score_harmful": with_ci(score, seed=settings.seed),
-        "degenerate_rate_harmful": degenerate_rate(harmful_out),
-        "degenerate_rate_harmless": degenerate_rate(harmless_out),
+        "degenerate_flag_rate_harmful": degenerate_rate(harmful_out),
+        "degenerate_flag_rate_harmless": degenerate_rate(harmless_out),
         **_perplexities(model, interventions, prompts, harmful_out, reference, settings),
     }
+    if prompts.questions:
+        metrics["capability_accuracy"] = capability_accuracy(
+            model,
+            prompts.questions,
+            fwd_hooks=options["fwd_hooks"],
+            batch_size=settings.batch_size,
+            system=settings.system,
+            seed=settings.seed,
+        )
     result = MethodResult(
         name,
         None if interventions is None else interventions.strength,
         metrics,
         {"harmful": harmful_out, "harmless": harmless_out},
         fit={} if interventions is None else dict(interventions.metadata),
-        refused_harmful=[int(is_refusal(text, **judge)) for text in harmful_out],
+        refused_harmful=[int(is_refusal(text, **markers)) for text in harmful_out],
+        judged_harmful=judged["harmful"],
     )
     return result, reference
+
+
+def _judged_rates(judged: dict[str, list[str]], seed: int) -> dict[str, Estimate]:
+    """Shares of each judged label: compliance, deflection and degenerate on harmful prompts
+    (attack success is compliance), compliance and refusal on harmless ones."""
+
+    def share(kind: str, label: str) -> Estimate:
+        return with_ci([float(x == label) for x in judged[kind]], seed=seed)
+
+    return {
+        "compliance_rate_harmful": share("harmful", "compliance"),
+        "deflection_rate_harmful": share("harmful", "deflection"),
+        "degenerate_rate_harmful": share("harmful", "degenerate"),
+        "compliance_rate_harmless": share("harmless", "compliance"),
+        "degenerate_rate_harmless": share("harmless", "degenerate"),
+    }
 
 
 def harmless_kl(

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..lens.collect import Prompts, batches, model_device, prepare_tokens, require_eval
 from ..lens.hooks import PositionSpec
 from ..lens.intervention_set import InterventionSet
+from ..lens.prompts import padded
 
 
 def next_token_logprobs(
@@ -52,20 +53,14 @@ def scoring_positions(positions: PositionSpec, prompt_len: int, n_post: int | No
 
 
 def scoring_hooks(interventions: InterventionSet, prompt_len: int) -> list[tuple[str, Any]]:
+    """``interventions``' hooks at ``scoring_positions`` for a ``[prompt | completion]`` pass."""
     where = scoring_positions(interventions.positions, prompt_len, interventions.n_post_instruction)
     return interventions.fwd_hooks(positions=where)
 
 
 def _right_padded(tokenizer: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """``(input_ids, attention_mask)`` of raw texts, right-padded, no special tokens added
-    (the tokenizer is left padding on the left afterwards, as the rest of the package expects)."""
-    tokenizer.padding_side = "right"
-    try:
-        encoded = tokenizer(
-            list(texts), add_special_tokens=False, padding=True, return_tensors="pt"
-        )
-    finally:
-        tokenizer.padding_side = "left"
+    """``(input_ids, attention_mask)`` of raw texts, right-padded, no special tokens added."""
+    encoded = padded(tokenizer, texts, "right")
     return encoded["input_ids"], encoded["attention_mask"]
 
 

@@ -18,6 +18,7 @@ from ..lens.collect import collect_activations, hook_name
 from ..lens.fit import collect_every_layer
 from ..lens.intervention_set import InterventionSet
 from ..lens.prompts import default_prompts, load_prompts, plain_text
+from .capability import load_questions, shipped_questions
 from .compare import Comparison, EvalPrompts, comparison_record, log, overlap, run_comparison
 from .methods import METHODS, FitContext, fit_method
 from .record import CompareRecord, SweepRecord
@@ -45,12 +46,16 @@ class JobPrompts:
         eval_harmful: str | Path | None = None,
         eval_harmless: str | Path | None = None,
         texts: str | Path | None = None,
+        questions: str | Path | None = None,
         allow_overlap: bool = False,
     ) -> "JobPrompts":
         """The shipped splits, each replaced by a user file where one is given, cut to their
-        first ``settings.n_train`` / ``n_eval`` prompts (``n_texts`` prose paragraphs)."""
+        first ``settings.n_train`` / ``n_eval`` prompts (``n_texts`` prose paragraphs, and
+        ``n_questions`` multiple-choice questions spread over the shipped or given ones)."""
         n_eval = getattr(settings, "n_eval", 32)
         n_texts = getattr(settings, "n_texts", 8)
+        n_questions = getattr(settings, "n_questions", 0)
+        asked = load_questions(questions) if questions else shipped_questions()
         prompts = cls(
             _prompts(harmful, "harmful", "train", settings.n_train),
             _prompts(harmless, "harmless", "train", settings.n_train),
@@ -58,6 +63,7 @@ class JobPrompts:
                 _prompts(eval_harmful, "harmful", "eval", n_eval),
                 _prompts(eval_harmless, "harmless", "eval", n_eval),
                 load_prompts(texts) if texts else plain_text()[:n_texts],
+                spread(asked, n_questions),
             ),
         )
         prompts.check_overlap(allow=allow_overlap)
@@ -65,6 +71,7 @@ class JobPrompts:
 
     @property
     def train(self) -> dict[str, list[str]]:
+        """The training prompts by class."""
         return {"harmful": self.train_harmful, "harmless": self.train_harmless}
 
     def check_overlap(self, *, allow: bool) -> int:
@@ -82,6 +89,14 @@ class JobPrompts:
                 raise ValueError(f"{message}. Use disjoint files, or allow the overlap.")
             warnings.warn(f"WARNING: {message}", stacklevel=2)
         return len(shared)
+
+
+def spread(items: list[Any], n: int) -> list[Any]:
+    """``n`` items spread evenly over ``items`` (all of them when ``n`` is larger), so a subset
+    of the shipped questions keeps every topic."""
+    if n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
 
 
 def _prompts(path: str | Path | None, kind: str, split: str, n: int) -> list[str]:

@@ -65,30 +65,54 @@ def _errors(estimates: Sequence[Mapping[str, float]]) -> np.ndarray:
     ).clip(min=0)
 
 
+def _judged_bars(axis: Any, x: np.ndarray, rows: Sequence[Mapping[str, Any]]) -> None:
+    """What the judge says of harmful completions, stacked (compliance with its CI at the
+    bottom), and harmless compliance beside it."""
+    bottom = np.zeros(len(rows))
+    for key, label, color in (
+        ("compliance_rate_harmful", "harmful: complies", "#2ca02c"),
+        ("deflection_rate_harmful", "harmful: deflects", "#bcbd22"),
+        ("degenerate_rate_harmful", "harmful: degenerate", "#d62728"),
+    ):
+        values = np.array([row[key]["value"] for row in rows])
+        errors = _errors([row[key] for row in rows]) if key.startswith("compliance") else None
+        axis.bar(x - 0.2, values, 0.4, bottom=bottom, yerr=errors, capsize=3, label=label,
+                 color=color)  # fmt: skip
+        bottom += values
+    harmless = [row["compliance_rate_harmless"] for row in rows]
+    axis.bar(x + 0.2, [e["value"] for e in harmless], 0.4, yerr=_errors(harmless), capsize=3,
+             label="harmless: complies", color="#1f77b4")  # fmt: skip
+    axis.set(ylabel="share of prompts (judge)", ylim=(0, 1.05), title="Judged answers (95 % CI)")
+
+
 def plot_comparison(record: Any, path: str | Path | None = None) -> Figure:
-    """Refusal rates (harmful, harmless) and harmless KL per method, with 95 % CIs."""
+    """Judged compliance (or marker refusal, for records without a judge) on harmful and
+    harmless prompts, and harmless KL per method, with 95 % CIs."""
     record = compare_json(record)
     methods = list(record["methods"])
     rows = [record["methods"][m] for m in methods]
     x = np.arange(len(methods))
     fig = Figure(figsize=(12, 4))
     left, right = fig.subplots(1, 2)
-    for offset, key, label in (
-        (-0.2, "refusal_rate_harmful", "harmful prompts"),
-        (0.2, "refusal_rate_harmless", "harmless prompts"),
-    ):
-        estimates = [row[key] for row in rows]
-        left.bar(
-            x + offset,
-            [e["value"] for e in estimates],
-            0.4,
-            yerr=_errors(estimates),
-            capsize=3,
-            label=label,
-        )
-    left.set(ylabel="refusal rate", ylim=(0, 1.05), title="Refusal (95 % CI)")
+    if all("compliance_rate_harmful" in row for row in rows):
+        _judged_bars(left, x, rows)
+    else:
+        for offset, key, label in (
+            (-0.2, "refusal_rate_harmful", "harmful prompts"),
+            (0.2, "refusal_rate_harmless", "harmless prompts"),
+        ):
+            estimates = [row[key] for row in rows]
+            left.bar(
+                x + offset,
+                [e["value"] for e in estimates],
+                0.4,
+                yerr=_errors(estimates),
+                capsize=3,
+                label=label,
+            )
+        left.set(ylabel="refusal rate (markers)", ylim=(0, 1.05), title="Refusal (95 % CI)")
     left.set_xticks(x, methods, rotation=30, ha="right")
-    left.legend()
+    left.legend(fontsize=7)
     kls = [row["kl_harmless"] for row in rows]
     right.bar(
         x,

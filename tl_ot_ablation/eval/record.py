@@ -22,15 +22,21 @@ COMPARE_FORMAT = "tl_ot_ablation.compare/1"
 SWEEP_FORMAT = "tl_ot_ablation.sweep/1"
 
 METRICS = (
+    "compliance_rate_harmful",
+    "deflection_rate_harmful",
+    "degenerate_rate_harmful",
+    "compliance_rate_harmless",
     "refusal_rate_harmful",
     "refusal_rate_harmless",
     "kl_harmless",
     "ppl_harmless",
     "ppl_text",
     "refusal_score_harmful",
-    "degenerate_rate_harmful",
     "degenerate_rate_harmless",
+    "degenerate_flag_rate_harmful",
+    "degenerate_flag_rate_harmless",
     "ppl_harmful_base",
+    "capability_accuracy",
 )
 """Every per-method metric a comparison can report (each an ``Estimate``)."""
 
@@ -80,6 +86,7 @@ class MethodRecord:
     matched: StrengthMatch | None = None
     fit: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    judged_harmful: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -94,11 +101,12 @@ class MethodRecord:
             "matched": None if self.matched is None else self.matched.to_dict(),
             "fit": self.fit,
             "seconds": self.seconds,
+            "judged_harmful": self.judged_harmful,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "method") -> "MethodRecord":
-        plain = {"strength", "refused_harmful", "matched", "fit", "seconds"}
+        plain = {"strength", "refused_harmful", "matched", "fit", "seconds", "judged_harmful"}
         _check_keys(data, plain | set(METRICS), where)
         return cls(
             strength=data.get("strength"),
@@ -107,6 +115,7 @@ class MethodRecord:
             matched=_match(data.get("matched"), f"{where}.matched"),
             fit=dict(data.get("fit", {})),
             seconds=dict(data.get("seconds", {})),
+            judged_harmful=list(data.get("judged_harmful", [])),
         )
 
 
@@ -140,6 +149,7 @@ class CompareRecord:
 
     @property
     def seed(self) -> int:
+        """The settings' seed (recorded at the top level too)."""
         return self.settings.seed
 
     def to_json(self) -> dict[str, Any]:

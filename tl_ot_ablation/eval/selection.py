@@ -26,7 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.gate import gaussian_log_density
-from ..core.ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, _estimate_cov
+from ..core.ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, estimate_cov
 from ..core.pca import PCABasis
 from ..core.stats import GaussianStats
 from ..lens.collect import Prompts, check_layers, hook_name
@@ -47,7 +47,7 @@ def _class_log_likelihood(
 ) -> float:
     z_train, z_held = basis.project(train), basis.project(held_out)
     stats = GaussianStats.from_rows(z_train)
-    cov = _estimate_cov(stats, z_train, estimator, reg)
+    cov = estimate_cov(stats, z_train, estimator, reg)
     inside = gaussian_log_density(z_held, stats.mean, torch.linalg.cholesky(cov))
     # The discarded directions: an isotropic Gaussian with the training residual variance.
     d, k = train.shape[-1], basis.n_components

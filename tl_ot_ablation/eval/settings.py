@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..lens.collect import CollectOptions
 from ..lens.fit import RECOMMENDED_MAP, MapSpec
+from .judge import JUDGES
 from .methods import COMPARED, METHODS, SWEPT, check_method
 from .selection import LayerSpec, check_layer_spec, middle_layer
 
@@ -163,8 +164,10 @@ class CompareSettings(JobSettings):
             the middle layer).
         strength: Strength of every method when ``match_kl`` is ``None``.
         sequential: Fit later selected layers on transported activations.
-        max_new_tokens: Greedy completion length.
+        max_new_tokens: Greedy completion length (64: what the judge needs to see the answer
+            take shape; README, "The compliance judge").
         judge_tokens: Refusal markers are searched in the first this many tokens.
+        judge: The compliance judge, "classifier" or "markers" (``judge.JUDGES``).
         match_kl: ``"direction_ablation"`` (its KL is the budget), a number (the budget in
             nats) or ``None`` (no matching: every method at ``strength``).
         max_strength: Upper end of the strength search.
@@ -172,27 +175,31 @@ class CompareSettings(JobSettings):
         methods: Which methods to run, names of ``methods.COMPARED`` ("none" always runs).
         n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
         n_texts: Prose paragraphs for the perplexity check.
+        n_questions: Shipped multiple-choice questions for the capability check (0: skip it).
     """
 
     layers: LayerSpec = "auto"
     direction_layer: int | None = None
     strength: float = 1.0
     sequential: bool = True
-    max_new_tokens: int = 32
+    max_new_tokens: int = 64
     judge_tokens: int = 32
+    judge: str = "classifier"
     match_kl: str | float | None = "direction_ablation"
     max_strength: float = 2.0
     bisection_steps: int = 6
     methods: tuple[str, ...] = COMPARED
     n_eval: int = 32
     n_texts: int = 8
+    n_questions: int = 80
 
     QUICK: ClassVar[dict[str, Any]] = {
         "n_train": 32,
         "n_eval": 16,
         "n_texts": 4,
-        "max_new_tokens": 16,
+        "max_new_tokens": 48,
         "bisection_steps": 4,
+        "n_questions": 40,
     }
 
     def __post_init__(self) -> None:
@@ -216,6 +223,10 @@ class CompareSettings(JobSettings):
             raise ValueError(f"max_strength must be a number >= 1, got {self.max_strength!r}")
         for name in ("max_new_tokens", "judge_tokens", "n_eval", "n_texts"):
             _positive_int(getattr(self, name), name)
+        if not (isinstance(self.n_questions, int) and self.n_questions >= 0):
+            raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
         if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
             raise ValueError(f"bisection_steps must be an integer >= 0, got {self.bisection_steps}")
 

@@ -46,6 +46,7 @@ class SweepResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def select(self, kind: str, method: str | None = None) -> list[SweepPoint]:
+        """The points of one ``kind`` (and ``method``, if given)."""
         return [p for p in self.points if p.kind == kind and method in (None, p.method)]
 
     @property

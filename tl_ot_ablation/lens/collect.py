@@ -73,6 +73,7 @@ def layer_of(name: str) -> int | None:
 
 
 def check_layers(model: Any, layers: Sequence[int]) -> list[int]:
+    """Sorted distinct ``layers``, raising if one is not a block of ``model``."""
     n_layers = model.cfg.n_layers
     if len(layers) == 0:
         raise ValueError("layers is empty; name at least one layer")
@@ -129,6 +130,7 @@ def prepare_tokens(
 
 
 def require_eval(model: Any) -> None:
+    """Raise if ``model`` is in training mode (dropout would make activations random)."""
     if getattr(model, "training", False):
         raise ValueError("the model is in training mode (dropout active); call model.eval() first")
 

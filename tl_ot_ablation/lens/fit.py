@@ -25,15 +25,15 @@ from typing import Any, Literal, get_args
 from torch import Tensor
 
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
-from ..core.gate import GateKind, check_gate
+from ..core.gate import GateKind
 from ..core.ot_map import (
     DEFAULT_REG,
-    ESTIMATORS,
     BasisChoice,
     Estimator,
     GaussianOTMap,
     MeanShift,
     Part,
+    check_map_options,
 )
 from ..core.stats import GaussianStats
 from .collect import (
@@ -92,11 +92,7 @@ class MapSpec:
             raise ValueError(f"reg must be a finite number >= 0, got {self.reg!r}")
         if self.basis not in get_args(BasisChoice):
             raise ValueError(f"basis must be one of {get_args(BasisChoice)}, got {self.basis!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
-        if self.part not in get_args(Part):
-            raise ValueError(f"part must be one of {get_args(Part)}, got {self.part!r}")
-        check_gate(self.gate, self.gate_prior)
+        check_map_options(self.estimator, self.gate, self.gate_prior, self.part)
 
     @property
     def needs_rows(self) -> bool:

