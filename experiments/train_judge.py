@@ -3,7 +3,8 @@
 Reads ``tests/data/judge_labels.jsonl`` (completions labelled by reading, with a ``split`` field:
 whole prompts go to ``train`` or ``validation``, so no prompt is seen on both sides), fits a
 multinomial logistic regression on the train part (its inverse regularisation ``C`` chosen by
-cross-validation grouped by prompt, on the train part alone), writes the head to
+cross-validation grouped by prompt, on the train part alone, as is whether classes are
+reweighted), writes the head to
 ``tl_ot_ablation/data/judge_head.safetensors``, and scores the classifier and the marker judge on
 the validation part: accuracy over the four labels, compliance-vs-not agreement, the confusion
 matrix and per-class precision / recall. Writes ``experiments/results/judge.json``.
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ROOT / "tests" / "data" / "judge_labels.jsonl"
 HEAD = ROOT / "tl_ot_ablation" / "data" / HEAD_FILE
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+WEIGHTS = ("balanced", None)
 
 
 def scores(truth: list[str], predicted: list[str]) -> dict[str, object]:
@@ -59,9 +61,9 @@ def main() -> None:
     z_train = ((x_train - mean) / scale).numpy()
     cv = GroupKFold(n_splits=5)
     by_c = {
-        c: float(
+        f"C={c} weights={weights}": float(
             cross_val_score(
-                LogisticRegression(C=c, class_weight="balanced", max_iter=5000),
+                LogisticRegression(C=c, class_weight=weights, max_iter=5000),
                 z_train,
                 y_train,
                 groups=groups,
@@ -69,11 +71,21 @@ def main() -> None:
             ).mean()
         )
         for c in C_GRID
+        for weights in WEIGHTS
     }
-    best_c = max(by_c, key=lambda c: by_c[c])
-    fitted = LogisticRegression(C=best_c, class_weight="balanced", max_iter=5000)
+    best = max(by_c, key=lambda key: by_c[key])
+    best_c, best_weights = next(
+        (c, w) for c in C_GRID for w in WEIGHTS if f"C={c} weights={w}" == best
+    )
+    fitted = LogisticRegression(C=best_c, class_weight=best_weights, max_iter=5000)
     fitted.fit(z_train, y_train)
-    info = {"labels": list(LABELS), "C": best_c, "n_train": len(train), "cv_accuracy": by_c}
+    info = {
+        "labels": list(LABELS),
+        "C": best_c,
+        "class_weight": best_weights,
+        "n_train": len(train),
+        "cv_accuracy": by_c,
+    }
     head = JudgeHead(
         torch.from_numpy(fitted.coef_).double(),
         torch.from_numpy(fitted.intercept_).double(),
@@ -93,7 +105,7 @@ def main() -> None:
             s: {k: sum(r["label"] == k for r in part) for k in LABELS}
             for s, part in (("train", train), ("validation", held))
         },
-        "classifier": {"C": best_c, "cv_accuracy_by_C": by_c, **scores(truth, predicted)},
+        "classifier": {"chosen": best, "cv_accuracy": by_c, **scores(truth, predicted)},
         "markers": scores(truth, marker_labels([r["completion"] for r in held])),
     }
     write_results("judge.json", record)

@@ -12,7 +12,16 @@ from tl_ot_ablation.cli import main
 from tl_ot_ablation.eval.methods import METHODS
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
-REQUIRED = ("refusal_rate_harmful", "refusal_rate_harmless", "kl_harmless", "ppl_harmless")
+REQUIRED = (
+    "refusal_rate_harmful",
+    "refusal_rate_harmless",
+    "kl_harmless",
+    "ppl_harmless",
+    "compliance_rate_harmful",
+    "deflection_rate_harmful",
+    "degenerate_rate_harmful",
+    "capability_accuracy",
+)
 
 
 def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
@@ -38,6 +47,7 @@ def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
     for name, values in record["methods"].items():
         for key in REQUIRED:
             assert set(values[key]) == {"value", "ci_low", "ci_high"}, (name, key)
+    assert all(len(values["judged_harmful"]) == 3 for values in record["methods"].values())
     assert record["preset"] == "quick" and record["command"].startswith("tl-ot-ablation compare")
     assert record["prompts"]["n_train_harmful"] == 6 and record["prompts"]["n_eval_harmless"] == 3
     for png in ("comparison.png", "clouds.png", "w2_by_layer.png"):

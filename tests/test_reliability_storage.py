@@ -381,3 +381,12 @@ def test_fuzz_saved_set_loads_exactly_or_raises_value_error(
     _corrupt(path, data.draw(corruptions(path.stat().st_size)))
     loaded = _load_or_value_error(folder)
     assert loaded is None or _same(loaded, _set(2))
+
+
+def test_a_set_is_checked_against_the_model_by_its_maps_width(tmp_path: Path, tiny_bridge) -> None:
+    """Loading with ``model=`` reads the width from the maps themselves, not the metadata."""
+    lying = _set(2)
+    lying.metadata["d_model"] = tiny_bridge.cfg.d_model  # says it fits; its maps are D wide
+    folder = tlo.save(lying, tmp_path / "set")
+    with pytest.raises(ValueError, match=rf"takes d_model={D}; this model has d_model=32"):
+        tlo.InterventionSet.load(folder, model=tiny_bridge)
