@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,53 +280,39 @@ def _load(args: argparse.Namespace) -> Any:
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What a job command runs on, all checked before the model loads."""
+
+    settings: Any
+    prompts: JobPrompts
+    out: Path
+
+
 def _prompts(args: argparse.Namespace, settings: JobSettings) -> JobPrompts:
-    try:
-        return JobPrompts.shipped(
-            settings,
-            harmful=args.harmful,
-            harmless=args.harmless,
-            eval_harmful=args.eval_harmful,
-            eval_harmless=args.eval_harmless,
-            texts=args.texts,
-            questions=args.questions,
-            allow_overlap=args.allow_overlap or args.command == "fit",
-        )
-    except ValueError as error:
-        if "overlap" in str(error):
-            raise ValueError(f"{error} (--allow-overlap)") from error
-        raise
+    return JobPrompts.shipped(
+        settings,
+        harmful=args.harmful,
+        harmless=args.harmless,
+        eval_harmful=args.eval_harmful,
+        eval_harmless=args.eval_harmless,
+        texts=args.texts,
+        questions=args.questions,
+        allow_overlap=args.allow_overlap or args.command == "fit",
+    )
 
 
 def _command_line(argv: Sequence[str] | None) -> str:
     return "tl-ot-ablation " + shlex.join(list(sys.argv[1:] if argv is None else argv))
 
 
-def _resolve(settings: JobSettings, model: Any) -> None:
-    """Check the settings' layers against the loaded model, before any activation pass."""
-    n_layers = model.cfg.n_layers
-    if isinstance(settings, CompareSettings):
-        settings.resolve(n_layers)
-    elif isinstance(settings, SweepSettings):
-        settings.scanned_layers(n_layers)
-        settings.direction(n_layers)
-    elif isinstance(settings, FitSettings):
-        layers = [*([] if isinstance(settings.layers, str) else settings.layers)]
-        layers += [] if settings.direction_layer is None else [settings.direction_layer]
-        bad = [layer for layer in layers if layer >= n_layers]
-        if bad:
-            raise ValueError(
-                f"layer(s) {bad} out of range: this model has layers 0..{n_layers - 1}"
-            )
-
-
-def run_compare(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+def run_compare(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
     """``compare``: the job, then the table and the verdict."""
     record, folder = compare_job(
         model,
-        _prompts(args, settings),
-        settings,
-        args.out or Path("reports/compare"),
+        job.prompts,
+        job.settings,
+        job.out,
         model_name=args.model,
         command=command,
         preset="quick" if args.quick else "default",
@@ -340,13 +327,13 @@ def run_compare(args: argparse.Namespace, settings: Any, model: Any, command: st
     return folder
 
 
-def run_sweep(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+def run_sweep(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
     """``sweep``: the job, then the best placement."""
     result, record, folder = sweep_job(
         model,
-        _prompts(args, settings),
-        settings,
-        args.out or Path("reports/sweep"),
+        job.prompts,
+        job.settings,
+        job.out,
         model_name=args.model,
         command=command,
         plots=not args.no_plots,
@@ -366,13 +353,13 @@ def run_sweep(args: argparse.Namespace, settings: Any, model: Any, command: str)
     return folder
 
 
-def run_fit(args: argparse.Namespace, settings: Any, model: Any, command: str) -> Path:
+def run_fit(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
     """``fit``: the job, then what was fitted and where it was saved."""
     fitted, choice, folder = fit_job(
         model,
-        _prompts(args, settings),
-        settings,
-        args.out or Path("maps") / settings.method,
+        job.prompts,
+        job.settings,
+        job.out,
         overwrite=args.force,
         progress=not args.no_progress,
     )
@@ -406,7 +393,7 @@ def run_generate(args: argparse.Namespace, model: Any) -> Path:
     return args.map
 
 
-JOBS: dict[str, Callable[[argparse.Namespace, Any, Any, str], Path]] = {
+JOBS: dict[str, Callable[[argparse.Namespace, _Job, Any, str], Path]] = {
     "compare": run_compare,
     "sweep": run_sweep,
     "fit": run_fit,
@@ -414,7 +401,7 @@ JOBS: dict[str, Callable[[argparse.Namespace, Any, Any, str], Path]] = {
 BAD_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, RecordError)
 
 
-def _check_before_loading(args: argparse.Namespace) -> JobSettings | None:
+def _check_before_loading(args: argparse.Namespace) -> _Job | None:
     """Everything that can be checked without the model: settings, files, the output folder."""
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -426,11 +413,11 @@ def _check_before_loading(args: argparse.Namespace) -> JobSettings | None:
         InterventionSet.load(args.map)  # a broken map fails before the model loads
         return None
     settings = _settings(args)
-    _prompts(args, settings)  # prompt files and overlap, before the model loads
-    default = Path("maps") / getattr(settings, "method", "") if args.command == "fit" else None
-    default = default or Path(f"reports/{args.command}")
-    check_output(args.out or default, overwrite=args.force, saved_set=args.command == "fit")
-    return settings
+    fit = args.command == "fit"
+    default = Path("maps") / settings.method if isinstance(settings, FitSettings) else None
+    out = args.out or default or Path(f"reports/{args.command}")
+    check_output(out, overwrite=args.force, saved_set=fit)
+    return _Job(settings, _prompts(args, settings), out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -438,13 +425,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = f"tl-ot-ablation {args.command}"
     try:
-        settings = _check_before_loading(args)
+        job = _check_before_loading(args)
         model = _load(args)
-        if settings is None:
+        if job is None:
             run_generate(args, model)
-        else:
-            _resolve(settings, model)
-            JOBS[args.command](args, settings, model, _command_line(argv))
+        else:  # layer indices against the model, before any activation pass
+            job.settings.check_layers(model.cfg.n_layers)
+            JOBS[args.command](args, job, model, _command_line(argv))
     except BAD_INPUT_ERRORS as error:  # bad input: say what, not where
         print(f"{name}: error: {error}", file=sys.stderr)
         return BAD_INPUT

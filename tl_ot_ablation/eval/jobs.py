@@ -18,7 +18,7 @@ from ..lens.collect import collect_activations, hook_name
 from ..lens.fit import collect_every_layer
 from ..lens.intervention_set import InterventionSet
 from ..lens.prompts import default_prompts, load_prompts, plain_text
-from .capability import load_questions, shipped_questions
+from .capability import Question, load_questions, shipped_questions
 from .compare import Comparison, EvalPrompts, comparison_record, log, overlap, run_comparison
 from .methods import METHODS, FitContext, fit_method
 from .record import CompareRecord, SweepRecord
@@ -55,7 +55,11 @@ class JobPrompts:
         n_eval = getattr(settings, "n_eval", 32)
         n_texts = getattr(settings, "n_texts", 8)
         n_questions = getattr(settings, "n_questions", 0)
-        asked = load_questions(questions) if questions else shipped_questions()
+        asked: list[Question] = []
+        if n_questions > 0:  # read questions only when the job asks them
+            asked = spread(
+                load_questions(questions) if questions else shipped_questions(), n_questions
+            )
         prompts = cls(
             _prompts(harmful, "harmful", "train", settings.n_train),
             _prompts(harmless, "harmless", "train", settings.n_train),
@@ -63,7 +67,7 @@ class JobPrompts:
                 _prompts(eval_harmful, "harmful", "eval", n_eval),
                 _prompts(eval_harmless, "harmless", "eval", n_eval),
                 load_prompts(texts) if texts else plain_text()[:n_texts],
-                spread(asked, n_questions),
+                asked,
             ),
         )
         prompts.check_overlap(allow=allow_overlap)
@@ -86,7 +90,10 @@ class JobPrompts:
                 f"{shared[0]!r}); results on them measure memorisation, not generalisation"
             )
             if not allow:
-                raise ValueError(f"{message}. Use disjoint files, or allow the overlap.")
+                raise ValueError(
+                    f"{message}. Use disjoint files, or allow the overlap (allow_overlap=True; "
+                    "CLI: --allow-overlap)"
+                )
             warnings.warn(f"WARNING: {message}", stacklevel=2)
         return len(shared)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load as load_safetensors
+from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -185,24 +185,22 @@ class JudgeHead:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes, info: dict[str, Any]) -> "JudgeHead":
-        tensors = load_safetensors(data)
-        head = cls(tensors["weight"], tensors["bias"], tensors["mean"], tensors["scale"], info)
+    def read(cls, path: str) -> "JudgeHead":
+        """A head written by ``to_bytes`` (tensors and ``info`` in one read)."""
+        with safe_open(path, "pt") as handle:
+            info = json.loads((handle.metadata() or {}).get("info", "{}"))
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         if tuple(info.get("labels", ())) != LABELS:
-            raise ValueError(f"the judge head was trained for labels {info.get('labels')}")
-        return head
+            raise ValueError(f"{path}: the judge head was trained for labels {info.get('labels')}")
+        return cls(tensors["weight"], tensors["bias"], tensors["mean"], tensors["scale"], info)
 
 
 @lru_cache(maxsize=1)
 def shipped_head() -> JudgeHead:
     """The head trained by ``experiments/train_judge.py`` (package data)."""
-    from safetensors import safe_open
-
     resource = resources.files("tl_ot_ablation").joinpath("data", HEAD_FILE)
-    data = resource.read_bytes()
-    with resources.as_file(resource) as path, safe_open(str(path), "pt") as handle:
-        info = json.loads((handle.metadata() or {}).get("info", "{}"))
-    return JudgeHead.from_bytes(data, info)
+    with resources.as_file(resource) as path:
+        return JudgeHead.read(str(path))
 
 
 def marker_labels(completions: Sequence[str], *, tokenizer: Any = None) -> list[str]:

@@ -79,6 +79,11 @@ class JobSettings:
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
+    def check_layers(self, n_layers: int) -> None:
+        """Raise if a layer index is not a block of a model with ``n_layers`` (the CLI calls
+        it right after loading, before any activation pass)."""
+        raise NotImplementedError(f"{type(self).__name__} names no layers to check")
+
     @classmethod
     def preset(cls: type[S], name: str = "default", **changes: Any) -> S:
         """Settings of the preset ``name`` ("default" or "quick"), with ``changes`` on top."""
@@ -150,6 +155,12 @@ class FitSettings(JobSettings):
         check_method(self.method, allow_none=False)
         check_layer_spec(self.layers)
         _check_direction_layer(self.direction_layer)
+
+    def check_layers(self, n_layers: int) -> None:
+        layers = [] if isinstance(self.layers, str) else list(self.layers)
+        _check_layer_indices(layers, n_layers)
+        if self.direction_layer is not None:
+            _check_layer_indices([self.direction_layer], n_layers, name="direction_layer")
 
 
 @dataclass(frozen=True)
@@ -230,6 +241,9 @@ class CompareSettings(JobSettings):
         if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
             raise ValueError(f"bisection_steps must be an integer >= 0, got {self.bisection_steps}")
 
+    def check_layers(self, n_layers: int) -> None:
+        self.resolve(n_layers)
+
     def resolve(self, n_layers: int) -> "CompareSettings":
         """A copy with "none" first, the methods in report order, ``"middle"`` and the
         direction layer filled in, and layer indices checked against ``n_layers``."""
@@ -307,6 +321,10 @@ class SweepSettings(JobSettings):
                 )
         else:
             _positive_number(self.kl_budget, "kl_budget")
+
+    def check_layers(self, n_layers: int) -> None:
+        self.scanned_layers(n_layers)
+        self.direction(n_layers)
 
     def scanned_layers(self, n_layers: int) -> list[int]:
         """The layers scanned singly, checked against ``n_layers``."""

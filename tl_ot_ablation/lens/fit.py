@@ -260,13 +260,6 @@ def collect_stats_pair(
     return collect_pair(model, harmful, harmless, names, CollectOptions(**options))
 
 
-def collect_rows_pair(
-    model: Any, harmful: Prompts, harmless: Prompts, names: Sequence[str], **options: Any
-) -> RowsPair:
-    """The activation rows of both prompt sets at ``names`` (``CollectOptions`` fields)."""
-    return collect_pair(model, harmful, harmless, names, CollectOptions(**options), rows=True)
-
-
 ROWS_CACHE_BYTES = 4 * 2**30
 """Keep every layer's training rows in memory only below this size (float32 bytes)."""
 
