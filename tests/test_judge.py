@@ -1,5 +1,5 @@
 """The compliance judge: its labels, the marker fallback, and its validation on the labelled set
-(read by people, never by a judge), whose train part alone trained the shipped head."""
+(labelled by reading, never by a judge), whose train part alone trained the shipped head."""
 
 import json
 from collections import Counter
