@@ -6,8 +6,13 @@ utilities; sets compose by list order (``a.fwd_hooks() + b.fwd_hooks()``). Nothi
 attached after a ``with model.hooks(...)`` block. ``attach(model)`` / ``detach()`` are the
 explicit persistent route: hooks are then global state on the model, which every later forward
 pass (including other people's code in the same notebook) goes through until ``detach()``.
+
+Without TransformerLens, ``hf_hooks(hf_model)`` (a context manager) and ``attach_hf`` /
+``detach_hf`` apply the same hooks to a plain ``transformers`` model (``lens.hf_hooks``), e.g.
+around ``hf_model.generate(...)``.
 """
 
+import contextlib
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +23,7 @@ import torch
 
 from ..core import atomic, serialize
 from .collect import layer_of
+from .hf_hooks import HFHookHandles, register_hf_hooks
 from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_positions
 
 T = TypeVar("T")
@@ -71,6 +77,7 @@ class InterventionSet(Mapping[str, Intervention]):
         self.n_post_instruction = n_post_instruction
         self.metadata = dict(metadata or {})
         self._attached: Any = None
+        self._attached_hf: HFHookHandles | None = None
 
     def __getitem__(self, hook_name: str) -> Intervention:
         return self._interventions[hook_name]
@@ -156,22 +163,64 @@ class InterventionSet(Mapping[str, Intervention]):
         context, self._attached = self._attached, None
         context.__exit__(None, None, None)
 
+    @contextlib.contextmanager
+    def hf_hooks(self, hf_model: Any, positions: PositionSpec | None = None) -> Iterator[Any]:
+        """These hooks on a plain ``transformers`` model for the ``with`` block (no
+        TransformerLens needed), e.g. around ``hf_model.generate(...)``; same positions rule,
+        same logits as ``fwd_hooks()`` on a bridge of the same weights."""
+        self.check_hf_model(hf_model)
+        handles = register_hf_hooks(hf_model, self.fwd_hooks(positions))
+        try:
+            yield hf_model
+        finally:
+            handles.remove()
+
+    def attach_hf(self, hf_model: Any) -> "InterventionSet":
+        """Keep the hooks on a plain ``transformers`` model until ``detach_hf()``: GLOBAL
+        state, like ``attach``."""
+        if self._attached_hf is not None:
+            raise RuntimeError("this InterventionSet is already attached; call detach_hf() first")
+        self.check_hf_model(hf_model)
+        self._attached_hf = register_hf_hooks(hf_model, self.fwd_hooks())
+        return self
+
+    def detach_hf(self) -> None:
+        """Remove the hooks ``attach_hf`` added (and only those)."""
+        if self._attached_hf is None:
+            raise RuntimeError("this InterventionSet is not attached to a transformers model")
+        handles, self._attached_hf = self._attached_hf, None
+        handles.remove()
+
+    def check_hf_model(self, hf_model: Any) -> None:
+        """``check_model`` for a plain ``transformers`` model (width from its config)."""
+        config = getattr(hf_model, "config", None)
+        config = getattr(config, "text_config", None) or config
+        width = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
+        n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+        if width is None or n_layers is None:
+            raise TypeError(
+                f"expected a transformers model with a config, got {type(hf_model).__name__}"
+            )
+        self._check_shape(int(width), int(n_layers))
+
     def check_model(self, model: Any) -> None:
         """Raise if ``model`` cannot take these hooks: an intervention of another width than
         ``model.cfg.d_model`` (read from the interventions themselves, not the metadata), or a
         hook at a layer the model does not have."""
+        self._check_shape(model.cfg.d_model, model.cfg.n_layers)
+
+    def _check_shape(self, d_model: int, n_layers: int) -> None:
         for name, width in self._per_distinct(lambda i: getattr(i, "d_model", None)).items():
-            if width is not None and width != model.cfg.d_model:
+            if width is not None and width != d_model:
                 raise ValueError(
                     f"the intervention at {name} takes d_model={width}; this model has "
-                    f"d_model={model.cfg.d_model}: it was fitted on another model"
+                    f"d_model={d_model}: it was fitted on another model"
                 )
         layers = [layer for layer in map(layer_of, self) if layer is not None]
         deepest = max(layers, default=-1)
-        if deepest >= model.cfg.n_layers:
+        if deepest >= n_layers:
             raise ValueError(
-                f"these interventions hook layer {deepest}; this model has only "
-                f"{model.cfg.n_layers} layers"
+                f"these interventions hook layer {deepest}; this model has only {n_layers} layers"
             )
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
