@@ -175,3 +175,22 @@ def test_a_model_dispatched_by_accelerate_takes_the_hooks() -> None:
     _assert_same_edit(
         *_logits_both_ways(bridge, dispatched, fitted.fwd_hooks(), fitted.hf_hooks(dispatched))
     )
+
+
+def test_an_int8_quantised_model_takes_the_hooks() -> None:
+    """Weights quantised to int8 (torch's dynamic quantisation, the CPU analogue of
+    bitsandbytes' 8-bit linears): the residual stream stays float, so the hooks edit it and
+    generation follows the edit."""
+    bridge, plain = _pair("qwen2")
+    quantised = torch.ao.quantization.quantize_dynamic(plain, {torch.nn.Linear}, dtype=torch.qint8)
+    assert "quantized" in type(decoder_layers(quantised)[0].self_attn.q_proj).__module__
+    z = bridge.tokenizer.convert_tokens_to_ids("Z")
+    push = ActAdd(vector=8 * bridge.W_U[:, z].detach())
+    steer = InterventionSet({"blocks.2.hook_resid_post": push}, positions="last")
+    ids, mask = prepare_tokens(bridge, PROMPTS)
+    with steer.hf_hooks(quantised), torch.no_grad():
+        tokens = quantised.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=258
+        )
+    text = bridge.tokenizer.batch_decode(tokens[:, ids.shape[1] :], skip_special_tokens=True)
+    assert text == ["ZZZZ"] * len(PROMPTS)
