@@ -202,6 +202,45 @@ def test_comparison_record_has_the_documented_schema(comparison) -> None:
     assert len(record["prompts"]["train_sha256"]) == 16
 
 
+def test_detectability_is_reported_for_every_edit(comparison) -> None:
+    result, _ = comparison
+    assert "detect_auroc_disagreement" not in result.results["none"].metrics
+    for name in list(METHODS)[1:]:
+        for score in ("disagreement", "likelihood"):
+            auroc = result.results[name].metrics[f"detect_auroc_{score}"]
+            assert 0.0 <= auroc.ci_low <= auroc.value <= auroc.ci_high <= 1.0
+
+
+def test_the_monitor_only_watches(tiny_bridge) -> None:
+    """Everything but the detectability columns is identical with the monitor off."""
+    held_out = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing"], TEXTS[:1])
+    runs = {
+        detect: run_comparison(
+            tiny_bridge,
+            HARMFUL,
+            HARMLESS,
+            held_out,
+            CompareSettings(
+                n_components=4,
+                max_new_tokens=3,
+                match_kl=None,
+                methods=("ot_selective",),
+                detect=detect,
+                n_questions=0,
+            ),
+            progress=False,
+        ).results["ot_selective"]
+        for detect in (True, False)
+    }
+    watched, alone = runs[True], runs[False]
+    assert set(watched.metrics) - set(alone.metrics) == {
+        "detect_auroc_disagreement",
+        "detect_auroc_likelihood",
+    }
+    assert {k: v for k, v in watched.metrics.items() if k in alone.metrics} == alone.metrics
+    assert watched.completions == alone.completions
+
+
 def test_unmatched_comparison_uses_the_given_strength(tiny_bridge) -> None:
     held_out = EvalPrompts(["rob a bank"], ["plant a tree"], TEXTS[:1])
     settings = CompareSettings(

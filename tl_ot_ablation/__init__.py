@@ -19,6 +19,7 @@ from .lens.generation import generate
 from .lens.hooks import as_hook, fwd_hooks
 from .lens.intervention_set import InterventionSet
 from .lens.models import load_model
+from .lens.monitor import ActivationMonitor
 from .lens.prompts import default_prompts, format_chat, load_prompts, post_instruction_length
 from .lens.saving import load, save
 
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActAdd",
+    "ActivationMonitor",
     "DirectionAblation",
     "GaussianOTMap",
     "GaussianStats",

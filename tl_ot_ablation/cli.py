@@ -147,6 +147,11 @@ def _add_compare(commands: Any) -> None:
     group.add_argument("--max-strength", type=float, default=2.0)
     group.add_argument("--judge", choices=JUDGES, default="classifier", help="compliance judge")
     group.add_argument("--n-questions", type=int, help="capability questions (0: skip)")
+    group.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="skip the detectability columns (an activation monitor watching each method)",
+    )
     _add_map_options(group)
     group.add_argument("--methods", nargs="+", choices=COMPARED, default=list(COMPARED))
 
@@ -269,6 +274,7 @@ def _settings(args: argparse.Namespace) -> JobSettings:
         max_strength=args.max_strength,
         methods=tuple(args.methods),
         judge=args.judge,
+        detect=not args.no_detect,
     )
 
 

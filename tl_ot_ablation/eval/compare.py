@@ -11,7 +11,10 @@ Every method is fitted on one prompt split and evaluated on a disjoint one:
 - damage on harmless prompts: first-token KL from the unmodified model, the perplexity of the
   unmodified model's own harmless completions and of plain prose under the intervention;
 - the share of degenerate completions and the unmodified model's perplexity of the harmful
-  completions, so a 0 % refusal rate made of gibberish is visible.
+  completions, so a 0 % refusal rate made of gibberish is visible;
+- detectability: how well an activation monitor fitted on clean training activations
+  (``eval.detect``) tells each method's harmful runs from clean traffic (AUROC), read from the
+  same generation passes by observe-only hooks (no extra pass).
 
 With ``match_kl`` set, each method's strength is first searched so that its harmless KL matches
 a budget (by default direction ablation's own KL), and the method is evaluated there.
@@ -31,7 +34,9 @@ from tqdm.auto import tqdm
 from ..lens.fit import TrainingActivations, collect_every_layer, prompts_hash
 from ..lens.generation import generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
+from ..lens.monitor import ActivationMonitor, ScoreLog
 from .capability import Question, capability_accuracy
+from .detect import detectability, fit_compare_monitor
 from .evaluate import completion_nll, text_hooks, text_nll
 from .judge import judge
 from .matched import StrengthMatch, match_strength
@@ -76,6 +81,8 @@ class MethodResult:
     seconds: dict[str, float] = field(default_factory=dict)
     refused_harmful: list[int] = field(default_factory=list)
     judged_harmful: list[str] = field(default_factory=list)
+    monitor_scores: dict[str, dict[str, Tensor]] = field(default_factory=dict, repr=False)
+    """``{"harmful" | "harmless": {score: per-prompt scores}}`` when a monitor watched."""
 
     def to_record(self) -> MethodRecord:
         """The ``results.json`` entry (completions go to ``completions.json``)."""
@@ -239,25 +246,31 @@ def evaluate_method(
     settings: CompareSettings,
     reference: _Reference | None,
     *,
+    monitor: ActivationMonitor | None = None,
     progress: bool = True,
 ) -> tuple[MethodResult, _Reference]:
     """Generate, judge and score one method on the held-out prompts.
 
-    ``reference`` is the unmodified model's evaluation (``None`` when evaluating it).
+    ``reference`` is the unmodified model's evaluation (``None`` when evaluating it); a
+    ``monitor`` observes the generation passes (after the intervention's hooks).
     """
+    edit = [] if interventions is None else interventions.fwd_hooks()
     options: dict[str, Any] = {
-        "fwd_hooks": [] if interventions is None else interventions.fwd_hooks(),
         "max_new_tokens": settings.max_new_tokens,
         "batch_size": settings.batch_size,
         "system": settings.system,
         "progress": progress,
     }
+    logs = {"harmful": ScoreLog(), "harmless": ScoreLog()}
+
+    def run(kind: str, asked: Sequence[str]) -> tuple[list[str], Tensor]:
+        watch = [] if monitor is None else monitor.fwd_hooks(logs[kind])
+        return generate_with_first_logprobs(model, asked, fwd_hooks=[*edit, *watch], **options)
+
     # Harmless prompts are generated on their own, in the same batches as the KL measured by
     # the matched-damage search (``harmless_kl``), so both see bit-identical first steps.
-    harmful_out, harmful_logprobs = generate_with_first_logprobs(model, prompts.harmful, **options)
-    harmless_out, harmless_logprobs = generate_with_first_logprobs(
-        model, prompts.harmless, **options
-    )
+    harmful_out, harmful_logprobs = run("harmful", prompts.harmful)
+    harmless_out, harmless_logprobs = run("harmless", prompts.harmless)
     if reference is None:
         reference = _Reference(harmless_logprobs, harmless_out)
     markers = {"first_n": settings.judge_tokens, "tokenizer": model.tokenizer}
@@ -284,7 +297,7 @@ def evaluate_method(
         metrics["capability_accuracy"] = capability_accuracy(
             model,
             prompts.questions,
-            fwd_hooks=options["fwd_hooks"],
+            fwd_hooks=edit,
             batch_size=settings.batch_size,
             system=settings.system,
             seed=settings.seed,
@@ -298,6 +311,12 @@ def evaluate_method(
         refused_harmful=[int(is_refusal(text, **markers)) for text in harmful_out],
         judged_harmful=judged["harmful"],
     )
+    if monitor is not None:
+        result.monitor_scores = {
+            kind: {score: by_layer[layer] for score, by_layer in log.prompt_scores().items()}
+            for kind, log in logs.items()
+            for layer in monitor.layers
+        }
     return result, reference
 
 
@@ -397,10 +416,21 @@ def run_comparison(
     fitted, _ = fit_methods(
         model, train_harmful, train_harmless, settings, training=training, progress=progress
     )
+    monitor = None
+    if settings.detect and not isinstance(settings.layers, str):
+        monitor = fit_compare_monitor(
+            model,
+            train_harmful,
+            train_harmless,
+            list(settings.layers),
+            n_components=settings.n_components,
+            training=training,
+            collect=settings.collect(progress=progress).kwargs(),
+        )
     log("evaluating the unmodified model", progress)
     start = time.perf_counter()
     none, reference = evaluate_method(
-        model, "none", None, prompts, settings, None, progress=progress
+        model, "none", None, prompts, settings, None, monitor=monitor, progress=progress
     )
     none.seconds = {"evaluate": round(time.perf_counter() - start, 2)}
     results = {"none": none}
@@ -419,8 +449,19 @@ def run_comparison(
         searched = time.perf_counter()
         log(f"evaluating {name}", progress)
         result, _ = evaluate_method(
-            model, name, interventions, prompts, settings, reference, progress=progress
+            model,
+            name,
+            interventions,
+            prompts,
+            settings,
+            reference,
+            monitor=monitor,
+            progress=progress,
         )
+        if monitor is not None:
+            clean = [none.monitor_scores["harmful"], none.monitor_scores["harmless"]]
+            edited = result.monitor_scores["harmful"]
+            result.metrics.update(detectability(edited, clean, seed=settings.seed))
         result.match = match
         result.seconds = {
             "search": round(searched - start, 2),

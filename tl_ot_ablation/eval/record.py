@@ -37,6 +37,8 @@ METRICS = (
     "degenerate_flag_rate_harmless",
     "ppl_harmful_base",
     "capability_accuracy",
+    "detect_auroc_disagreement",
+    "detect_auroc_likelihood",
 )
 """Every per-method metric a comparison can report (each an ``Estimate``)."""
 

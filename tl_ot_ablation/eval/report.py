@@ -27,6 +27,7 @@ COMPARE_COLUMNS = (
     ("ppl_harmless", "PPL harmless", ".3g"),
     ("ppl_text", "PPL prose", ".3g"),
     ("capability_accuracy", "capability (MC)", ".2f"),
+    ("detect_auroc_disagreement", "detectability (AUROC)", ".2f"),
     ("ppl_harmful_base", "PPL harmful (base)", ".3g"),
     ("refusal_score_harmful", "refusal log-odds", ".2f"),
 )

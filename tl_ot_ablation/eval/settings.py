@@ -187,6 +187,8 @@ class CompareSettings(JobSettings):
         n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
         n_texts: Prose paragraphs for the perplexity check.
         n_questions: Shipped multiple-choice questions for the capability check (0: skip it).
+        detect: Report each method's detectability by an activation monitor fitted on the
+            clean training activations (``eval.detect``; costs no extra pass).
     """
 
     layers: LayerSpec = "auto"
@@ -203,6 +205,7 @@ class CompareSettings(JobSettings):
     n_eval: int = 32
     n_texts: int = 8
     n_questions: int = 80
+    detect: bool = True
 
     QUICK: ClassVar[dict[str, Any]] = {
         "n_train": 32,
@@ -238,6 +241,8 @@ class CompareSettings(JobSettings):
             raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
         if self.judge not in JUDGES:
             raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
+        if not isinstance(self.detect, bool):
+            raise ValueError(f"detect must be True or False, got {self.detect!r}")
         if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
             raise ValueError(f"bisection_steps must be an integer >= 0, got {self.bisection_steps}")
 

@@ -3,7 +3,10 @@
 Loading models (``models``), prompts and chat formatting (``prompts``), positions, activation
 collection (``collect``), hooks (``hooks``), fitting interventions on a model (``fit``),
 generation (``generation``), model-level sets of interventions (``intervention_set``) and their
-save/load (``saving``). Imports ``core``; never ``eval`` or the CLI.
+save/load (``saving``), the same hooks on plain ``transformers`` models (``hf_hooks``), tiny
+offline chat models of every common family (``testing``), and the activation monitor that
+flags tampered passes (``monitor``).
+Imports ``core``; never ``eval`` or the CLI.
 
 Glossary (one meaning per word, package-wide):
 

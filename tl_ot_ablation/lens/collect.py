@@ -39,12 +39,15 @@ class CollectOptions:
         batch_size: Prompts per forward pass.
         system: Optional system prompt for the chat template.
         progress: Show progress bars.
+        chat: Format instructions with the chat template; ``False`` runs them as raw text (a
+            model without a template), with ``positions="last"`` or ``"all"``.
     """
 
     positions: FitPositions = "post_instruction"
     batch_size: int = 16
     system: str | None = None
     progress: bool = True
+    chat: bool = True
 
     def __post_init__(self) -> None:
         if self.positions not in get_args(FitPositions):
@@ -53,6 +56,11 @@ class CollectOptions:
             )
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not self.chat and self.positions == "post_instruction":
+            raise ValueError(
+                "positions='post_instruction' needs the chat template (chat=True); for raw text "
+                "fit at positions='last' or 'all'"
+            )
 
     def kwargs(self) -> dict[str, Any]:
         """As keyword arguments of ``collect_stats`` / ``collect_activations``."""

@@ -150,8 +150,8 @@ def training_fingerprint(
     model: Any, harmful: Prompts, harmless: Prompts, options: CollectOptions
 ) -> str:
     """What activations depend on besides the weights: the prompts, the fitting positions, the
-    system prompt and the chat template (hex SHA-256, first 16 digits)."""
-    template = getattr(model.tokenizer, "chat_template", None)
+    system prompt and the chat template, if used (hex SHA-256, first 16 digits)."""
+    template = getattr(model.tokenizer, "chat_template", None) if options.chat else "raw text"
     described = json.dumps(
         [prompts_hash(harmful, harmless), options.positions, options.system, template]
     )
@@ -269,11 +269,22 @@ def rows_bytes(
 ) -> int | None:
     """Float32 bytes of the rows ``n_rows_prompts`` prompts give at ``n_names`` hook points
     (``None`` when it depends on the prompts' lengths, for ``positions="all"``)."""
-    n_post = post_instruction_length(model.tokenizer, system=system)
-    per_prompt = {"last": 1, "post_instruction": n_post}
-    if positions not in per_prompt:
+    if positions == "last":
+        per_prompt = 1
+    elif positions == "post_instruction":
+        per_prompt = post_instruction_length(model.tokenizer, system=system)
+    else:
         return None
-    return n_rows_prompts * per_prompt[positions] * n_names * model.cfg.d_model * 4
+    return n_rows_prompts * per_prompt * n_names * model.cfg.d_model * 4
+
+
+def span_length(model: Any, collect: CollectOptions, *positions: object) -> int | None:
+    """The chat template's post-instruction length when one of ``positions`` (fitting or
+    applying) is ``"post_instruction"``, else ``None``: a model without a template fits and
+    applies at ``"last"`` / ``"all"`` / a slice without one."""
+    if "post_instruction" not in [p for p in positions if isinstance(p, str)]:
+        return None
+    return post_instruction_length(model.tokenizer, system=collect.system)
 
 
 def collect_training(
@@ -392,8 +403,8 @@ def fit_ot_ablation(
         spec = MapSpec(n_components=None, reg=spec.reg)
     chosen = check_layers(model, layers)
     names = [hook_name(hook, layer) for layer in chosen]
-    n_post = post_instruction_length(model.tokenizer, system=collect.system)
     where = apply_positions_for(collect.positions) if apply_positions is None else apply_positions
+    n_post = span_length(model, collect, collect.positions, where)
     metadata = _fit_metadata(
         model,
         method,
@@ -489,7 +500,7 @@ def fit_direction_ablation(
     return InterventionSet(
         dict.fromkeys(names, ablation),
         positions=apply_positions,
-        n_post_instruction=post_instruction_length(model.tokenizer, system=collect.system),
+        n_post_instruction=span_length(model, collect, collect.positions, apply_positions),
         metadata=metadata,
     )
 
@@ -527,6 +538,6 @@ def fit_actadd(
     return InterventionSet(
         {hook_name(hook, layer): add},
         positions=apply_positions,
-        n_post_instruction=post_instruction_length(model.tokenizer, system=collect.system),
+        n_post_instruction=span_length(model, collect, collect.positions, apply_positions),
         metadata=metadata,
     )

@@ -331,6 +331,11 @@ def bridge_from_hf(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    if not getattr(hf_model.config, "architectures", None):
+        # A model built from a config (not loaded from a checkpoint) has no `architectures`,
+        # and TransformerLens 4.3's fallback from `model_type` lacks some types (gemma3_text):
+        # record the class, as save_pretrained would.
+        hf_model.config.architectures = [type(hf_model).__name__]
     if device is not None:
         hf_model = hf_model.to(device)
     bridge = TransformerBridge.boot_transformers(
