@@ -133,7 +133,7 @@ def test_python_dash_m_lists_the_commands() -> None:
         text=True,
         check=True,
     )
-    for command in ("compare", "sweep", "fit", "generate"):
+    for command in ("compare", "sweep", "fit", "generate", "monitor"):
         assert command in result.stdout
 
 

@@ -1,4 +1,4 @@
-"""``tl-ot-ablation`` (also ``python -m tl_ot_ablation``): compare, sweep, fit, generate.
+"""``tl-ot-ablation`` (also ``python -m tl_ot_ablation``): compare, sweep, fit, generate, monitor.
 
 Parse, build the job's settings (checked before the model loads), load the model, call one
 library function per command (``eval.jobs``), print. With no options, ``compare`` fits every
@@ -14,6 +14,7 @@ import argparse
 import re
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,28 @@ from typing import Any
 
 import torch
 
-from .eval.jobs import JobPrompts, check_output, compare_job, fit_job, sweep_job
+from .eval.jobs import (
+    JobPrompts,
+    check_monitor_prompts,
+    check_output,
+    compare_job,
+    fit_job,
+    monitor_job,
+    sweep_job,
+)
 from .eval.judge import JUDGES
 from .eval.methods import COMPARED, METHODS, SWEPT
-from .eval.record import RecordError
-from .eval.report import comparison_table, verdict
-from .eval.settings import CompareSettings, FitSettings, JobSettings, SweepSettings
+from .eval.record import RecordError, compare_strengths
+from .eval.report import comparison_table, detection_table, verdict
+from .eval.settings import (
+    MONITOR_HOOKS,
+    MONITORED,
+    CompareSettings,
+    FitSettings,
+    JobSettings,
+    MonitorSettings,
+    SweepSettings,
+)
 from .lens.generation import generate
 from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model
@@ -58,6 +75,11 @@ def _layers(value: str) -> list[int]:
 def _selective_layers(value: str) -> list[int] | str:
     """``"auto"``, ``"middle"`` or a layer list (see ``_layers``)."""
     return value if value in ("auto", "middle") else _layers(value)
+
+
+def _monitor_layers(value: str) -> list[int] | str:
+    """``"auto"`` or a layer list (see ``_layers``)."""
+    return value if value == "auto" else _layers(value)
 
 
 def _kl_budget(value: str) -> str | float | None:
@@ -202,6 +224,57 @@ def _add_generate(commands: Any) -> None:
     group.add_argument("--with-unmodified", action="store_true", help="also print the original")
 
 
+def _add_monitor(commands: Any) -> None:
+    monitor = commands.add_parser(
+        "monitor", help="AUROC / TPR at 1%% FPR of an activation monitor against each method"
+    )
+    _add_common(monitor)
+    group = monitor.add_argument_group("methods")
+    group.add_argument(
+        "--layers",
+        type=_selective_layers,
+        help="selective layers, as in compare: 'auto' (default; with --strengths-from, the "
+        "compare run's layers), 'middle', or e.g. 14, 11,14, 10-15",
+    )
+    group.add_argument(
+        "--direction-layer",
+        type=int,
+        help="layer of the refusal direction (default: the middle one; with --strengths-from, "
+        "the compare run's)",
+    )
+    group.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        default=list(MONITORED),
+        help=f"methods to detect (default: all): {', '.join(MONITORED)}",
+    )
+    group.add_argument(
+        "--strengths-from",
+        type=Path,
+        metavar="PATH",
+        help="a compare results.json (or its folder): run each method at the strength compare "
+        "chose (default: strength 1)",
+    )
+    _add_map_options(group)
+    watch = monitor.add_argument_group("monitor")
+    watch.add_argument(
+        "--monitor-layers",
+        type=_monitor_layers,
+        default="auto",
+        help="monitored blocks: 'auto' (default: the last selective layer and every 2nd block "
+        "after it) or e.g. 14,20-23",
+    )
+    watch.add_argument(
+        "--hook", choices=MONITOR_HOOKS, default="resid_post", help="hook point monitored"
+    )
+    watch.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="skip the supervised probe baseline (trained on the training prompts)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -210,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ablation (TransformerLens 4.x).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_compare, _add_sweep, _add_fit, _add_generate):
+    for add in (_add_compare, _add_sweep, _add_fit, _add_generate, _add_monitor):
         add(commands)
     return parser
 
@@ -232,8 +305,9 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def _settings(args: argparse.Namespace) -> JobSettings:
-    """The command's settings, checked before anything loads (a bad value raises here)."""
+def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
+    """The command's settings, checked before anything loads (a bad value raises here);
+    ``compared`` is ``record.compare_strengths`` output for ``monitor --strengths-from``."""
     preset = "quick" if args.quick else "default"
     fields = _job_fields(args)
     if args.command == "fit":
@@ -246,6 +320,8 @@ def _settings(args: argparse.Namespace) -> JobSettings:
             sequential=not args.no_sequential,
         )
     optional = {"n_eval": args.n_eval}
+    if args.command == "monitor":
+        return _monitor_settings(args, preset, fields, optional, compared)
     if args.command == "sweep":
         optional |= {
             "k_grid": None if args.k_grid is None else tuple(args.k_grid),
@@ -278,6 +354,44 @@ def _settings(args: argparse.Namespace) -> JobSettings:
     )
 
 
+def _monitor_settings(
+    args: argparse.Namespace,
+    preset: str,
+    fields: dict[str, Any],
+    optional: dict[str, Any],
+    compared: Any = None,
+) -> MonitorSettings:
+    """``monitor``'s settings; with ``--strengths-from`` (``compared``), the strengths (and,
+    unless given, the layers) of that compare run."""
+    layers: Any = args.layers
+    direction_layer = args.direction_layer
+    strengths: dict[str, float] = {}
+    if compared is not None:
+        record, strengths, _ = compared
+        layers = record.settings.layers if layers is None else layers
+        if direction_layer is None:
+            direction_layer = record.settings.direction_layer
+    settings = MonitorSettings.preset(
+        preset,
+        **fields,
+        **{k: v for k, v in optional.items() if v is not None},
+        layers="auto" if layers is None else layers,
+        direction_layer=direction_layer,
+        methods=tuple(args.methods),
+        monitor_layers=args.monitor_layers,
+        hook=args.hook,
+        probe=not args.no_probe,
+        strengths=strengths,
+    )
+    if compared is not None and (differ := settings.fit_differences(compared[0].settings)):
+        warnings.warn(
+            f"WARNING: {', '.join(differ)} differ from the compare run in {compared[2]}, whose "
+            "strengths were matched for the maps it fitted",
+            stacklevel=2,
+        )
+    return settings
+
+
 def _load(args: argparse.Namespace) -> Any:
     if args.model == "tiny":
         from .lens.testing import tiny_model
@@ -293,6 +407,7 @@ class _Job:
     settings: Any
     prompts: JobPrompts
     out: Path
+    strengths_source: str | None = None
 
 
 def _prompts(args: argparse.Namespace, settings: JobSettings) -> JobPrompts:
@@ -377,6 +492,25 @@ def run_fit(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Pa
     return folder
 
 
+def run_monitor(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
+    """``monitor``: the job, then the detection table."""
+    record, folder = monitor_job(
+        model,
+        job.prompts,
+        job.settings,
+        job.out,
+        model_name=args.model,
+        command=command,
+        strengths_source=job.strengths_source,
+        plots=not args.no_plots,
+        overwrite=args.force,
+        progress=not args.no_progress,
+    )
+    print(detection_table(record))
+    print(f"\nReport: {folder / 'report.md'}")
+    return folder
+
+
 def run_generate(args: argparse.Namespace, model: Any) -> Path:
     """``generate``: completions under a saved set (and the unmodified model's)."""
     prompts = list(args.prompt) + (load_prompts(args.prompts) if args.prompts else [])
@@ -403,6 +537,7 @@ JOBS: dict[str, Callable[[argparse.Namespace, _Job, Any, str], Path]] = {
     "compare": run_compare,
     "sweep": run_sweep,
     "fit": run_fit,
+    "monitor": run_monitor,
 }
 BAD_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, RecordError)
 
@@ -418,12 +553,18 @@ def _check_before_loading(args: argparse.Namespace) -> _Job | None:
             raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
         InterventionSet.load(args.map)  # a broken map fails before the model loads
         return None
-    settings = _settings(args)
+    compared = None
+    if args.command == "monitor" and args.strengths_from is not None:
+        compared = compare_strengths(args.strengths_from, args.methods)
+    settings = _settings(args, compared)
     fit = args.command == "fit"
     default = Path("maps") / settings.method if isinstance(settings, FitSettings) else None
     out = args.out or default or Path(f"reports/{args.command}")
     check_output(out, overwrite=args.force, saved_set=fit)
-    return _Job(settings, _prompts(args, settings), out)
+    prompts = _prompts(args, settings)
+    if args.command == "monitor":
+        check_monitor_prompts(prompts)
+    return _Job(settings, prompts, out, None if compared is None else str(compared[2]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,16 +15,34 @@ from typing import Any
 from ..core import atomic
 from ..core.serialize import is_saved_folder
 from ..lens.collect import collect_activations, hook_name
-from ..lens.fit import collect_every_layer
+from ..lens.fit import collect_every_layer, prompts_hash
 from ..lens.intervention_set import InterventionSet
+from ..lens.monitor import ActivationMonitor
 from ..lens.prompts import default_prompts, load_prompts, plain_text
 from .capability import Question, load_questions, shipped_questions
-from .compare import Comparison, EvalPrompts, comparison_record, log, overlap, run_comparison
+from .compare import (
+    Comparison,
+    EvalPrompts,
+    at_strength,
+    choose_layers,
+    collect_training_activations,
+    comparison_record,
+    fit_methods,
+    log,
+    overlap,
+    run_comparison,
+)
+from .detect import evaluate_detection
 from .methods import METHODS, FitContext, fit_method
-from .record import CompareRecord, SweepRecord
-from .report import is_report_folder, write_compare_report, write_sweep_report
+from .record import CompareRecord, MonitorPromptsRecord, MonitorRecord, SweepRecord
+from .report import (
+    is_report_folder,
+    write_compare_report,
+    write_monitor_report,
+    write_sweep_report,
+)
 from .selection import LayerChoice, middle_layer, resolve_layers
-from .settings import CompareSettings, FitSettings, SweepSettings
+from .settings import CompareSettings, FitSettings, MonitorSettings, SweepSettings
 from .sweep import SweepResult, run_sweep
 
 
@@ -267,10 +285,129 @@ def fit_job(
     return fitted, choice, fitted.save(out, overwrite=overwrite)
 
 
+def check_monitor_prompts(prompts: JobPrompts) -> None:
+    """Raise unless ``monitor`` can score ``prompts``: an AUROC with its CI needs at least two
+    held-out harmful prompts (the positives) and one harmless; the fits need two training
+    prompts per class."""
+    held_out = prompts.held_out
+    if len(held_out.harmful) < 2 or not held_out.harmless:
+        raise ValueError(
+            "monitor needs at least 2 held-out harmful prompts and 1 held-out harmless one, got "
+            f"{len(held_out.harmful)} and {len(held_out.harmless)}; raise --n-eval or give "
+            "longer --eval-harmful / --eval-harmless files"
+        )
+    if len(prompts.train_harmful) < 2 or len(prompts.train_harmless) < 2:
+        raise ValueError(
+            "monitor needs at least 2 training prompts per class, got "
+            f"{len(prompts.train_harmful)} harmful and {len(prompts.train_harmless)} harmless"
+        )
+
+
+def monitor_job(
+    model: Any,
+    prompts: JobPrompts,
+    settings: MonitorSettings,
+    out: str | Path,
+    *,
+    model_name: str,
+    command: str | None = None,
+    strengths_source: str | None = None,
+    plots: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[MonitorRecord, Path]:
+    """``tl-ot-ablation monitor``: how well an activation monitor detects each method.
+
+    The methods are fitted exactly as ``compare`` fits them (one pass over every layer, the
+    same layer choice and registry: ``compare.fit_methods``), each set to its strength
+    (``settings.strength``); an ``ActivationMonitor`` is fitted on the clean training prompts
+    at the monitored layers and ``evaluate_detection`` scores the held-out prompts, clean and
+    intervened (with a ``probe`` per method when ``settings.probe``). Writes ``detect.json``,
+    ``report.md`` and ``detection.png`` atomically.
+
+    ``strengths_source`` says where ``settings.strengths`` came from (e.g. the compare
+    ``results.json`` they were read from; default "settings"); methods they do not name run
+    at strength 1 ("default").
+    """
+    check_output(out, overwrite=overwrite)
+    check_monitor_prompts(prompts)
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    settings.check_layers(n_layers)
+    if settings.n_components >= d_model:
+        raise ValueError(
+            f"n_components must be below d_model={d_model} (the monitor scores the complement "
+            f"of its k-dim subspace too), got {settings.n_components}; lower -k"
+        )
+    compare = settings.compare_settings().resolve(n_layers)
+    train_h, train_b = prompts.train_harmful, prompts.train_harmless
+    training = collect_training_activations(model, train_h, train_b, compare, progress=progress)
+    compare, choice = choose_layers(compare, training, n_layers)
+    log(f"selective layers ({choice.how}): {compare.layers}", progress)
+    fitted, _ = fit_methods(model, train_h, train_b, compare, training=training, progress=progress)
+    sources = {
+        m: (strengths_source or "settings") if m in settings.strengths else "default"
+        for m in settings.methods
+    }
+    strengths = {m: settings.strength(m) for m in settings.methods}
+    interventions = {m: at_strength(fitted[m], strengths[m]) for m in settings.methods}
+    monitor_layers = settings.resolve_monitor_layers(choice.layers, n_layers)
+    log(f"fitting the monitor at {settings.hook} of layers {monitor_layers}", progress)
+    monitor = ActivationMonitor.fit(
+        model,
+        train_h,
+        train_b,
+        layers=monitor_layers,
+        n_components=settings.n_components,
+        hook=settings.hook,  # type: ignore[arg-type]
+        training=training,  # stands in for the pass when the monitor reads resid_pre
+        **settings.collect(progress=progress).kwargs(),
+    )
+    log("scoring held-out prompts, clean and under each method", progress)
+    detection = evaluate_detection(
+        model,
+        monitor,
+        interventions,
+        prompts.held_out.harmful,
+        prompts.held_out.harmless,
+        probe_training=(train_h, train_b) if settings.probe else None,
+        seed=settings.seed,
+    )
+    held_out = prompts.held_out
+    record = MonitorRecord(
+        model=model_name,
+        settings=settings,
+        prompts=MonitorPromptsRecord(
+            train_sha256=prompts_hash(train_h, train_b),
+            eval_sha256=prompts_hash(held_out.harmful, held_out.harmless),
+            n_train_harmful=len(train_h),
+            n_train_harmless=len(train_b),
+            n_eval_harmful=len(held_out.harmful),
+            n_eval_harmless=len(held_out.harmless),
+            train_eval_overlap=len(overlap(train_h, held_out.harmful))
+            + len(overlap(train_b, held_out.harmless)),
+        ),
+        strengths=strengths,
+        strength_sources=sources,
+        layers=list(choice.layers),
+        layer_choice=choice.how,
+        direction_layer=int(compare.direction_layer),  # type: ignore[arg-type]
+        monitor_layers=monitor_layers,
+        hook=detection.hook,
+        positions=detection.positions,
+        results=list(detection.results),
+        w2_by_layer=choice.w2,
+        command=command,
+    )
+    folder = write_monitor_report(out, record, plots_enabled=plots, overwrite=overwrite)
+    return record, folder
+
+
 __all__ = [
     "JobPrompts",
+    "check_monitor_prompts",
     "check_output",
     "compare_job",
     "fit_job",
+    "monitor_job",
     "sweep_job",
 ]

@@ -1,7 +1,8 @@
-"""Matplotlib figures of comparisons and sweeps, drawn from their records.
+"""Matplotlib figures of comparisons, sweeps and monitor runs, drawn from their records.
 
-Every function takes a typed record (``record.CompareRecord`` / ``SweepRecord``) or the
-dictionary read back from ``results.json`` / ``sweep.json`` (validated against the record's
+Every function takes a typed record (``record.CompareRecord`` / ``SweepRecord`` /
+``MonitorRecord``) or the dictionary read back from ``results.json`` / ``sweep.json`` /
+``detect.json`` (validated against the record's
 schema first, so a saved run can be re-plotted in a notebook and a renamed key fails at once),
 draws on a new figure and returns it; pass ``path`` to also save it as a PNG. Figures are
 built without ``pyplot``, so nothing opens a window or leaks global state; in Jupyter a
@@ -18,7 +19,7 @@ from jaxtyping import Float
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .record import CompareRecord, SweepRecord
+from .record import CompareRecord, MonitorRecord, SweepRecord
 
 
 def compare_json(record: Any) -> dict[str, Any]:
@@ -35,6 +36,13 @@ def sweep_json(record: Any) -> dict[str, Any]:
     if isinstance(record, SweepRecord):
         return record.to_json()
     return SweepRecord.from_json(record).to_json()
+
+
+def monitor_json(record: Any) -> dict[str, Any]:
+    """The JSON form of a monitor record, validated (``MonitorRecord`` or its dict)."""
+    if isinstance(record, MonitorRecord):
+        return record.to_json()
+    return MonitorRecord.from_json(record).to_json()
 
 
 METHOD_COLORS = {
@@ -252,4 +260,41 @@ def plot_clouds(
         axis.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.7, label=label, color=color)
     axis.set(xlabel="PC 1", ylabel="PC 2", title=title or "Activations before and after transport")
     axis.legend()
+    return _finish(fig, path)
+
+
+def plot_detection(record: Any, path: str | Path | None = None) -> Figure:
+    """AUROC (95 % CI) of detecting each method against monitored layer, one panel per score,
+    with the chance line at 0.5."""
+    record = monitor_json(record)
+    results = record["results"]
+    scores = list(dict.fromkeys(r["score"] for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    fig = Figure(figsize=(4.5 * max(len(scores), 1), 4))
+    axes = fig.subplots(1, max(len(scores), 1), sharey=True, squeeze=False)[0]
+    for axis, score in zip(axes, scores, strict=False):
+        for i, method in enumerate(methods):
+            rows = sorted(
+                (r for r in results if r["score"] == score and r["method"] == method),
+                key=lambda r: r["layer"],
+            )
+            estimates = [r["auroc"] for r in rows]
+            dodge = 0.08 * (i - (len(methods) - 1) / 2)  # methods side by side at each layer
+            axis.errorbar(
+                [r["layer"] + dodge for r in rows],
+                [e["value"] for e in estimates],
+                yerr=_errors(estimates),
+                marker="o",
+                capsize=2,
+                color=METHOD_COLORS.get(method),
+                label=method,
+            )
+        axis.axhline(0.5, ls=":", color="k", label="chance")
+        axis.set(xlabel=f"monitored layer ({record['hook']})", title=f"score: {score}",
+                 ylim=(0, 1.05))  # fmt: skip
+        layers = record["monitor_layers"]
+        axis.set_xticks(layers)
+        axis.set_xlim(min(layers) - 0.6, max(layers) + 0.6)
+    axes[0].set_ylabel("AUROC (intervened vs clean, 95 % CI)")
+    axes[0].legend(fontsize=7)
     return _finish(fig, path)

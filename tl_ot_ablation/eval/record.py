@@ -1,4 +1,5 @@
-"""The typed ``results.json`` / ``sweep.json`` records: one module writes and reads them.
+"""The typed ``results.json`` / ``sweep.json`` / ``detect.json`` records: one module writes and
+reads them.
 
 A record is built from dataclasses and converted to JSON here only; reading validates every
 key (an unknown or renamed key raises at once, naming it), so the report, the plots and a
@@ -8,18 +9,22 @@ the README's "results.json" section.
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core import atomic
+from ..core.monitor import SCORES
+from .detect import DetectionResult
 from .matched import StrengthMatch
+from .methods import check_method
 from .metrics import Estimate
-from .settings import CompareSettings, SweepSettings
+from .settings import CompareSettings, MonitorSettings, SweepSettings
 
 COMPARE_FORMAT = "tl_ot_ablation.compare/1"
 SWEEP_FORMAT = "tl_ot_ablation.sweep/1"
+MONITOR_FORMAT = "tl_ot_ablation.monitor/1"
 
 METRICS = (
     "compliance_rate_harmful",
@@ -311,6 +316,202 @@ class SweepRecord:
     @classmethod
     def read(cls, path: str | Path) -> "SweepRecord":
         """Read and validate a ``sweep.json``."""
+        return cls.from_json(_read_json(path))
+
+
+def compare_strengths(
+    path: str | Path, methods: Sequence[str]
+) -> tuple[CompareRecord, dict[str, float], Path]:
+    """The strength ``compare`` recorded for each of ``methods``, read from its
+    ``results.json`` (``path``: the file or its report folder); returns the record, the
+    strengths and the file read.
+
+    Raises:
+        ValueError: a name in ``methods`` is not a registered method (or is "none").
+        FileNotFoundError: no such file.
+        RecordError: the file is not a compare record, or lacks one of ``methods``.
+    """
+    for method in methods:
+        check_method(method, allow_none=False)
+    file = Path(path)
+    if file.is_dir():
+        file = file / "results.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file; give a compare results.json or its folder")
+    data = _read_json(file)
+    kind = data.get("format") if isinstance(data, dict) else None
+    if kind != COMPARE_FORMAT:
+        raise RecordError(
+            f"{file} is not a compare results.json (format {kind!r}, expected {COMPARE_FORMAT!r})"
+        )
+    try:
+        record = CompareRecord.from_json(data)
+    except (RecordError, KeyError, TypeError, AttributeError) as err:
+        why = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+        raise RecordError(f"{file} is not a compare results.json ({why})") from None
+    missing = [m for m in methods if m not in record.methods or record.methods[m].strength is None]
+    if missing:
+        recorded = [m for m, r in record.methods.items() if r.strength is not None]
+        raise RecordError(
+            f"{file} records no strength for {missing} (it has {recorded}); run compare with "
+            "those methods, or leave them out of the methods"
+        )
+    strengths = {}
+    for method in methods:
+        strength = record.methods[method].strength
+        assert strength is not None  # checked above
+        strengths[method] = float(strength)
+    return record, strengths, file
+
+
+@dataclass
+class MonitorPromptsRecord:
+    """Which prompts a monitor run used: hashes and counts (no prompt text)."""
+
+    train_sha256: str
+    eval_sha256: str
+    n_train_harmful: int
+    n_train_harmless: int
+    n_eval_harmful: int
+    n_eval_harmless: int
+    train_eval_overlap: int
+
+
+def _detection(data: Any, where: str) -> DetectionResult:
+    fields = {f.name for f in dataclasses.fields(DetectionResult)}
+    _check_keys(data, fields, where)
+    missing = sorted(fields - set(data))
+    if missing:
+        raise RecordError(f"{where} lacks {missing}")
+    if data["score"] not in SCORES:
+        raise RecordError(f"{where}.score is {data['score']!r}; expected one of {SCORES}")
+    try:
+        return DetectionResult(
+            method=str(data["method"]),
+            layer=int(data["layer"]),
+            score=data["score"],
+            auroc=_estimate(data["auroc"], f"{where}.auroc"),
+            tpr_at_1pct_fpr=_estimate(data["tpr_at_1pct_fpr"], f"{where}.tpr_at_1pct_fpr"),
+            threshold=float(data["threshold"]),
+            n_positive=int(data["n_positive"]),
+            n_negative=int(data["n_negative"]),
+        )
+    except (TypeError, ValueError) as err:
+        raise RecordError(f"{where}: {err}") from err
+
+
+@dataclass
+class MonitorRecord:
+    """``detect.json``: how well a monitor detects each method, per monitored layer and score.
+
+    Attributes:
+        model: The model's name as given.
+        settings: The ``MonitorSettings`` the run was given (``layers`` may be ``"auto"``).
+        prompts: Hashes and counts of the training and held-out prompts.
+        strengths: The strength each method ran at.
+        strength_sources: Where each strength came from ("default", "settings", or the
+            compare ``results.json`` it was read from).
+        layers: The selective layers used (resolved).
+        layer_choice: How they were chosen ("w2_relative", "middle" or "given").
+        direction_layer: Layer of the refusal direction.
+        monitor_layers: The monitored blocks.
+        hook: The monitored hook point at each of them ("resid_post", ...).
+        positions: The positions the monitor reads.
+        results: One ``DetectionResult`` per (method, monitor layer, score).
+        w2_by_layer: The W2² table behind ``layers="auto"`` (``None`` if not computed).
+        command: The command line, for the CLI.
+    """
+
+    model: str
+    settings: MonitorSettings
+    prompts: MonitorPromptsRecord
+    strengths: dict[str, float]
+    strength_sources: dict[str, str]
+    layers: list[int]
+    layer_choice: str
+    direction_layer: int
+    monitor_layers: list[int]
+    hook: str
+    positions: str
+    results: list[DetectionResult]
+    w2_by_layer: list[dict[str, int | float]] | None = None
+    command: str | None = None
+
+    def get(self, method: str, layer: int, score: str) -> DetectionResult:
+        """The result of ``score`` at monitor ``layer`` against ``method``."""
+        for result in self.results:
+            if (result.method, result.layer, result.score) == (method, layer, score):
+                return result
+        raise KeyError(f"no result for method={method!r}, layer={layer}, score={score!r}")
+
+    @property
+    def scores(self) -> list[str]:
+        """The scores reported, in ``core.monitor.SCORES`` order."""
+        present = {r.score for r in self.results}
+        return [s for s in SCORES if s in present]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``format`` first)."""
+        return {
+            "format": MONITOR_FORMAT,
+            "model": self.model,
+            "seed": self.settings.seed,
+            "settings": self.settings.to_json(),
+            "prompts": dataclasses.asdict(self.prompts),
+            "strengths": dict(self.strengths),
+            "strength_sources": dict(self.strength_sources),
+            "layers": list(self.layers),
+            "layer_choice": self.layer_choice,
+            "direction_layer": self.direction_layer,
+            "monitor_layers": list(self.monitor_layers),
+            "hook": self.hook,
+            "positions": self.positions,
+            "results": [r.to_dict() for r in self.results],
+            "w2_by_layer": self.w2_by_layer,
+            "command": self.command,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "MonitorRecord":
+        """Validate and read ``to_json`` output (an unknown or missing key raises)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        _check_keys(data, fields | {"format", "seed"}, "detect.json")
+        if data.get("format") != MONITOR_FORMAT:
+            raise RecordError(f"format is {data.get('format')!r}, expected {MONITOR_FORMAT!r}")
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise RecordError(f"detect.json lacks {missing}")
+        prompt_fields = {f.name for f in dataclasses.fields(MonitorPromptsRecord)}
+        _check_keys(data["prompts"], prompt_fields, "detect.json prompts")
+        results = [_detection(r, f"results[{i}]") for i, r in enumerate(data["results"])]
+        try:
+            return cls(
+                model=str(data["model"]),
+                settings=MonitorSettings.from_json(dict(data["settings"])),
+                prompts=MonitorPromptsRecord(**data["prompts"]),
+                strengths={str(m): float(s) for m, s in data["strengths"].items()},
+                strength_sources={str(m): str(s) for m, s in data["strength_sources"].items()},
+                layers=[int(layer) for layer in data["layers"]],
+                layer_choice=str(data["layer_choice"]),
+                direction_layer=int(data["direction_layer"]),
+                monitor_layers=[int(layer) for layer in data["monitor_layers"]],
+                hook=str(data["hook"]),
+                positions=str(data["positions"]),
+                results=results,
+                w2_by_layer=data.get("w2_by_layer"),
+                command=data.get("command"),
+            )
+        except (TypeError, ValueError, AttributeError) as err:
+            raise RecordError(f"detect.json: {err}") from err
+
+    def write(self, path: str | Path) -> Path:
+        """Write as JSON, atomically."""
+        return atomic.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "MonitorRecord":
+        """Read and validate a ``detect.json``."""
         return cls.from_json(_read_json(path))
 
 

@@ -1,4 +1,5 @@
-"""Report folders: ``results.json`` / ``sweep.json``, ``report.md`` and PNG plots.
+"""Report folders: ``results.json`` / ``sweep.json`` / ``detect.json``, ``report.md`` and PNG
+plots.
 
 The JSON records are the stable interface (``record``; documented in the README's
 "results.json" section); ``report.md`` is for people and is rebuilt from the records alone.
@@ -15,7 +16,7 @@ from typing import Any
 from ..core import atomic
 from . import plots
 from .metrics import Estimate, with_ci
-from .record import CompareRecord, MethodRecord, SweepRecord
+from .record import CompareRecord, MethodRecord, MonitorRecord, SweepRecord
 
 COMPARE_COLUMNS = (
     ("compliance_rate_harmful", "harmful: complies", ".2f"),
@@ -119,7 +120,7 @@ def verdict(record: Any) -> str:
 
 def is_report_folder(path: Path) -> bool:
     """Whether ``path`` holds a report this package wrote (ours to replace)."""
-    for name in ("results.json", "sweep.json"):
+    for name in ("results.json", "sweep.json", "detect.json"):
         try:
             data = json.loads((path / name).read_text())
         except (OSError, ValueError):
@@ -383,3 +384,110 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
         "",
     ]
     return lines + _figure_lines(figures)
+
+
+SCORE_TEXT = {
+    "likelihood": "likelihood (unsupervised)",
+    "disagreement": "disagreement (unsupervised)",
+    "probe": "probe (supervised)",
+}
+
+
+def detection_table(record: Any) -> str:
+    """The detection table of a monitor record in markdown: one row per method, monitored
+    layer and score, AUROC and TPR at 1 % FPR with their 95 % CIs."""
+    record = plots.monitor_json(record)
+    rows = [
+        [
+            r["method"],
+            f"{record['strengths'][r['method']]:.3g}",
+            str(r["layer"]),
+            SCORE_TEXT.get(r["score"], r["score"]),
+            _estimate(r["auroc"], ".2f"),
+            _estimate(r["tpr_at_1pct_fpr"], ".2f"),
+        ]
+        for r in record["results"]
+    ]
+    header = ["method", "strength", "monitor layer", "score", "AUROC", "TPR @ 1 % FPR"]
+    return markdown_table(header, rows)
+
+
+def write_monitor_report(
+    folder: str | Path,
+    record: MonitorRecord,
+    *,
+    plots_enabled: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``detect.json``, ``report.md`` and ``detection.png``, atomically; returns the
+    folder. A report folder of ours is replaced whole; another non-empty folder needs
+    ``overwrite``."""
+    data = record.to_json()
+    with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
+        record.write(temp / "detect.json")
+        figures: list[tuple[str, str]] = []
+        if plots_enabled:
+            _draw(
+                figures,
+                "AUROC per monitored layer",
+                "detection.png",
+                lambda: plots.plot_detection(data, temp / "detection.png"),
+            )
+        (temp / "report.md").write_text("\n".join(_monitor_markdown(data, figures)))
+    return Path(folder)
+
+
+def _monitor_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]]) -> list[str]:
+    settings, prompts = record["settings"], record["prompts"]
+    command = record.get("command")
+    n_pos = prompts["n_eval_harmful"]
+    n_neg = prompts["n_eval_harmful"] + prompts["n_eval_harmless"]
+    chosen_by = (
+        " (chosen from the training statistics: largest W2² / variance)"
+        if record.get("layer_choice") == "w2_relative"
+        else ""
+    )
+    sources = sorted(set(record["strength_sources"].values()))
+    lines = [
+        f"# Detecting refusal interventions with an activation monitor on `{record['model']}`",
+        "",
+        f"A monitor fitted on the clean activations of {prompts['n_train_harmful']} harmful + "
+        f"{prompts['n_train_harmless']} harmless training prompts scored `{record['hook']}` at "
+        f"layers {record['monitor_layers']} ({record['positions']} positions) on "
+        f"{n_pos} held-out harmful prompts run under each intervention (positives) and the "
+        f"{n_neg} held-out harmful and harmless prompts run clean (negatives). The table gives "
+        "the AUROC of each score (0.5 = chance, 1 = perfect) and the share of intervened runs "
+        "flagged when at most 1 % of clean runs are (TPR @ 1 % FPR), with 95 % bootstrap CIs.",
+        "",
+        f"Methods fitted as in `compare`: selective layers {record['layers']}{chosen_by}, "
+        f"direction from layer {record['direction_layer']}, k = {settings['n_components']}; "
+        f"strengths from {', '.join(sources)}. The `probe` score is a logistic regression "
+        "trained on each method's training-prompt activations (it knows the attack); "
+        "`likelihood` and `disagreement` need no attack examples."
+        + (
+            f" With {n_neg} clean runs the 1 % threshold is the largest clean score (a "
+            "conservative TPR)."
+            if n_neg <= 100
+            else ""
+        ),
+        "",
+    ]
+    if prompts["train_eval_overlap"]:
+        lines += [
+            f"**WARNING: {prompts['train_eval_overlap']} held-out prompts also appear in the "
+            "training prompts; these results overstate generalisation.**",
+            "",
+        ]
+    lines += [detection_table(record), "", *_figure_lines(figures)]
+    lines += [
+        "## Settings",
+        "",
+        markdown_table(
+            ["setting", "value"],
+            [[key, f"`{value!r}`".replace("|", "\\|")] for key, value in settings.items()],
+        ),
+        "",
+    ]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    return lines

@@ -12,7 +12,7 @@ Settings check their own values when built, so a bad value fails before any mode
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -342,6 +342,153 @@ class SweepSettings(JobSettings):
         layer = middle_layer(n_layers) if self.direction_layer is None else self.direction_layer
         _check_layer_indices([layer], n_layers, name="direction_layer")
         return layer
+
+
+_NO_FIT = ("batch_size", "seed")
+"""``JobSettings`` fields that do not change a fitted map."""
+MONITOR_HOOKS = ("resid_pre", "resid_mid", "resid_post")
+"""The residual hook points a monitor can read (``lens.monitor.MonitorHookKind``)."""
+MONITORED = tuple(m for m in COMPARED if m != "none")
+"""What ``monitor`` tests by default: every compared method but the unmodified model."""
+
+
+@dataclass(frozen=True)
+class MonitorSettings(JobSettings):
+    """``monitor``: how well an activation monitor detects each method, per monitored layer.
+
+    The methods are fitted as in ``compare`` (``compare_settings()``), each set to its strength;
+    the monitor is fitted on the clean training prompts and scored on held-out ones.
+
+    Attributes:
+        layers: Selective layers, as in ``compare`` (``"auto"``: the W2² / variance argmax).
+        direction_layer: Layer of the refusal direction (default: the middle one).
+        methods: Methods to detect, names of ``methods.COMPARED`` but "none" (default: all).
+        monitor_layers: Monitored blocks: a list, or ``"auto"`` = the last selective layer and
+            every 2nd later block (23 of 28 layers: ``[23, 25, 27]``).
+        hook: Residual hook point monitored at each layer ("resid_pre", "resid_mid" or
+            "resid_post": after the block, where an edit at its input shows).
+        n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+        probe: Also train the supervised ``probe`` score per method on the training prompts
+            (it knows the attack: the reference the unsupervised scores are read against).
+        strengths: ``{method: strength}``; a method not named runs at strength 1 (e.g. the
+            strengths ``compare`` matched, ``record.compare_strengths``).
+    """
+
+    layers: LayerSpec = "auto"
+    direction_layer: int | None = None
+    methods: tuple[str, ...] = MONITORED
+    monitor_layers: list[int] | str = "auto"
+    hook: str = "resid_post"
+    n_eval: int = 32
+    probe: bool = True
+    strengths: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    QUICK: ClassVar[dict[str, Any]] = {"n_train": 32, "n_eval": 16}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.positions not in ("post_instruction", "last"):
+            raise ValueError(
+                f"the monitor reads positions 'post_instruction' or 'last', got "
+                f"{self.positions!r} ('all' gives prompts different numbers of rows)"
+            )
+        check_layer_spec(self.layers)
+        _check_direction_layer(self.direction_layer)
+        if isinstance(self.methods, str) or not self.methods:
+            raise ValueError(f"methods must be a non-empty tuple of names, got {self.methods!r}")
+        for method in self.methods:
+            check_method(method, among=COMPARED, allow_none=False)
+        # Registry order, once each: the record, the report and the plot list them alike.
+        object.__setattr__(self, "methods", tuple(m for m in MONITORED if m in self.methods))
+        if isinstance(self.monitor_layers, str):
+            if self.monitor_layers != "auto":
+                raise ValueError(
+                    "monitor_layers must be a list of layers or 'auto', got "
+                    f"{self.monitor_layers!r}"
+                )
+        else:
+            if not isinstance(self.monitor_layers, list | tuple) or not self.monitor_layers:
+                raise ValueError(
+                    "monitor_layers must be a non-empty list of block indices or 'auto', got "
+                    f"{self.monitor_layers!r}"
+                )
+            bad = [i for i in self.monitor_layers if not (isinstance(i, int) and i >= 0)]
+            if bad:
+                raise ValueError(f"monitor_layers must be block indices >= 0, got {bad}")
+            object.__setattr__(self, "monitor_layers", list(self.monitor_layers))
+        if self.hook not in MONITOR_HOOKS:
+            raise ValueError(f"hook must be one of {MONITOR_HOOKS}, got {self.hook!r}")
+        if not (isinstance(self.n_eval, int) and not isinstance(self.n_eval, bool)) or (
+            self.n_eval < 2
+        ):
+            raise ValueError(
+                f"n_eval must be an integer >= 2 (an AUROC needs two scores per side), got "
+                f"{self.n_eval!r}"
+            )
+        if not isinstance(self.probe, bool):
+            raise ValueError(f"probe must be True or False, got {self.probe!r}")
+        if not isinstance(self.strengths, Mapping):
+            raise ValueError(f"strengths must map method names to numbers, got {self.strengths!r}")
+        object.__setattr__(self, "strengths", dict(self.strengths))  # no alias to the caller's
+        for method, strength in self.strengths.items():
+            if method not in self.methods:
+                raise ValueError(
+                    f"strengths names {method!r}, which is not among the methods run "
+                    f"{list(self.methods)}"
+                )
+            if not (
+                isinstance(strength, int | float)
+                and not isinstance(strength, bool)
+                and math.isfinite(strength)
+                and strength >= 0
+            ):
+                raise ValueError(
+                    f"the strength of {method} must be a finite number >= 0, got {strength!r}"
+                )
+
+    def fit_differences(self, other: JobSettings) -> list[str]:
+        """The fields that shape the fitted maps (map, positions, system prompt, training size
+        and, where ``other`` has them, the layers) whose values differ from ``other``'s: a
+        strength matched under ``other`` means something else under these."""
+        names = [f.name for f in dataclasses.fields(JobSettings) if f.name not in _NO_FIT]
+        names += [n for n in ("layers", "direction_layer") if hasattr(other, n)]
+        return [n for n in names if getattr(self, n) != getattr(other, n)]
+
+    def strength(self, method: str) -> float:
+        """The strength ``method`` runs at (1.0 unless ``strengths`` names it)."""
+        return float(self.strengths.get(method, 1.0))
+
+    def compare_settings(self) -> CompareSettings:
+        """The ``CompareSettings`` the methods are fitted with (``compare.fit_methods``): these
+        map, collection and layer fields, the methods, and no strength matching."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(JobSettings)}
+        return CompareSettings(
+            **shared,
+            layers=self.layers,
+            direction_layer=self.direction_layer,
+            methods=("none", *self.methods),
+            match_kl=None,
+            n_eval=self.n_eval,
+            n_questions=0,
+            detect=False,
+        )
+
+    def check_layers(self, n_layers: int) -> None:
+        self.compare_settings().resolve(n_layers)
+        if not isinstance(self.monitor_layers, str):
+            _check_layer_indices(self.monitor_layers, n_layers, name="monitor layer")
+
+    def resolve_monitor_layers(self, selective: Sequence[int], n_layers: int) -> list[int]:
+        """The monitored layers, checked against ``n_layers``; ``"auto"`` starts at the last of
+        the (resolved) ``selective`` layers and takes every 2nd block after it."""
+        if isinstance(self.monitor_layers, str):
+            if not selective:
+                raise ValueError("monitor_layers='auto' needs the resolved selective layers")
+            layers = list(range(max(selective), n_layers, 2))
+        else:
+            layers = sorted(set(self.monitor_layers))
+        _check_layer_indices(layers, n_layers, name="monitor layer")
+        return layers
 
 
 def _check_direction_layer(layer: object) -> None:
