@@ -192,7 +192,7 @@ def test_monitor_scores_keep_leading_dims_and_take_float32() -> None:
     ("change", "message"),
     [
         ({"harmful": torch.randn(20, 5, dtype=F64)}, "share d_model"),
-        ({"harmful": torch.randn(1, 8, dtype=F64)}, "at least 2 harmful rows"),
+        ({"harmful": torch.randn(1, 8, dtype=F64)}, "at least 2 samples in harmful"),
         ({"harmless": torch.full((20, 8), math.nan, dtype=F64)}, "non-finite"),
         ({"harmful": torch.ones(20, 8, dtype=F64)}, "zero variance"),
         ({"n_components": 8}, "below d_model"),

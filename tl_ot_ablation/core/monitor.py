@@ -60,7 +60,7 @@ from ._validate import check_finite, check_float_tensor, check_n_components, che
 from .gate import gaussian_log_density
 from .ot_map import DEFAULT_REG, estimate_cov
 from .pca import EigenMethod, PCABasis
-from .stats import GaussianStats
+from .stats import GaussianStats, check_stats_pair
 
 MonitorEstimator = Literal["oas", "ridge"]
 SCORES = ("likelihood", "disagreement", "probe")
@@ -71,24 +71,14 @@ __all__ = ["SCORES", "GaussianMonitor", "LinearProbe"]
 
 
 def _check_stats(harmful: GaussianStats, harmless: GaussianStats) -> None:
+    check_stats_pair(harmful, harmless, ("harmful", "harmless"))
     for name, stats in (("harmful", harmful), ("harmless", harmless)):
-        if not isinstance(stats, GaussianStats):
-            raise TypeError(f"{name} must be GaussianStats, got {type(stats).__name__}")
-        if stats.count < 2:
-            raise ValueError(
-                f"need at least 2 {name} rows to estimate a covariance, got n={stats.count}"
-            )
         # |S_ij| <= sqrt(S_ii S_jj): any non-finite entry shows on the diagonal (O(d) check).
         if not bool(torch.isfinite(torch.diagonal(stats._scatter, dim1=-2, dim2=-1)).all()):
             raise ValueError(
                 f"the {name} statistics hold NaN or inf; check the activations you collected "
                 "(e.g. fp16 overflow, or pad positions that were not masked out)"
             )
-    if harmful.d != harmless.d or harmful.batch_shape != harmless.batch_shape:
-        raise ValueError(
-            "harmful and harmless statistics must share d_model and batch shape; got "
-            f"{(*harmful.batch_shape, harmful.d)} and {(*harmless.batch_shape, harmless.d)}"
-        )
 
 
 def _trace(matrix: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ from ._validate import (
 from .diagnostics import OTDiagnostics
 from .pca import EigenMethod, PCABasis
 from .shrinkage import ledoit_wolf_covariance, oas_covariance
-from .stats import GaussianStats
+from .stats import GaussianStats, check_stats_pair
 
 BasisChoice = Literal["pca", "pca+mean_diff"]
 Route = Literal["auto", "covariance", "rows"]
@@ -56,21 +56,6 @@ ESTIMATORS = ("ridge", "oas", "ledoit_wolf")
 DEFAULT_REG = 1e-3
 
 __all__ = ["GaussianOTMap", "MeanShift", "OTDiagnostics"]
-
-
-def _check_stats_pair(source: GaussianStats, target: GaussianStats) -> None:
-    for name, stats in (("source_stats", source), ("target_stats", target)):
-        if not isinstance(stats, GaussianStats):
-            raise TypeError(f"{name} must be GaussianStats, got {type(stats).__name__}")
-        if stats.count < 2:
-            raise ValueError(
-                f"need at least 2 samples in {name} to estimate a covariance, got n={stats.count}"
-            )
-    if source.d != target.d or source.batch_shape != target.batch_shape:
-        raise ValueError(
-            "source and target statistics must share d_model and batch shape; got "
-            f"{(*source.batch_shape, source.d)} and {(*target.batch_shape, target.d)}"
-        )
 
 
 def _fit_basis(
@@ -337,7 +322,7 @@ class GaussianOTMap(StrengthMixin):
     ) -> "GaussianOTMap":
         """Fit from streamed statistics (same arguments as ``fit``; ``estimator`` "ridge" or
         "oas"); computed in float64."""
-        _check_stats_pair(source_stats, target_stats)
+        check_stats_pair(source_stats, target_stats)
         check_n_components(n_components, source_stats.d)
         reg = check_reg(reg)
         for stats in (source_stats, target_stats):

@@ -214,3 +214,25 @@ class GaussianStats:
         return (
             f"GaussianStats(d={self.d}, batch_shape={tuple(self.batch_shape)}, count={self.count})"
         )
+
+
+def check_stats_pair(
+    first: object, second: object, names: tuple[str, str] = ("source_stats", "target_stats")
+) -> None:
+    """Raise unless both are ``GaussianStats`` of at least 2 rows (a covariance needs them),
+    with one ``d`` and batch shape; ``names`` name them in the message."""
+    pair = ((names[0], first), (names[1], second))
+    for name, stats in pair:
+        if not isinstance(stats, GaussianStats):
+            raise TypeError(f"{name} must be GaussianStats, got {type(stats).__name__}")
+        if stats.count < 2:
+            raise ValueError(
+                f"need at least 2 samples in {name} to estimate a covariance, got n={stats.count}"
+            )
+    a, b = first, second
+    assert isinstance(a, GaussianStats) and isinstance(b, GaussianStats)
+    if a.d != b.d or a.batch_shape != b.batch_shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must share d_model and batch shape; got "
+            f"{(*a.batch_shape, a.d)} and {(*b.batch_shape, b.d)}"
+        )
