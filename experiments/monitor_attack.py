@@ -7,7 +7,8 @@ package's training prompts at several layers after the edit. The attacker varies
   complement, which is what the ``disagreement`` score reads;
 - ``layers``: transporting at the monitor's own layers too (the attacker knows where it sits).
 
-Each variant is scored without generation on the held-out prompts: the refusal log-odds on
+Each variant (at ``--strength``, 2 by default: the strength ``compare`` chose for the gated
+map) is scored without generation on the held-out prompts: the refusal log-odds on
 harmful prompts (lower = less refusal), the first-token KL on harmless prompts (damage), and
 the monitor's AUROC (``disagreement`` and ``likelihood``) against clean traffic. Writes
 ``experiments/results/monitor-attack.json`` and prints a markdown table.
@@ -19,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,6 @@ def variants(n_layers: int, layer: int) -> dict[str, dict[str, Any]]:
     later = [layer + 2, min(layer + 4, n_layers - 1)]
     return {
         "ot k=64 (compare's map)": {"layers": [layer], "n_components": 64},
-        "ot k=256": {"layers": [layer], "n_components": 256},
         "ot k=512": {"layers": [layer], "n_components": 512},
         "ot k=64 at the monitor's layers too": {"layers": [layer, *later], "n_components": 64},
         "ot k=512 at the monitor's layers too": {"layers": [layer, *later], "n_components": 512},
@@ -54,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--layer", type=int, default=23, help="the attack's first layer")
+    parser.add_argument("--strength", type=float, default=2.0, help="compare's choice: 2")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -85,7 +87,7 @@ def main() -> None:
     for name, spec in variants(n_layers, args.layer).items():
         k = min(spec["n_components"], model.cfg.d_model - 1)
         map_spec = dataclasses.replace(RECOMMENDED_MAP, n_components=k)
-        sets[name] = tlo.fit_ot_ablation(
+        fitted = tlo.fit_ot_ablation(
             model,
             train["harmful"],
             train["harmless"],
@@ -93,6 +95,9 @@ def main() -> None:
             spec=map_spec,
             **quiet,
         )
+        with warnings.catch_warnings():  # strength 2 extrapolates on purpose (compare's choice)
+            warnings.simplefilter("ignore", UserWarning)
+            sets[name] = fitted.with_strength(args.strength)
     detection = evaluate_detection(model, monitor, sets, held["harmful"], held["harmless"])
     for name, interventions in sets.items():
         hooks = interventions.fwd_hooks()
@@ -110,6 +115,7 @@ def main() -> None:
     record = {
         "model": args.model,
         "attack_layer": args.layer,
+        "strength": args.strength,
         "monitor_layers": monitor_layers,
         "monitor_hook": monitor.hook,
         "seconds": round(time.perf_counter() - start),
