@@ -501,3 +501,18 @@ def test_lens_monitor_rejects_bad_settings(tiny_bridge, as_user: None) -> None:
         monitor.score_activations({2: torch.randn(3, 32)})
     with pytest.raises(ValueError, match="probes cover"):
         ActivationMonitor(monitor.monitors, n_post_instruction=13, probes={2: None})  # type: ignore[dict-item]
+
+
+def test_probes_share_clean_rows_without_changing(tiny_bridge) -> None:
+    """``with_probe(clean=...)`` (what evaluate_detection passes for every method) trains the
+    same probe as collecting the clean rows itself."""
+    words = HARMFUL_WORDS + HARMLESS_WORDS
+    train_h, train_b = prompts(8, 1, words), prompts(8, 2, words)
+    monitor = ActivationMonitor.fit(
+        tiny_bridge, train_h, train_b, layers=[2], n_components=4, **QUIET
+    )
+    edit = fwd_hooks(Shift(torch.ones(32)), "blocks.1.hook_resid_pre", positions="last")
+    alone = monitor.with_probe(tiny_bridge, train_h, train_b, fwd_hooks=edit)
+    clean = (monitor.collect_rows(tiny_bridge, train_h), monitor.collect_rows(tiny_bridge, train_b))
+    shared = monitor.with_probe(tiny_bridge, train_h, train_b, fwd_hooks=edit, clean=clean)
+    torch.testing.assert_close(shared.probes[2].weight, alone.probes[2].weight, rtol=0, atol=0)

@@ -228,11 +228,19 @@ def evaluate_detection(
     if not interventions:
         raise ValueError("interventions is empty; name at least one {method: hooks}")
     clean = [monitor.collect_rows(model, p) for p in (harmful_eval, harmless_eval)]
+    clean_training = None
+    if probe_training is not None:  # one pass for every method's probe
+        clean_training = (
+            monitor.collect_rows(model, probe_training[0]),
+            monitor.collect_rows(model, probe_training[1]),
+        )
     results = []
     for method, hooks in interventions.items():
         scorer = monitor
         if probe_training is not None:
-            scorer = monitor.with_probe(model, *probe_training, fwd_hooks=hooks, l2=probe_l2)
+            scorer = monitor.with_probe(
+                model, *probe_training, fwd_hooks=hooks, l2=probe_l2, clean=clean_training
+            )
         positive = scorer.prompt_scores(monitor.collect_rows(model, harmful_eval, fwd_hooks=hooks))
         negatives = [scorer.prompt_scores(rows) for rows in clean]
         for score, by_layer in positive.items():

@@ -354,12 +354,16 @@ class ActivationMonitor:
         fwd_hooks: InterventionSet | HookList,
         l2: float = DEFAULT_PROBE_L2,
         max_iter: int = 500,
+        clean: tuple[Mapping[int, Tensor], Mapping[int, Tensor]] | None = None,
     ) -> "ActivationMonitor":
         """Copy with a ``LinearProbe`` per layer, trained on *training* prompts to tell clean
         rows (harmful and harmless) from the rows of harmful prompts under ``fwd_hooks`` (the
-        attack). The supervised reference for the unsupervised scores."""
-        clean_h = self.collect_rows(model, harmful)
-        clean_b = self.collect_rows(model, harmless)
+        attack). The supervised reference for the unsupervised scores. ``clean``: the
+        ``collect_rows`` of ``harmful`` and ``harmless`` without hooks, if already collected
+        (probes for several attacks share them)."""
+        if clean is None:
+            clean = (self.collect_rows(model, harmful), self.collect_rows(model, harmless))
+        clean_h, clean_b = clean
         edited = self.collect_rows(model, harmful, fwd_hooks=fwd_hooks)
         flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
         probes = {
