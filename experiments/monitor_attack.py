@@ -40,9 +40,14 @@ from tl_ot_ablation.lens.fit import RECOMMENDED_MAP
 RESULTS = Path(__file__).parent / "results" / "monitor-attack.json"
 
 
+def later_layers(n_layers: int, layer: int) -> list[int]:
+    """Two and four blocks after ``layer``, kept inside the model (the monitor's layers)."""
+    return sorted({min(layer + step, n_layers - 1) for step in (2, 4)} - {layer})
+
+
 def variants(n_layers: int, layer: int) -> dict[str, dict[str, Any]]:
     """Attacker's variants of the recommended gated map (strength 1 unless stated)."""
-    later = [layer + 2, min(layer + 4, n_layers - 1)]
+    later = later_layers(n_layers, layer)
     return {
         "ot k=64 (compare's map)": {"layers": [layer], "n_components": 64},
         "ot k=512": {"layers": [layer], "n_components": 512},
@@ -70,7 +75,7 @@ def main() -> None:
     train = {k: tlo.default_prompts(k, "train") for k in ("harmful", "harmless")}
     held = {k: tlo.default_prompts(k, "eval") for k in ("harmful", "harmless")}
     quiet = {"progress": False}
-    monitor_layers = sorted({args.layer, args.layer + 2, min(args.layer + 4, n_layers - 1)})
+    monitor_layers = [args.layer, *later_layers(n_layers, args.layer)]
     monitor = tlo.ActivationMonitor.fit(
         model,
         train["harmful"],
