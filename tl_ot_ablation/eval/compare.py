@@ -312,10 +312,10 @@ def evaluate_method(
         judged_harmful=judged["harmful"],
     )
     if monitor is not None:
+        (layer,) = monitor.layers  # compare's monitor watches one layer (fit_compare_monitor)
         result.monitor_scores = {
             kind: {score: by_layer[layer] for score, by_layer in log.prompt_scores().items()}
             for kind, log in logs.items()
-            for layer in monitor.layers
         }
     return result, reference
 
