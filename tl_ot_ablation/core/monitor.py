@@ -56,7 +56,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ._tensor_dataclass import TensorDataclass
-from ._validate import check_finite, check_float_tensor, check_n_components, check_reg
+from ._validate import (
+    check_finite,
+    check_float_tensor,
+    check_n_components,
+    check_reg,
+    check_rows,
+)
 from .gate import gaussian_log_density
 from .ot_map import DEFAULT_REG, estimate_cov
 from .pca import EigenMethod, PCABasis
@@ -197,13 +203,7 @@ class GaussianMonitor(TensorDataclass):
         eigen_method: EigenMethod = "auto",
     ) -> "GaussianMonitor":
         """Fit from clean activation rows of both classes (see ``from_stats``)."""
-        for name, rows in (("harmful", harmful), ("harmless", harmless)):
-            check_float_tensor(rows, name)
-            if rows.ndim < 2:
-                raise ValueError(
-                    f"{name} must have shape [*batch, n, d_model], got {tuple(rows.shape)}"
-                )
-            check_finite(rows, name)
+        harmful, harmless = check_rows(harmful, "harmful"), check_rows(harmless, "harmless")
         if harmful.shape[-1] != harmless.shape[-1] or harmful.shape[:-2] != harmless.shape[:-2]:
             raise ValueError(
                 "harmful and harmless activations must share d_model and leading dimensions; "

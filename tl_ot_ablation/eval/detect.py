@@ -161,6 +161,16 @@ def detection_result(
     )
 
 
+def find_result(
+    results: Sequence[DetectionResult], method: str, layer: int, score: str
+) -> DetectionResult:
+    """The result of ``score`` at monitor ``layer`` against ``method`` (``KeyError`` if none)."""
+    for result in results:
+        if (result.method, result.layer, result.score) == (method, layer, score):
+            return result
+    raise KeyError(f"no result for method={method!r}, layer={layer}, score={score!r}")
+
+
 @dataclass(frozen=True)
 class DetectionReport:
     """Every ``DetectionResult`` of one ``evaluate_detection`` call, plus where it looked.
@@ -177,10 +187,7 @@ class DetectionReport:
 
     def get(self, method: str, layer: int, score: str) -> DetectionResult:
         """The result of ``score`` at ``layer`` against ``method``."""
-        for result in self.results:
-            if (result.method, result.layer, result.score) == (method, layer, score):
-                return result
-        raise KeyError(f"no result for method={method!r}, layer={layer}, score={score!r}")
+        return find_result(self.results, method, layer, score)
 
     @property
     def methods(self) -> list[str]:

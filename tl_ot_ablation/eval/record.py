@@ -16,7 +16,7 @@ from typing import Any
 
 from ..core import atomic
 from ..core.monitor import SCORES
-from .detect import DetectionResult
+from .detect import DetectionResult, find_result
 from .matched import StrengthMatch
 from .methods import check_method
 from .metrics import Estimate
@@ -439,10 +439,7 @@ class MonitorRecord:
 
     def get(self, method: str, layer: int, score: str) -> DetectionResult:
         """The result of ``score`` at monitor ``layer`` against ``method``."""
-        for result in self.results:
-            if (result.method, result.layer, result.score) == (method, layer, score):
-                return result
-        raise KeyError(f"no result for method={method!r}, layer={layer}, score={score!r}")
+        return find_result(self.results, method, layer, score)
 
     @property
     def scores(self) -> list[str]:
