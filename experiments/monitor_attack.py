@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 import tl_ot_ablation as tlo
+from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.detect import evaluate_detection
 from tl_ot_ablation.eval.evaluate import next_token_logprobs
 from tl_ot_ablation.eval.metrics import (
@@ -127,7 +128,7 @@ def main() -> None:
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=1))
+    atomic.write_text(args.out, json.dumps(record, indent=1))  # never a half-written record
     render(record)
 
 
