@@ -23,12 +23,15 @@ import tl_ot_ablation as tlo
 from tl_ot_ablation.lens.collect import collect_activations
 from tl_ot_ablation.lens.prompts import plain_text
 
+FIT = "validation"
+"""The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
+
 LAYERS = (14, 23)
 
 
 def main() -> None:
     model = tlo.load_model()
-    harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
+    harmful, harmless = tlo.default_prompts("harmful", FIT), tlo.default_prompts("harmless", FIT)
     names = [f"blocks.{layer}.hook_resid_pre" for layer in LAYERS]
     fitted = tlo.fit_ot_ablation(
         model,

@@ -20,6 +20,9 @@ import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.compare import at_strength
 from tl_ot_ablation.lens.fit import collect_every_layer
 
+FIT = "validation"
+"""The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "judge-pool.jsonl"
 N_HARMFUL, N_HARMLESS, NEW_TOKENS = 20, 8, 64
@@ -32,7 +35,7 @@ def _shared(name: str, n: int) -> list[str]:
 def main() -> None:
     warnings.filterwarnings("ignore", message="strength=")
     model = tlo.load_model()
-    harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
+    harmful, harmless = tlo.default_prompts("harmful", FIT), tlo.default_prompts("harmless", FIT)
     options = {"batch_size": 32, "progress": False}
     training = collect_every_layer(model, harmful, harmless, estimator="ledoit_wolf", **options)
     fit = {"training": training, **options}

@@ -14,6 +14,9 @@ import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.selection import heldout_log_likelihood
 from tl_ot_ablation.lens.collect import collect_activations
 
+FIT = "validation"
+"""The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
+
 LAYER = 14
 
 
@@ -21,7 +24,7 @@ def main() -> None:
     model = tlo.load_model()
     name = f"blocks.{LAYER}.hook_resid_pre"
     rows = [
-        collect_activations(model, tlo.default_prompts(kind), name, progress=False)[name]
+        collect_activations(model, tlo.default_prompts(kind, FIT), name, progress=False)[name]
         for kind in ("harmful", "harmless")
     ]
     scores = heldout_log_likelihood(*rows, n_components=[4, 8, 16, 32, 64, 128, 256])

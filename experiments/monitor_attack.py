@@ -38,6 +38,9 @@ from tl_ot_ablation.eval.metrics import (
 )
 from tl_ot_ablation.lens.fit import RECOMMENDED_MAP
 
+FIT = "validation"
+"""The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
+
 RESULTS = Path(__file__).parent / "results" / "monitor-attack.json"
 
 
@@ -73,7 +76,7 @@ def main() -> None:
     else:
         model = tlo.load_model(args.model)
     n_layers = model.cfg.n_layers
-    train = {k: tlo.default_prompts(k, "train") for k in ("harmful", "harmless")}
+    train = {k: tlo.default_prompts(k, FIT) for k in ("harmful", "harmless")}
     held = {k: tlo.default_prompts(k, "eval") for k in ("harmful", "harmless")}
     quiet = {"progress": False}
     monitor_layers = [args.layer, *later_layers(n_layers, args.layer)]

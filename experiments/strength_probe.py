@@ -18,13 +18,16 @@ from tl_ot_ablation.eval.compare import at_strength
 from tl_ot_ablation.eval.metrics import degeneracy, is_refusal
 from tl_ot_ablation.eval.sweep import Scorer
 
+FIT = "validation"
+"""The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
+
 STRENGTHS = (1.0, 1.5, 2.0, 2.5, 4.0, 8.0)
 
 
 def main() -> None:
     warnings.filterwarnings("ignore", message="strength=")
     model = tlo.load_model()
-    harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
+    harmful, harmless = tlo.default_prompts("harmful", FIT), tlo.default_prompts("harmless", FIT)
     eval_harmful = tlo.default_prompts("harmful", "eval")
     eval_harmless = tlo.default_prompts("harmless", "eval")
     scorer = Scorer(model, eval_harmful, eval_harmless, batch_size=32)

@@ -23,14 +23,17 @@ from tl_ot_ablation.eval.compare import at_strength
 from tl_ot_ablation.eval.matched import match_strength
 from tl_ot_ablation.eval.sweep import Scorer
 
+FIT = "validation"
+"""The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def prompts(shared: bool) -> tuple[list[str], list[str], list[str], list[str]]:
     if not shared:
         return (
-            tlo.default_prompts("harmful"),
-            tlo.default_prompts("harmless"),
+            tlo.default_prompts("harmful", FIT),
+            tlo.default_prompts("harmless", FIT),
             tlo.default_prompts("harmful", "eval"),
             tlo.default_prompts("harmless", "eval"),
         )

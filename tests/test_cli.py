@@ -35,6 +35,8 @@ def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
             "6",
             "--n-eval",
             "3",
+            "--n-validation",
+            "3",
             "-k",
             "4",
             "--out",
@@ -50,7 +52,12 @@ def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
     assert all(len(values["judged_harmful"]) == 3 for values in record["methods"].values())
     assert record["preset"] == "quick" and record["command"].startswith("tl-ot-ablation compare")
     assert record["prompts"]["n_train_harmful"] == 6 and record["prompts"]["n_eval_harmless"] == 3
-    for png in ("comparison.png", "clouds.png", "w2_by_layer.png"):
+    assert record["prompts"]["n_validation_harmful"] == 3
+    for name, values in record["methods"].items():
+        selection = values["selection"]
+        assert selection["strength"] == (values["strength"] or 0.0), name
+        assert len(selection["points"]) == (1 if name == "none" else 2), name  # quick: 0.5, 1
+    for png in ("comparison.png", "clouds.png", "w2_by_layer.png", "frontier.png"):
         assert (out / png).stat().st_size > 1000, png
     report = (out / "report.md").read_text()
     assert "| ot_selective |" in report and "![" in report
@@ -89,6 +96,26 @@ def test_compare_refuses_overlapping_train_and_eval_prompts(tmp_path: Path, caps
     record = json.loads((tmp_path / "r" / "results.json").read_text())
     assert record["prompts"]["train_eval_overlap"] == 2
     assert "WARNING" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_compare_refuses_validation_prompts_seen_elsewhere(tmp_path: Path, capsys) -> None:
+    prompts = tmp_path / "harmful.txt"
+    prompts.write_text("rob a bank\nhurt someone\n")
+    args = ["compare", *TINY, "--validation-harmful", str(prompts), "--eval-harmful", str(prompts)]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 2
+    assert re.search(r"2 validation prompt.*--allow-overlap", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--strength-fractions", "0.5", "1.5"], "strength_fractions must be numbers in"),
+        (["--n-validation", "0"], "n_validation"),
+    ],
+)
+def test_compare_checks_strength_choice_flags(tmp_path: Path, capsys, flags, message) -> None:
+    assert main(["compare", *TINY, *flags, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_sweep_writes_points_w2_and_plots(tmp_path: Path, capsys) -> None:

@@ -70,7 +70,7 @@ def _images(notebook: nbformat.NotebookNode) -> int:
 
 ANALYSIS_NOTEBOOKS = {
     # notebook: (text every run prints, number of figures)
-    "compare_methods": ("| ot_selective |", 2),
+    "compare_methods": ("| ot_selective |", 3),
     "layer_sweep": ("W2²", 3),
     "circuit_analysis": ("share of the OT effect", 1),
 }

@@ -16,23 +16,31 @@ from tl_ot_ablation.eval.judge import (
     shipped_head,
 )
 
-LABELLED = Path(__file__).parent / "data" / "judge_labels.jsonl"
+DATA = Path(__file__).parent / "data"
+LABELLED = {"1.5b": DATA / "judge_labels.jsonl", "0.5b": DATA / "judge_labels_0.5b.jsonl"}
+HELD_OUT = ("validation", "test")
 
 
-def _rows(split: str) -> list[dict]:
-    rows = [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
-    return [row for row in rows if row["split"] == split]
+def _rows(*splits: str) -> list[dict]:
+    rows = [
+        json.loads(line)
+        for path in LABELLED.values()
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+    return [row for row in rows if row["split"] in splits]
 
 
-def test_the_labelled_set_is_large_varied_and_split_by_prompt() -> None:
-    train, validation = _rows("train"), _rows("validation")
-    assert len(train) + len(validation) >= 400
-    assert not {r["prompt"] for r in train} & {r["prompt"] for r in validation}
-    for part in (train, validation):
+def test_the_labelled_sets_are_large_varied_and_split_by_prompt() -> None:
+    train, held_out = _rows("train"), _rows(*HELD_OUT)
+    assert len(train) + len(held_out) >= 800
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in held_out}
+    for part in (train, held_out):
         counts = Counter(r["label"] for r in part)
         assert set(counts) == set(LABELS), counts
         assert {r["kind"] for r in part} == {"harmful", "harmless"}
-    assert len({r["config"] for r in train + validation}) >= 6
+        assert {r["source"] for r in part} >= {"package_eval", "compare-0.5b"}
+    assert len({r["config"] for r in train + held_out}) >= 12
 
 
 def test_marker_judge_sees_refusal_and_gibberish_but_not_deflection() -> None:
@@ -68,8 +76,9 @@ def test_features_have_the_documented_layout() -> None:
 
 
 def _agreement() -> tuple[float, float]:
-    """Four-label accuracy and compliance-vs-not agreement on the validation part."""
-    rows = _rows("validation")
+    """Four-label accuracy and compliance-vs-not agreement on the held-out parts (200 pairs:
+    the 1.5B validation part and the 0.5B test part)."""
+    rows = _rows(*HELD_OUT)
     truth = [r["label"] for r in rows]
     predicted = judge([r["prompt"] for r in rows], [r["completion"] for r in rows], progress=False)
     pairs = list(zip(predicted, truth, strict=True))
@@ -79,16 +88,16 @@ def _agreement() -> tuple[float, float]:
 
 
 def test_the_classifier_keeps_its_measured_agreement() -> None:
-    """Regression guard at the measured level (0.76 / 0.76 on 88 validation pairs; README),
-    less two pairs of slack for another machine's float32 embedding arithmetic."""
+    """Regression guard at the measured level (0.885 / 0.89 on 200 held-out pairs; README),
+    less three pairs of slack for another machine's float32 embedding arithmetic."""
     four, binary = _agreement()
-    assert four >= 0.74 and binary >= 0.74, (four, binary)
+    assert four >= 0.87 and binary >= 0.875, (four, binary)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 12 targets (>= 0.90 compliance agreement, >= 0.80 four labels) not yet met: "
-    "0.76 / 0.76 on the validation part (README, 'The compliance judge')",
+    reason="issue 12 target >= 0.90 compliance agreement not met: 0.89 on 200 held-out pairs "
+    "(four labels: 0.885, target 0.80 met; README, 'The compliance judge')",
 )
 def test_the_classifier_meets_the_issue_targets() -> None:
     four, binary = _agreement()

@@ -225,7 +225,7 @@ def test_an_output_folder_in_the_way_is_refused_unless_forced(tmp_path: Path, no
 
 def test_presets_and_defaults() -> None:
     quick = MonitorSettings.preset("quick")
-    assert (quick.n_train, quick.n_eval) == (32, 16)
+    assert (quick.n_train, quick.n_eval) == (64, 16)
     assert MonitorSettings.preset("quick", n_eval=4).n_eval == 4
     default = MonitorSettings()
     assert default.methods == MONITORED and "none" not in default.methods

@@ -17,11 +17,17 @@ from tl_ot_ablation.lens import models
 from tl_ot_ablation.lens.testing import tiny_tokenizer
 
 
-def test_shipped_prompt_sets() -> None:
-    harmful, harmless = default_prompts("harmful"), default_prompts("harmless")
-    assert len(harmful) == len(set(harmful)) == 64
-    assert len(harmless) == len(set(harmless)) == 64
-    assert not set(harmful) & set(harmless)
+def test_shipped_prompt_sets_are_disjoint_splits() -> None:
+    sizes = {"train": 256, "validation": 64, "eval": 32}
+    seen: set[str] = set()
+    for kind in ("harmful", "harmless"):
+        for split, size in sizes.items():
+            prompts = default_prompts(kind, split)  # type: ignore[arg-type]
+            normalised = {p.strip().lower() for p in prompts}
+            assert len(prompts) == len(normalised) == size, (kind, split)
+            assert not normalised & seen, (kind, split)
+            seen |= normalised
+    assert default_prompts("harmful") == default_prompts("harmful", "train")
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from .eval.settings import (
     MonitorSettings,
     SweepSettings,
 )
+from .eval.strength import RULES
 from .lens.generation import generate
 from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model
@@ -167,6 +168,25 @@ def _add_compare(commands: Any) -> None:
         help="'direction_ablation' (default), a KL budget in nats, or 'none'",
     )
     group.add_argument("--max-strength", type=float, default=2.0)
+    group.add_argument(
+        "--select",
+        choices=RULES,
+        default="compliance",
+        help="strength below the KL ceiling: the most judged compliance on the validation "
+        "prompts (default) or the ceiling itself ('kl', no generation)",
+    )
+    group.add_argument(
+        "--strength-fractions",
+        type=float,
+        nargs="+",
+        help="fractions of the KL ceiling judged by --select compliance (default 0.5 0.75 1)",
+    )
+    for flag, text in (
+        ("--validation-harmful", "harmful prompts for choosing strengths (default: shipped)"),
+        ("--validation-harmless", "harmless prompts for choosing strengths"),
+    ):
+        group.add_argument(flag, type=Path, help=text)
+    group.add_argument("--n-validation", type=int, help="validation prompts per side")
     group.add_argument("--judge", choices=JUDGES, default="classifier", help="compliance judge")
     group.add_argument("--n-questions", type=int, help="capability questions (0: skip)")
     group.add_argument(
@@ -338,7 +358,14 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
             direction_layer=args.direction_layer,
             kl_budget=args.kl_budget or "direction_ablation",
         )
-    optional |= {"max_new_tokens": args.max_new_tokens, "n_questions": args.n_questions}
+    optional |= {
+        "max_new_tokens": args.max_new_tokens,
+        "n_questions": args.n_questions,
+        "n_validation": args.n_validation,
+        "strength_fractions": None
+        if args.strength_fractions is None
+        else tuple(args.strength_fractions),
+    }
     return CompareSettings.preset(
         preset,
         **fields,
@@ -348,6 +375,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
         strength=args.strength,
         match_kl=args.match_kl,
         max_strength=args.max_strength,
+        select=args.select,
         methods=tuple(args.methods),
         judge=args.judge,
         detect=not args.no_detect,
@@ -419,6 +447,8 @@ def _prompts(args: argparse.Namespace, settings: JobSettings) -> JobPrompts:
         eval_harmless=args.eval_harmless,
         texts=args.texts,
         questions=args.questions,
+        validation_harmful=getattr(args, "validation_harmful", None),
+        validation_harmless=getattr(args, "validation_harmless", None),
         allow_overlap=args.allow_overlap or args.command == "fit",
     )
 

@@ -16,8 +16,10 @@ Every method is fitted on one prompt split and evaluated on a disjoint one:
   (``eval.detect``) tells each method's harmful runs from clean traffic (AUROC), read from the
   same generation passes by observe-only hooks (no extra pass).
 
-With ``match_kl`` set, each method's strength is first searched so that its harmless KL matches
-a budget (by default direction ablation's own KL), and the method is evaluated there.
+Each method's strength is chosen on a *validation* split, never on the evaluation prompts
+(``eval.strength``): the largest strength whose harmless KL stays within the budget (by default
+direction ablation's own validation KL), then, among fractions of it, the one whose validation
+harmful completions the judge finds most compliant. The method is then evaluated there.
 """
 
 import dataclasses
@@ -39,7 +41,7 @@ from .capability import Question, capability_accuracy
 from .detect import detectability, fit_compare_monitor
 from .evaluate import completion_nll, text_hooks, text_nll
 from .judge import judge
-from .matched import StrengthMatch, match_strength
+from .matched import StrengthMatch
 from .methods import METHODS, FitContext, fit_method
 from .metrics import (
     Estimate,
@@ -55,6 +57,7 @@ from .metrics import (
 from .record import CompareRecord, MethodRecord, PromptsRecord
 from .selection import LayerChoice, resolve_layers
 from .settings import CompareSettings
+from .strength import StrengthChoice, StrengthPoint, choose_strength
 
 
 @dataclass
@@ -69,6 +72,15 @@ class EvalPrompts:
 
 
 @dataclass
+class ValidationPrompts:
+    """Prompts for choosing each method's strength (``eval.strength``), disjoint from both the
+    training and the evaluation prompts."""
+
+    harmful: list[str]
+    harmless: list[str]
+
+
+@dataclass
 class MethodResult:
     """One method's evaluation: its strength, metrics with CIs, and completions."""
 
@@ -77,6 +89,7 @@ class MethodResult:
     metrics: dict[str, Estimate]
     completions: dict[str, list[str]]
     match: StrengthMatch | None = None
+    choice: StrengthChoice | None = None
     fit: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     refused_harmful: list[int] = field(default_factory=list)
@@ -94,6 +107,7 @@ class MethodResult:
             self.fit,
             self.seconds,
             self.judged_harmful,
+            None if self.choice is None else self.choice.to_dict(),
         )
 
 
@@ -356,40 +370,87 @@ def harmless_kl(
     return float(kl_divergence(reference_logprobs, logprobs).mean())
 
 
-def matched_strength(
+@dataclass
+class _Validation:
+    """The validation prompts and the unmodified model's first-token log-probabilities on the
+    harmless ones (the reference of every validation KL)."""
+
+    prompts: ValidationPrompts
+    harmless_logprobs: Tensor
+
+
+def _validation_reference(
+    model: Any, prompts: ValidationPrompts, settings: CompareSettings
+) -> _Validation:
+    _, logprobs = generate_with_first_logprobs(
+        model,
+        prompts.harmless,
+        max_new_tokens=1,
+        batch_size=settings.batch_size,
+        system=settings.system,
+        progress=False,
+    )
+    return _Validation(prompts, logprobs)
+
+
+def _judged_completions(
+    model: Any,
+    interventions: InterventionSet | None,
+    harmful: Sequence[str],
+    settings: CompareSettings,
+) -> list[str]:
+    """The judge's labels of greedy completions of ``harmful`` under ``interventions``."""
+    hooks = [] if interventions is None else interventions.fwd_hooks()
+    said, _ = generate_with_first_logprobs(
+        model,
+        harmful,
+        fwd_hooks=hooks,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.batch_size,
+        system=settings.system,
+        progress=False,
+    )
+    return judge(list(harmful), said, model=model, method=settings.judge, progress=False)
+
+
+def chosen_strength(
     model: Any,
     interventions: InterventionSet,
-    budget: float,
-    prompts: EvalPrompts,
-    reference: _Reference,
+    budget: float | None,
+    validation: _Validation,
     settings: CompareSettings,
-) -> tuple[InterventionSet, StrengthMatch]:
-    """The set at the strength whose harmless KL matches ``budget`` (``match_strength``)."""
+    *,
+    ceiling: float | None = None,
+) -> tuple[InterventionSet, StrengthChoice]:
+    """The set at the strength chosen on the validation prompts (``strength.choose_strength``):
+    KL ceiling from ``budget`` (or ``ceiling``), then the judged-compliance choice."""
     base = at_strength(interventions, 1.0)
 
-    def damage_at(strength: float) -> float:
-        return harmless_kl(
-            model,
-            at_strength(base, strength),
-            prompts.harmless,
-            reference.harmless_logprobs,
-            settings,
-        )
+    def kl_at(strength: float) -> float:
+        edited = at_strength(base, strength)
+        harmless = validation.prompts.harmless
+        return harmless_kl(model, edited, harmless, validation.harmless_logprobs, settings)
 
-    match = match_strength(
-        damage_at, budget, max_strength=settings.max_strength, steps=settings.bisection_steps
+    def judge_at(strength: float) -> list[str]:
+        edited = at_strength(base, strength)
+        return _judged_completions(model, edited, validation.prompts.harmful, settings)
+
+    choice = choose_strength(
+        kl_at,
+        judge_at,
+        budget=budget,
+        ceiling=settings.strength if ceiling is None else ceiling,
+        fractions=settings.strength_fractions,
+        rule=settings.select,
+        max_strength=settings.max_strength,
+        steps=settings.bisection_steps,
     )
-    return at_strength(base, match.strength), match
+    return at_strength(base, choice.strength), choice
 
 
-def _budget_from(result: MethodResult) -> float:
-    budget = result.metrics["kl_harmless"].value
-    if not budget > 0:
-        raise RuntimeError(
-            "direction ablation left the harmless next-token distribution unchanged "
-            "(KL 0), so it cannot set a damage budget; pass a number as match_kl"
-        )
-    return budget
+def _needs_validation(settings: CompareSettings) -> bool:
+    """Whether strengths are chosen (a KL budget, or judged compliance) rather than fixed."""
+    return settings.match_kl is not None or settings.select == "compliance"
 
 
 def run_comparison(
@@ -399,15 +460,27 @@ def run_comparison(
     prompts: EvalPrompts,
     settings: CompareSettings | None = None,
     *,
+    validation: ValidationPrompts | None = None,
     progress: bool = True,
 ) -> Comparison:
-    """Fit every method on the training prompts and evaluate it on ``prompts``.
+    """Fit every method on the training prompts, choose its strength on ``validation`` and
+    evaluate it on ``prompts``.
 
-    With ``settings.match_kl``, each method (but the one defining the budget) is first set to
-    the strength whose harmless KL matches the budget (``matched_strength``).
+    Strengths (``eval.strength``): with ``settings.match_kl``, each method's KL ceiling is the
+    largest strength within the budget on the validation harmless prompts (the method that sets
+    the budget has ceiling 1; without a budget every ceiling is ``settings.strength``); with
+    ``settings.select="compliance"``, the fraction of the ceiling with the most judged
+    compliance on the validation harmful prompts is used. ``validation`` is required unless
+    strengths are fixed (``match_kl=None, select="kl"``).
     """
     n_layers = model.cfg.n_layers
     settings = (settings or CompareSettings()).resolve(n_layers)
+    if validation is None and _needs_validation(settings):
+        raise ValueError(
+            "choosing strengths needs validation prompts disjoint from the evaluation ones: "
+            "pass validation=ValidationPrompts(harmful, harmless) (JobPrompts.shipped gives "
+            "the package's split), or fix the strengths with match_kl=None, select='kl'"
+        )
     training = collect_training_activations(
         model, train_harmful, train_harmless, settings, progress=progress
     )
@@ -434,16 +507,40 @@ def run_comparison(
     )
     none.seconds = {"evaluate": round(time.perf_counter() - start, 2)}
     results = {"none": none}
+    checked = None if validation is None else _validation_reference(model, validation, settings)
+    if checked is not None and settings.select == "compliance":
+        labels = _judged_completions(model, None, checked.prompts.harmful, settings)
+        anchor = StrengthPoint.judged(0.0, 0.0, labels)
+        none.choice = StrengthChoice(0.0, "unmodified", 0.0, None, [anchor])
     budget = None if isinstance(settings.match_kl, str | None) else float(settings.match_kl)
     for name, interventions in fitted.items():
-        match = None
         start = time.perf_counter()
         sets_budget = name == "direction_ablation" and settings.match_kl == "direction_ablation"
-        if budget is not None and not sets_budget:
-            log(f"{name}: searching its strength for a harmless KL of {budget:.4g}", progress)
-            interventions, match = matched_strength(
-                model, interventions, budget, prompts, reference, settings
+        strength_choice = None
+        if checked is not None:
+            ceiling = None
+            if sets_budget:
+                base = at_strength(interventions, 1.0)
+                budget_here = harmless_kl(
+                    model, base, checked.prompts.harmless, checked.harmless_logprobs, settings
+                )
+                if not budget_here > 0:
+                    raise RuntimeError(
+                        "direction ablation left the harmless next-token distribution unchanged "
+                        "(KL 0), so it cannot set a damage budget; pass a number as match_kl"
+                    )
+                ceiling = 1.0
+            log(f"{name}: choosing its strength on the validation prompts", progress)
+            interventions, strength_choice = chosen_strength(
+                model,
+                interventions,
+                None if sets_budget else budget,
+                checked,
+                settings,
+                ceiling=ceiling,
             )
+            if sets_budget:
+                budget = budget_here
         elif settings.strength != 1.0:
             interventions = at_strength(interventions, settings.strength)
         searched = time.perf_counter()
@@ -462,14 +559,13 @@ def run_comparison(
             clean = [none.monitor_scores["harmful"], none.monitor_scores["harmless"]]
             edited = result.monitor_scores["harmful"]
             result.metrics.update(detectability(edited, clean, seed=settings.seed))
-        result.match = match
+        result.choice = strength_choice
+        result.match = None if strength_choice is None else strength_choice.match
         result.seconds = {
             "search": round(searched - start, 2),
             "evaluate": round(time.perf_counter() - searched, 2),
         }
         results[name] = result
-        if sets_budget:
-            budget = _budget_from(result)
     return Comparison(results, fitted, settings, training.stats, choice.w2, choice.how)
 
 
@@ -479,16 +575,35 @@ def overlap(train: Sequence[str], held_out: Sequence[str]) -> list[str]:
     return [p for p in held_out if p.strip().lower() in seen]
 
 
+def validation_overlap(
+    train: Mapping[str, Sequence[str]], held_out: EvalPrompts, validation: ValidationPrompts
+) -> int:
+    """How many validation prompts also appear among the training or evaluation prompts."""
+    return sum(
+        len(overlap([*train[kind], *getattr(held_out, kind)], getattr(validation, kind)))
+        for kind in ("harmful", "harmless")
+    )
+
+
 def comparison_record(
     comparison: Comparison,
     *,
     model_name: str,
     train: Mapping[str, Sequence[str]],
     held_out: EvalPrompts,
+    validation: ValidationPrompts | None = None,
     command: str | None = None,
     preset: str | None = None,
 ) -> CompareRecord:
     """The typed ``results.json`` record of a comparison (``record.CompareRecord``)."""
+    checked: dict[str, Any] = {"validation_sha256": None}
+    if validation is not None:
+        checked = {
+            "validation_sha256": prompts_hash(validation.harmful, validation.harmless),
+            "n_validation_harmful": len(validation.harmful),
+            "n_validation_harmless": len(validation.harmless),
+            "validation_overlap": validation_overlap(train, held_out, validation),
+        }
     prompts = PromptsRecord(
         train_sha256=prompts_hash(train["harmful"], train["harmless"]),
         eval_sha256=prompts_hash(held_out.harmful, held_out.harmless),
@@ -500,6 +615,7 @@ def comparison_record(
         n_texts=len(held_out.texts),
         train_eval_overlap=len(overlap(train["harmful"], held_out.harmful))
         + len(overlap(train["harmless"], held_out.harmless)),
+        **checked,
     )
     return CompareRecord(
         model=model_name,

@@ -23,6 +23,7 @@ from .capability import Question, load_questions, shipped_questions
 from .compare import (
     Comparison,
     EvalPrompts,
+    ValidationPrompts,
     at_strength,
     choose_layers,
     collect_training_activations,
@@ -48,11 +49,13 @@ from .sweep import SweepResult, run_sweep
 
 @dataclass
 class JobPrompts:
-    """Training and held-out prompts of a job (held-out ones unused by ``fit``)."""
+    """Training, validation and held-out prompts of a job (``fit`` uses only the training ones;
+    ``compare`` chooses strengths on the validation ones)."""
 
     train_harmful: list[str]
     train_harmless: list[str]
     held_out: EvalPrompts
+    validation: ValidationPrompts | None = None
 
     @classmethod
     def shipped(
@@ -65,11 +68,14 @@ class JobPrompts:
         eval_harmless: str | Path | None = None,
         texts: str | Path | None = None,
         questions: str | Path | None = None,
+        validation_harmful: str | Path | None = None,
+        validation_harmless: str | Path | None = None,
         allow_overlap: bool = False,
     ) -> "JobPrompts":
         """The shipped splits, each replaced by a user file where one is given, cut to their
-        first ``settings.n_train`` / ``n_eval`` prompts (``n_texts`` prose paragraphs, and
-        ``n_questions`` multiple-choice questions spread over the shipped or given ones)."""
+        first ``settings.n_train`` / ``n_validation`` / ``n_eval`` prompts (``n_texts`` prose
+        paragraphs, and ``n_questions`` multiple-choice questions spread over the shipped or
+        given ones). Validation prompts only for settings with ``n_validation``."""
         n_eval = getattr(settings, "n_eval", 32)
         n_texts = getattr(settings, "n_texts", 8)
         n_questions = getattr(settings, "n_questions", 0)
@@ -88,6 +94,12 @@ class JobPrompts:
                 asked,
             ),
         )
+        n_validation = getattr(settings, "n_validation", None)
+        if n_validation is not None:
+            prompts.validation = ValidationPrompts(
+                _prompts(validation_harmful, "harmful", "validation", n_validation),
+                _prompts(validation_harmless, "harmless", "validation", n_validation),
+            )
         prompts.check_overlap(allow=allow_overlap)
         return prompts
 
@@ -97,15 +109,30 @@ class JobPrompts:
         return {"harmful": self.train_harmful, "harmless": self.train_harmless}
 
     def check_overlap(self, *, allow: bool) -> int:
-        """Raise (or, with ``allow``, warn) if held-out prompts appear in the training ones;
-        returns how many do."""
-        shared = overlap(self.train_harmful, self.held_out.harmful) + overlap(
-            self.train_harmless, self.held_out.harmless
-        )
-        if shared:
+        """Raise (or, with ``allow``, warn) if held-out prompts appear in the training ones, or
+        validation prompts in either; returns how many do."""
+        train = {"harmful": self.train_harmful, "harmless": self.train_harmless}
+        found = {
+            "held-out prompt(s) also appear in the training prompts": [
+                text
+                for kind in ("harmful", "harmless")
+                for text in overlap(train[kind], getattr(self.held_out, kind))
+            ]
+        }
+        if self.validation is not None:
+            found["validation prompt(s) also appear in the training or held-out prompts"] = [
+                text
+                for kind in ("harmful", "harmless")
+                for text in overlap(
+                    [*train[kind], *getattr(self.held_out, kind)], getattr(self.validation, kind)
+                )
+            ]
+        for what, shared in found.items():
+            if not shared:
+                continue
             message = (
-                f"{len(shared)} held-out prompt(s) also appear in the training prompts (e.g. "
-                f"{shared[0]!r}); results on them measure memorisation, not generalisation"
+                f"{len(shared)} {what} (e.g. {shared[0]!r}); results on them measure "
+                "memorisation, not generalisation"
             )
             if not allow:
                 raise ValueError(
@@ -113,7 +140,7 @@ class JobPrompts:
                     "CLI: --allow-overlap)"
                 )
             warnings.warn(f"WARNING: {message}", stacklevel=2)
-        return len(shared)
+        return sum(len(shared) for shared in found.values())
 
 
 def spread(items: list[Any], n: int) -> list[Any]:
@@ -179,6 +206,7 @@ def compare_job(
         prompts.train_harmless,
         prompts.held_out,
         settings,
+        validation=prompts.validation,
         progress=progress,
     )
     record = comparison_record(
@@ -186,6 +214,7 @@ def compare_job(
         model_name=model_name,
         train=prompts.train,
         held_out=prompts.held_out,
+        validation=prompts.validation,
         command=command,
         preset=preset,
     )

@@ -23,8 +23,10 @@ Judges (``judge(..., method=...)``):
 No model generates anything: the judge reads text only, so it runs offline in seconds.
 """
 
+import itertools
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,8 +85,16 @@ HAND_FEATURES = (
     "distinct_trigrams",
     "printable",
     "log_words",
+    "repeated_4grams",
+    "longest_word_run",
+    "repeated_lines",
+    "prompt_words_used",
     "prompt_similarity",
 )
+
+
+_LIST_MARK = re.compile(r"^(?:\d+[.)]|[-*•])\s*")
+"""A list item's number or bullet, dropped before lines are compared ("1. Cat", "2. Cat")."""
 
 
 def _hand_features(prompt: str, completion: str) -> list[float]:
@@ -95,6 +105,19 @@ def _hand_features(prompt: str, completion: str) -> list[float]:
     trigrams = list(zip(words, words[1:], words[2:], strict=False))
     distinct = len(set(trigrams)) / len(trigrams) if trigrams else 1.0
     printable = sum(ch in _TEXT_CHARS for ch in text) / len(text) if text else 0.0
+    # Loops: the share of word 4-grams seen before, the longest run of one word, and the share
+    # of non-blank lines that repeat an earlier line.
+    fourgrams = list(zip(words, words[1:], words[2:], words[3:], strict=False))
+    repeated = 1 - len(set(fourgrams)) / len(fourgrams) if fourgrams else 0.0
+    longest = run = 1 if words else 0
+    for previous, word in itertools.pairwise(words):
+        run = run + 1 if word == previous else 1
+        longest = max(longest, run)
+    lines = [_LIST_MARK.sub("", line.strip()) for line in text.splitlines() if line.strip()]
+    repeated_lines = 1 - len(set(lines)) / len(lines) if lines else 0.0
+    # On topic: the share of the prompt's content words (4+ letters) the completion uses.
+    asked = {w.lower() for w in _WORD.findall(prompt) if len(w) >= 4}
+    used = len(asked & set(words)) / len(asked) if asked else 0.0
     return [
         float(is_refusal(text)),
         float(sum(marker in lowered for marker in DEFLECTION_MARKERS)),
@@ -103,6 +126,10 @@ def _hand_features(prompt: str, completion: str) -> list[float]:
         distinct,
         printable,
         math.log1p(len(words)),
+        repeated,
+        math.log1p(longest),
+        repeated_lines,
+        used,
     ]
 
 

@@ -137,6 +137,49 @@ def plot_comparison(record: Any, path: str | Path | None = None) -> Figure:
     return _finish(fig, path)
 
 
+def plot_frontier(record: Any, path: str | Path | None = None) -> Figure:
+    """Judged compliance against harmless KL for every method: each strength tried on the
+    validation prompts (small markers, joined, the chosen one ringed) and the held-out result
+    at the chosen strength (large marker with 95 % CIs on both axes). Up and to the left is
+    better: more compliance for less damage. The unmodified model's validation compliance is
+    the dashed line."""
+    record = compare_json(record)
+    fig = Figure(figsize=(7, 4.5))
+    axis = fig.subplots()
+    for name, row in record["methods"].items():
+        selection = row.get("selection")
+        color = METHOD_COLORS.get(name, "C0")
+        if selection is None:
+            continue
+        points = [p for p in selection["points"] if p["compliance"] is not None]
+        if name == "none":
+            if points:
+                axis.axhline(points[0]["compliance"], color=color, ls="--", lw=1,
+                             label="none (validation)")  # fmt: skip
+            continue
+        points = [p for p in points if p["kl"] > 0]
+        if points:
+            axis.plot([p["kl"] for p in points], [p["compliance"] for p in points], "o-",
+                      color=color, ms=4, lw=1, alpha=0.6)  # fmt: skip
+            chosen = [p for p in points if p["strength"] == selection["strength"]]
+            for p in chosen:
+                axis.plot(p["kl"], p["compliance"], "o", mfc="none", mec=color, ms=10)
+        kl, comply = row["kl_harmless"], row.get("compliance_rate_harmful")
+        if comply is not None and kl["value"] > 0:
+            axis.errorbar(kl["value"], comply["value"], xerr=_errors([kl]), yerr=_errors([comply]),
+                          fmt="s", color=color, ms=8, capsize=3,
+                          label=f"{name} (s={row['strength']:.3g})")  # fmt: skip
+    axis.set(
+        xscale="log",
+        xlabel="first-token KL on harmless prompts (nats)",
+        ylabel="judged compliance on harmful prompts",
+        ylim=(-0.02, 1.02),
+        title="Compliance vs damage (small: validation strengths; large: held out)",
+    )
+    axis.legend(fontsize=7, loc="best")
+    return _finish(fig, path)
+
+
 def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
     """Refusal score and harmless KL of single layers and adjacent pairs, against depth."""
     sweep = sweep_json(sweep)

@@ -21,6 +21,7 @@ from .matched import StrengthMatch
 from .methods import check_method
 from .metrics import Estimate
 from .settings import CompareSettings, MonitorSettings, SweepSettings
+from .strength import StrengthChoice, StrengthPoint
 
 COMPARE_FORMAT = "tl_ot_ablation.compare/1"
 SWEEP_FORMAT = "tl_ot_ablation.sweep/1"
@@ -83,6 +84,20 @@ def _match(data: Any, where: str) -> StrengthMatch | None:
     )
 
 
+def _selection(data: Any, where: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    _check_keys(data, {"strength", "rule", "ceiling", "points"}, where)
+    point_keys = {f.name for f in dataclasses.fields(StrengthPoint)}
+    for number, point in enumerate(data.get("points", [])):
+        _check_keys(point, point_keys, f"{where}.points[{number}]")
+    try:
+        StrengthChoice.from_dict(dict(data))
+    except (KeyError, TypeError, ValueError) as err:
+        raise RecordError(f"{where}: {err!r}") from err
+    return dict(data)
+
+
 @dataclass
 class MethodRecord:
     """One method's evaluation: its strength, metrics with CIs and what it was fitted with."""
@@ -94,6 +109,8 @@ class MethodRecord:
     fit: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     judged_harmful: list[str] = field(default_factory=list)
+    selection: dict[str, Any] | None = None
+    """How the strength was chosen on the validation prompts (``StrengthChoice.to_dict``)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -109,11 +126,19 @@ class MethodRecord:
             "fit": self.fit,
             "seconds": self.seconds,
             "judged_harmful": self.judged_harmful,
+            "selection": self.selection,
         }
+
+    def choice(self) -> StrengthChoice | None:
+        """The strength choice as a ``StrengthChoice`` (its KL search is ``matched``)."""
+        if self.selection is None:
+            return None
+        return dataclasses.replace(StrengthChoice.from_dict(self.selection), match=self.matched)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "method") -> "MethodRecord":
         plain = {"strength", "refused_harmful", "matched", "fit", "seconds", "judged_harmful"}
+        plain.add("selection")
         _check_keys(data, plain | set(METRICS), where)
         return cls(
             strength=data.get("strength"),
@@ -123,6 +148,7 @@ class MethodRecord:
             fit=dict(data.get("fit", {})),
             seconds=dict(data.get("seconds", {})),
             judged_harmful=list(data.get("judged_harmful", [])),
+            selection=_selection(data.get("selection"), f"{where}.selection"),
         )
 
 
@@ -139,6 +165,11 @@ class PromptsRecord:
     n_eval_harmless: int
     n_texts: int
     train_eval_overlap: int
+    validation_sha256: str | None = None
+    n_validation_harmful: int = 0
+    n_validation_harmless: int = 0
+    validation_overlap: int = 0
+    """Validation prompts also found among the training or evaluation prompts."""
 
 
 @dataclass

@@ -218,6 +218,13 @@ def write_compare_report(
                 "comparison.png",
                 lambda: plots.plot_comparison(data, temp / "comparison.png"),
             )
+            if any(row.get("selection") for row in data["methods"].values()):
+                _draw(
+                    figures,
+                    "Compliance vs damage: the frontier",
+                    "frontier.png",
+                    lambda: plots.plot_frontier(data, temp / "frontier.png"),
+                )
             if clouds is not None:
                 harmful, harmless, transported, title = clouds
                 _draw(
@@ -277,12 +284,29 @@ def _compare_markdown(
             "",
         ]
     match = settings["match_kl"]
+    n_validation = record["prompts"].get("n_validation_harmful", 0)
     if match is not None:
         budget = match if not isinstance(match, str) else "direction ablation's own KL"
         lines += [
-            f"Matched damage: each method's strength was searched so that its harmless KL stays "
-            f"within {budget} (`matched` in results.json; `reached: false` means even the "
-            f"largest strength tried, {settings['max_strength']}, costs less).",
+            f"Matched damage: each method's strength ceiling is the largest strength whose "
+            f"harmless KL on {record['prompts'].get('n_validation_harmless', 0)} validation "
+            f"prompts (disjoint from the evaluation ones) stays within {budget} (`matched` in "
+            f"results.json; `reached: false` means even the largest strength tried, "
+            f"{settings['max_strength']}, costs less).",
+            "",
+        ]
+    if settings.get("select") == "compliance" and n_validation:
+        fractions = ", ".join(f"{f:g}" for f in settings["strength_fractions"])
+        lines += [
+            f"Strength: of {fractions} × the ceiling, the one whose greedy completions of "
+            f"{n_validation} validation harmful prompts the judge finds most compliant "
+            "(`selection` in results.json; the frontier plot shows every strength tried).",
+            "",
+        ]
+    if record["prompts"].get("validation_overlap"):
+        lines += [
+            f"**WARNING: {record['prompts']['validation_overlap']} validation prompts also "
+            "appear in the training or evaluation prompts.**",
             "",
         ]
     lines += [comparison_table(record), "", verdict(record), "", *_figure_lines(figures)]

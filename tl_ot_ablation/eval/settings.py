@@ -21,6 +21,7 @@ from ..lens.fit import RECOMMENDED_MAP, MapSpec
 from .judge import JUDGES
 from .methods import COMPARED, METHODS, SWEPT, check_method
 from .selection import LayerSpec, check_layer_spec, middle_layer
+from .strength import RULES
 
 PRESETS = ("default", "quick")
 S = TypeVar("S", bound="JobSettings")
@@ -66,7 +67,7 @@ class JobSettings:
     positions: str = _DEFAULT_COLLECT.positions
     batch_size: int = _DEFAULT_COLLECT.batch_size
     system: str | None = _DEFAULT_COLLECT.system
-    n_train: int = 64
+    n_train: int = 256
     seed: int = 0
 
     QUICK: ClassVar[dict[str, Any]] = {}
@@ -148,7 +149,7 @@ class FitSettings(JobSettings):
     direction_layer: int | None = None
     sequential: bool = True
 
-    QUICK: ClassVar[dict[str, Any]] = {"n_train": 32}
+    QUICK: ClassVar[dict[str, Any]] = {"n_train": 64}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -179,12 +180,18 @@ class CompareSettings(JobSettings):
             take shape; README, "The compliance judge").
         judge_tokens: Refusal markers are searched in the first this many tokens.
         judge: The compliance judge, "classifier" or "markers" (``judge.JUDGES``).
-        match_kl: ``"direction_ablation"`` (its KL is the budget), a number (the budget in
-            nats) or ``None`` (no matching: every method at ``strength``).
+        match_kl: ``"direction_ablation"`` (its validation KL is the budget), a number (the
+            budget in nats) or ``None`` (no KL search: every ceiling is ``strength``).
+        select: How a strength is chosen below its KL ceiling on the validation prompts
+            (``eval.strength``): ``"compliance"`` (the judged-most-compliant of
+            ``strength_fractions`` of the ceiling) or ``"kl"`` (the ceiling itself).
+        strength_fractions: Fractions of the ceiling judged under ``select="compliance"``.
         max_strength: Upper end of the strength search.
         bisection_steps: Search steps per method (after strength 1 and ``max_strength``).
         methods: Which methods to run, names of ``methods.COMPARED`` ("none" always runs).
         n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+        n_validation: Validation prompts per class for choosing strengths (shipped split or
+            user files: the first this many).
         n_texts: Prose paragraphs for the perplexity check.
         n_questions: Shipped multiple-choice questions for the capability check (0: skip it).
         detect: Report each method's detectability by an activation monitor fitted on the
@@ -199,21 +206,26 @@ class CompareSettings(JobSettings):
     judge_tokens: int = 32
     judge: str = "classifier"
     match_kl: str | float | None = "direction_ablation"
+    select: str = "compliance"
+    strength_fractions: tuple[float, ...] = (0.5, 0.75, 1.0)
     max_strength: float = 2.0
     bisection_steps: int = 6
     methods: tuple[str, ...] = COMPARED
     n_eval: int = 32
+    n_validation: int = 32
     n_texts: int = 8
     n_questions: int = 80
     detect: bool = True
 
     QUICK: ClassVar[dict[str, Any]] = {
-        "n_train": 32,
+        "n_train": 64,
         "n_eval": 16,
         "n_texts": 4,
         "max_new_tokens": 48,
         "bisection_steps": 4,
         "n_questions": 40,
+        "n_validation": 16,
+        "strength_fractions": (0.5, 1.0),
     }
 
     def __post_init__(self) -> None:
@@ -235,8 +247,17 @@ class CompareSettings(JobSettings):
             raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
         if not (isinstance(self.max_strength, int | float) and self.max_strength >= 1):
             raise ValueError(f"max_strength must be a number >= 1, got {self.max_strength!r}")
-        for name in ("max_new_tokens", "judge_tokens", "n_eval", "n_texts"):
+        for name in ("max_new_tokens", "judge_tokens", "n_eval", "n_validation", "n_texts"):
             _positive_int(getattr(self, name), name)
+        if self.select not in RULES:
+            raise ValueError(f"select must be one of {RULES}, got {self.select!r}")
+        fractions = self.strength_fractions
+        if not fractions or not all(
+            isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions
+        ):
+            raise ValueError(
+                f"strength_fractions must be numbers in (0, 1], at least one, got {fractions!r}"
+            )
         if not (isinstance(self.n_questions, int) and self.n_questions >= 0):
             raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
         if self.judge not in JUDGES:
@@ -295,7 +316,7 @@ class SweepSettings(JobSettings):
     n_eval: int = 32
 
     QUICK: ClassVar[dict[str, Any]] = {
-        "n_train": 32,
+        "n_train": 64,
         "n_eval": 16,
         "layer_stride": 2,
         "pairs": False,
@@ -383,7 +404,7 @@ class MonitorSettings(JobSettings):
     probe: bool = True
     strengths: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    QUICK: ClassVar[dict[str, Any]] = {"n_train": 32, "n_eval": 16}
+    QUICK: ClassVar[dict[str, Any]] = {"n_train": 64, "n_eval": 16}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,14 +1,16 @@
 """Prompt sets, chat formatting and left-padded tokenisation.
 
-The package ships small instruction sets that it wrote itself (``default_prompts``): a fitting
-split of 64 clearly harmful requests in the style of AdvBench and 64 everyday harmless ones, a
-disjoint evaluation split of 32 + 32, and a few paragraphs of plain prose (``plain_text``) for
-perplexity. ``load_prompts`` reads user files. Instructions are wrapped in the tokenizer's own
-chat template; the template tokens after the user message (``<|im_end|>\\n<|im_start|>assistant\\n``
-for Qwen) are the *post-instruction* positions where Arditi et al. (2024) read the refusal
-direction and where this package fits and applies its maps by default. ``post_instruction_length``
-finds them for any template, or raises saying which ``positions=`` to use instead; thinking
-templates take ``template_kwargs`` (``docs/models.md``).
+The package ships instruction sets that it wrote itself (``default_prompts``), in three
+disjoint splits per class: ``train`` (256 harmful requests covering the range of public
+red-teaming sets, 256 everyday instructions) for fitting, ``validation`` (64 + 64) for choices
+such as a method's strength, and ``eval`` (32 + 32) for held-out results; and a few paragraphs
+of plain prose (``plain_text``) for perplexity. ``load_prompts`` reads user files.
+Instructions are wrapped in the tokenizer's own chat template; the template tokens after the
+user message (``<|im_end|>\\n<|im_start|>assistant\\n`` for Qwen) are the *post-instruction*
+positions where Arditi et al. (2024) read the refusal direction and where this package fits and
+applies its maps by default. ``post_instruction_length`` finds them for any template, or raises
+saying which ``positions=`` to use instead; thinking templates take ``template_kwargs``
+(``docs/models.md``).
 """
 
 import contextlib
@@ -23,7 +25,8 @@ import torch
 from torch import Tensor
 
 PromptKind = Literal["harmful", "harmless"]
-Split = Literal["train", "eval"]
+Split = Literal["train", "validation", "eval"]
+SPLITS = ("train", "validation", "eval")
 
 
 def _read_data(filename: str) -> list[str]:
@@ -33,13 +36,15 @@ def _read_data(filename: str) -> list[str]:
 
 
 def default_prompts(kind: PromptKind, split: Split = "train") -> list[str]:
-    """The package's own instructions: 64 harmful or 64 harmless for fitting (``"train"``),
-    or a disjoint 32 + 32 for evaluation (``"eval"``)."""
+    """The package's own instructions of one class and split: 256 for fitting (``"train"``),
+    64 for choosing settings (``"validation"``), 32 for held-out results (``"eval"``); the
+    splits are disjoint. (Runs recorded before the training split grew to 256 fitted on
+    today's ``"validation"`` set.)"""
     if kind not in ("harmful", "harmless"):
         raise ValueError(f"kind must be 'harmful' or 'harmless', got {kind!r}")
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    return _read_data(f"{kind}.json" if split == "train" else f"{kind}_eval.json")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return _read_data(f"{kind}_{split}.json")
 
 
 def plain_text() -> list[str]:
