@@ -182,3 +182,10 @@ def test_fit_auto_picks_the_w2_layer_from_one_pass(tmp_path: Path, capsys) -> No
     assert f"largest W2² / variance): {expected}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["fit", *TINY, "--layers", "deepest"])
+
+
+def test_sweep_refuses_kl_budget_none(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", *TINY, "--kl-budget", "none", "--out", str(tmp_path / "s")])
+    assert stop.value.code == 2
+    assert "sweep needs a KL budget" in capsys.readouterr().err

@@ -78,6 +78,16 @@ def _selective_layers(value: str) -> list[int] | str:
     return value if value in ("auto", "middle") else _layers(value)
 
 
+def _sweep_kl_budget(value: str) -> str | float:
+    """``sweep`` always picks its best point within a budget: ``none`` is refused."""
+    budget = _kl_budget(value)
+    if budget is None:
+        raise argparse.ArgumentTypeError(
+            "sweep needs a KL budget to pick its best point: 'direction_ablation' or nats > 0"
+        )
+    return budget
+
+
 def _monitor_layers(value: str) -> list[int] | str:
     """``"auto"`` or a layer list (see ``_layers``)."""
     return value if value == "auto" else _layers(value)
@@ -209,7 +219,12 @@ def _add_sweep(commands: Any) -> None:
     group.add_argument("--strengths", type=float, nargs="+")
     group.add_argument("--method", choices=SWEPT, default="ot_selective")
     group.add_argument("--direction-layer", type=int)
-    group.add_argument("--kl-budget", type=_kl_budget, default="direction_ablation")
+    group.add_argument(
+        "--kl-budget",
+        type=_sweep_kl_budget,
+        default="direction_ablation",
+        help="'direction_ablation' (default) or a KL budget in nats for picking the best point",
+    )
     _add_map_options(group)
 
 
@@ -356,7 +371,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
             sequential=args.sequential,
             method=args.method,
             direction_layer=args.direction_layer,
-            kl_budget=args.kl_budget or "direction_ablation",
+            kl_budget=args.kl_budget,
         )
     optional |= {
         "max_new_tokens": args.max_new_tokens,

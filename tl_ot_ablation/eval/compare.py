@@ -448,6 +448,25 @@ def chosen_strength(
     return at_strength(base, choice.strength), choice
 
 
+def _budget(
+    model: Any, interventions: InterventionSet, validation: _Validation, settings: CompareSettings
+) -> float:
+    """The damage budget set by a method: its validation harmless KL at strength 1."""
+    kl = harmless_kl(
+        model,
+        at_strength(interventions, 1.0),
+        validation.prompts.harmless,
+        validation.harmless_logprobs,
+        settings,
+    )
+    if not kl > 0:
+        raise RuntimeError(
+            "direction ablation left the harmless next-token distribution unchanged (KL 0), so "
+            "it cannot set a damage budget; pass a number as match_kl"
+        )
+    return kl
+
+
 def _needs_validation(settings: CompareSettings) -> bool:
     """Whether strengths are chosen (a KL budget, or judged compliance) rather than fixed."""
     return settings.match_kl is not None or settings.select == "compliance"
@@ -518,18 +537,8 @@ def run_comparison(
         sets_budget = name == "direction_ablation" and settings.match_kl == "direction_ablation"
         strength_choice = None
         if checked is not None:
-            ceiling = None
-            if sets_budget:
-                base = at_strength(interventions, 1.0)
-                budget_here = harmless_kl(
-                    model, base, checked.prompts.harmless, checked.harmless_logprobs, settings
-                )
-                if not budget_here > 0:
-                    raise RuntimeError(
-                        "direction ablation left the harmless next-token distribution unchanged "
-                        "(KL 0), so it cannot set a damage budget; pass a number as match_kl"
-                    )
-                ceiling = 1.0
+            if sets_budget:  # its own validation KL at strength 1 is everyone's budget
+                budget = _budget(model, interventions, checked, settings)
             log(f"{name}: choosing its strength on the validation prompts", progress)
             interventions, strength_choice = chosen_strength(
                 model,
@@ -537,10 +546,8 @@ def run_comparison(
                 None if sets_budget else budget,
                 checked,
                 settings,
-                ceiling=ceiling,
+                ceiling=1.0 if sets_budget else None,
             )
-            if sets_budget:
-                budget = budget_here
         elif settings.strength != 1.0:
             interventions = at_strength(interventions, settings.strength)
         searched = time.perf_counter()
