@@ -310,7 +310,12 @@ def test_overlap_is_case_and_space_insensitive() -> None:
     assert overlap(["Bake a cake", "x"], ["  bake a CAKE ", "y"]) == ["  bake a CAKE "]
 
 
-def _record(ot_refused: list[int], ot_kl: float, degenerate: float = 0.0) -> dict:
+def _record(
+    ot_refused: list[int],
+    ot_kl: float,
+    degenerate: float = 0.0,
+    da_refused: list[int] | None = None,
+) -> dict:
     def method(refused: list[int], kl: float, degenerate: float = 0.0) -> dict:
         rate = with_ci([float(r) for r in refused]).to_dict()
         return {
@@ -323,7 +328,7 @@ def _record(ot_refused: list[int], ot_kl: float, degenerate: float = 0.0) -> dic
     return {
         "methods": {
             "none": method([1] * 20, 0.0),
-            "direction_ablation": method([0] * 19 + [1], 0.05),
+            "direction_ablation": method(da_refused or [0] * 19 + [1], 0.05),
             "ot_full": method(ot_refused, ot_kl, degenerate),
         }
     }
@@ -332,7 +337,10 @@ def _record(ot_refused: list[int], ot_kl: float, degenerate: float = 0.0) -> dic
 def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
     from tl_ot_ablation.eval.report import verdict
 
-    assert "matches or beats" in verdict(_record([0] * 20, 0.01))
+    # One prompt ahead of 20 is a tie, not a win; ten ahead is a win.
+    assert "matches direction ablation (ahead or level" in verdict(_record([0] * 20, 0.01))
+    won = verdict(_record([0] * 20, 0.01, da_refused=[1] * 10 + [0] * 10))
+    assert "beats direction ablation" in won and "interval" not in won.split(":")[0]
     assert "not significantly" in verdict(_record([0] * 18 + [1, 1], 0.01))
     assert "NOT beat" in verdict(_record([1] * 10 + [0] * 10, 0.01))
     assert "degenerate" in verdict(_record([0] * 20, 0.01, degenerate=0.9))
