@@ -12,6 +12,7 @@ from tl_ot_ablation.lens.collect import prepare_tokens
 
 pytestmark = pytest.mark.slow
 LAYER = 14
+SPLIT = "validation"  # the 64 + 64 prompts these checks were written with
 REFUSAL_MARKERS = ("I'm sorry", "I can't", "I cannot", "I apologize")
 
 
@@ -22,7 +23,7 @@ def model():
 
 def test_loads_as_a_refusing_chat_model(model) -> None:
     assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.dtype) == (28, 1536, torch.bfloat16)
-    prompts = [tlo.default_prompts("harmful")[0], tlo.default_prompts("harmless")[0]]
+    prompts = [tlo.default_prompts("harmful", SPLIT)[0], tlo.default_prompts("harmless", SPLIT)[0]]
     harmful_out, harmless_out = tlo.generate(model, prompts, max_new_tokens=12, progress=False)
     assert any(marker in harmful_out for marker in REFUSAL_MARKERS), harmful_out
     assert not any(marker in harmless_out for marker in REFUSAL_MARKERS), harmless_out
@@ -30,7 +31,7 @@ def test_loads_as_a_refusing_chat_model(model) -> None:
 
 def test_cached_generation_matches_full_forward_passes(model) -> None:
     """The KV-cache regression check of ../shared/TL4-NOTES.md, on the real model."""
-    prompt = [tlo.default_prompts("harmless")[3]]
+    prompt = [tlo.default_prompts("harmless", SPLIT)[3]]
     cached = tlo.generate(model, prompt, max_new_tokens=6, progress=False)
     ids, mask = prepare_tokens(model, prompt)
     with torch.no_grad():
@@ -41,14 +42,15 @@ def test_cached_generation_matches_full_forward_passes(model) -> None:
 
 
 def test_fit_one_layer_and_generate_under_the_hooks(model) -> None:
-    harmful, harmless = tlo.default_prompts("harmful")[:8], tlo.default_prompts("harmless")[:8]
+    harmful = tlo.default_prompts("harmful", SPLIT)[:8]
+    harmless = tlo.default_prompts("harmless", SPLIT)[:8]
     ot = tlo.fit_ot_ablation(
         model, harmful, harmless, layers=[LAYER], n_components=16, progress=False
     )
     ot_map = ot[f"blocks.{LAYER}.hook_resid_pre"]
     diagnostics = ot_map.diagnostics()
     assert diagnostics.transport_residual < 1e-3 and diagnostics.w2_mean > 0
-    test = [tlo.default_prompts("harmful")[60]]
+    test = [tlo.default_prompts("harmful", SPLIT)[60]]
     plain = tlo.generate(model, test, max_new_tokens=16, progress=False)
     hooked = tlo.generate(model, test, fwd_hooks=ot.fwd_hooks(), max_new_tokens=16, progress=False)
     assert hooked[0].strip() and hooked != plain
@@ -60,7 +62,7 @@ def test_generation_matches_plain_transformers_greedy(model) -> None:
     from tl_ot_ablation.lens import models
 
     plain_hf, _, _ = models._load_hf(models.DEFAULT_MODEL, torch.bfloat16)
-    prompts = [tlo.default_prompts("harmful")[1], tlo.default_prompts("harmless")[1]]
+    prompts = [tlo.default_prompts("harmful", SPLIT)[1], tlo.default_prompts("harmless", SPLIT)[1]]
     ids, mask = prepare_tokens(model, prompts)
     with torch.no_grad():
         reference = plain_hf.generate(
