@@ -421,15 +421,22 @@ def chosen_strength(
     settings: CompareSettings,
     *,
     ceiling: float | None = None,
+    known_kl: Mapping[float, float] | None = None,
 ) -> tuple[InterventionSet, StrengthChoice]:
     """The set at the strength chosen on the validation prompts (``strength.choose_strength``):
-    KL ceiling from ``budget`` (or ``ceiling``), then the judged-compliance choice."""
+    KL ceiling from ``budget`` (or ``ceiling``), then the judged-compliance choice.
+    ``known_kl`` holds validation KLs already measured (``{strength: kl}``), not measured again."""
     base = at_strength(interventions, 1.0)
+    measured = dict(known_kl or {})
 
     def kl_at(strength: float) -> float:
-        edited = at_strength(base, strength)
-        harmless = validation.prompts.harmless
-        return harmless_kl(model, edited, harmless, validation.harmless_logprobs, settings)
+        if strength not in measured:
+            edited = at_strength(base, strength)
+            harmless = validation.prompts.harmless
+            measured[strength] = harmless_kl(
+                model, edited, harmless, validation.harmless_logprobs, settings
+            )
+        return measured[strength]
 
     def judge_at(strength: float) -> list[str]:
         edited = at_strength(base, strength)
@@ -547,6 +554,7 @@ def run_comparison(
                 checked,
                 settings,
                 ceiling=1.0 if sets_budget else None,
+                known_kl={1.0: budget} if sets_budget and budget is not None else None,
             )
         elif settings.strength != 1.0:
             interventions = at_strength(interventions, settings.strength)
@@ -584,12 +592,13 @@ def overlap(train: Sequence[str], held_out: Sequence[str]) -> list[str]:
 
 def validation_overlap(
     train: Mapping[str, Sequence[str]], held_out: EvalPrompts, validation: ValidationPrompts
-) -> int:
-    """How many validation prompts also appear among the training or evaluation prompts."""
-    return sum(
-        len(overlap([*train[kind], *getattr(held_out, kind)], getattr(validation, kind)))
+) -> list[str]:
+    """Validation prompts that also appear among the training or evaluation prompts."""
+    return [
+        text
         for kind in ("harmful", "harmless")
-    )
+        for text in overlap([*train[kind], *getattr(held_out, kind)], getattr(validation, kind))
+    ]
 
 
 def comparison_record(
@@ -609,7 +618,7 @@ def comparison_record(
             "validation_sha256": prompts_hash(validation.harmful, validation.harmless),
             "n_validation_harmful": len(validation.harmful),
             "n_validation_harmless": len(validation.harmless),
-            "validation_overlap": validation_overlap(train, held_out, validation),
+            "validation_overlap": len(validation_overlap(train, held_out, validation)),
         }
     prompts = PromptsRecord(
         train_sha256=prompts_hash(train["harmful"], train["harmless"]),

@@ -32,6 +32,7 @@ from .compare import (
     log,
     overlap,
     run_comparison,
+    validation_overlap,
 )
 from .detect import evaluate_detection
 from .methods import METHODS, FitContext, fit_method
@@ -120,13 +121,9 @@ class JobPrompts:
             ]
         }
         if self.validation is not None:
-            found["validation prompt(s) also appear in the training or held-out prompts"] = [
-                text
-                for kind in ("harmful", "harmless")
-                for text in overlap(
-                    [*train[kind], *getattr(self.held_out, kind)], getattr(self.validation, kind)
-                )
-            ]
+            found["validation prompt(s) also appear in the training or held-out prompts"] = (
+                validation_overlap(train, self.held_out, self.validation)
+            )
         for what, shared in found.items():
             if not shared:
                 continue

@@ -137,8 +137,7 @@ class MethodRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "method") -> "MethodRecord":
-        plain = {"strength", "refused_harmful", "matched", "fit", "seconds", "judged_harmful"}
-        plain.add("selection")
+        plain = {f.name for f in dataclasses.fields(cls)} - {"metrics"}
         _check_keys(data, plain | set(METRICS), where)
         return cls(
             strength=data.get("strength"),

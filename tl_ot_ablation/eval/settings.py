@@ -21,7 +21,7 @@ from ..lens.fit import RECOMMENDED_MAP, MapSpec
 from .judge import JUDGES
 from .methods import COMPARED, METHODS, SWEPT, check_method
 from .selection import LayerSpec, check_layer_spec, middle_layer
-from .strength import RULES
+from .strength import RULES, check_fractions
 
 PRESETS = ("default", "quick")
 S = TypeVar("S", bound="JobSettings")
@@ -251,13 +251,7 @@ class CompareSettings(JobSettings):
             _positive_int(getattr(self, name), name)
         if self.select not in RULES:
             raise ValueError(f"select must be one of {RULES}, got {self.select!r}")
-        fractions = self.strength_fractions
-        if not fractions or not all(
-            isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions
-        ):
-            raise ValueError(
-                f"strength_fractions must be numbers in (0, 1], at least one, got {fractions!r}"
-            )
+        check_fractions(self.strength_fractions)
         if not (isinstance(self.n_questions, int) and self.n_questions >= 0):
             raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
         if self.judge not in JUDGES:

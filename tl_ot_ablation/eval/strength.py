@@ -85,6 +85,16 @@ class StrengthChoice:
         )
 
 
+def check_fractions(fractions: Sequence[float]) -> None:
+    """Raise unless ``fractions`` is a non-empty sequence of numbers in (0, 1]."""
+    if not fractions or not all(
+        isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions
+    ):
+        raise ValueError(
+            f"strength_fractions must be numbers in (0, 1], at least one, got {fractions!r}"
+        )
+
+
 def candidate_strengths(ceiling: float, fractions: Sequence[float]) -> list[float]:
     """``ceiling × f`` for each fraction, distinct, ascending (none when the ceiling is 0)."""
     if ceiling <= 0:
@@ -117,8 +127,7 @@ def choose_strength(
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if not fractions or not all(0 < f <= 1 for f in fractions):
-        raise ValueError(f"fractions must be non-empty and in (0, 1], got {tuple(fractions)}")
+    check_fractions(fractions)
     kls: dict[float, float] = {}
 
     def kl(strength: float) -> float:
