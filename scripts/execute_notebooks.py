@@ -1,4 +1,4 @@
-"""Execute the demo notebooks on the embedded model and commit-ready write them back with outputs.
+"""Execute the demo notebooks on the embedded model and write them back with their outputs.
 
 A reader on a code host then sees the tables and plots without running anything. Each notebook
 is stripped of old outputs, executed top to bottom by ``nbclient`` (the model is the embedded

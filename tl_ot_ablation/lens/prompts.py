@@ -19,14 +19,14 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
 PromptKind = Literal["harmful", "harmless"]
 Split = Literal["train", "validation", "eval"]
-SPLITS = ("train", "validation", "eval")
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 def _read_data(filename: str) -> list[str]:
