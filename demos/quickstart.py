@@ -1,6 +1,6 @@
 import tl_ot_ablation as tlo
 
-model = tlo.load_model()  # the embedded Qwen2.5-Coder-1.5B-Instruct, bfloat16
+model = tlo.load_model()  # the embedded Qwen2.5-Coder-1.5B-Instruct (dtype: "auto")
 harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
 
 # Fit on 48 + 48 prompts; OT at one mid-depth layer, and Arditi-style direction ablation.

@@ -165,3 +165,29 @@ def test_load_model_dispatches_with_a_device_map(
         models.load_model(folder, device="cpu", device_map="auto")
     with pytest.raises(ValueError, match=r"pass device_map= .* to load_model"):
         models.load_model(folder, n_devices=2)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_on_a_cpu_follows_its_bfloat16_support(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
+) -> None:
+    import torch
+
+    from tl_ot_ablation.lens.testing import tiny_hf_model
+
+    monkeypatch.setattr(models, "cpu_has_native_bfloat16", lambda: native)
+    assert models.auto_dtype("cpu") == getattr(torch, expected)
+    hf_model, tokenizer = tiny_hf_model(seed=5)
+    hf_model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    loaded = models.load_model(str(tmp_path / "tiny"), device="cpu")  # dtype="auto"
+    assert loaded.cfg.dtype == getattr(torch, expected)
+    assert next(loaded.original_model.parameters()).dtype == getattr(torch, expected)
+
+
+def test_auto_dtype_on_cuda_follows_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    for supported, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert models.auto_dtype("cuda:0") == expected

@@ -22,7 +22,10 @@ def model():
 
 
 def test_loads_as_a_refusing_chat_model(model) -> None:
-    assert (model.cfg.n_layers, model.cfg.d_model, model.cfg.dtype) == (28, 1536, torch.bfloat16)
+    from tl_ot_ablation.lens.models import auto_dtype
+
+    assert (model.cfg.n_layers, model.cfg.d_model) == (28, 1536)
+    assert model.cfg.dtype == auto_dtype(next(model.parameters()).device)
     prompts = [tlo.default_prompts("harmful", SPLIT)[0], tlo.default_prompts("harmless", SPLIT)[0]]
     harmful_out, harmless_out = tlo.generate(model, prompts, max_new_tokens=12, progress=False)
     assert any(marker in harmful_out for marker in REFUSAL_MARKERS), harmful_out
@@ -61,7 +64,7 @@ def test_generation_matches_plain_transformers_greedy(model) -> None:
     """Same tokens as Hugging Face greedy decoding on a fresh, never-booted copy of the model."""
     from tl_ot_ablation.lens import models
 
-    plain_hf, _, _ = models._load_hf(models.DEFAULT_MODEL, torch.bfloat16)
+    plain_hf, _, _ = models._load_hf(models.DEFAULT_MODEL, model.cfg.dtype)
     prompts = [tlo.default_prompts("harmful", SPLIT)[1], tlo.default_prompts("harmless", SPLIT)[1]]
     ids, mask = prepare_tokens(model, prompts)
     with torch.no_grad():

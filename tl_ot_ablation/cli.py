@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -50,7 +50,12 @@ from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model
 from .lens.prompts import load_prompts
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES: dict[str, torch.dtype | Literal["auto"]] = {
+    "auto": "auto",
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
 BAD_INPUT, FAILED, INTERRUPTED = 2, 1, 130
 _LAYER_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
@@ -115,7 +120,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="embedded model name, hub name, local .gguf file or folder; 'tiny' is a "
         f"random-weight test model (default: {DEFAULT_MODEL})",
     )
-    group.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
+    group.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="auto",
+        help="weight dtype; auto: bfloat16 where the hardware computes it natively, else "
+        "float32 (faster on CPUs without bf16 instructions)",
+    )
     group.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1 (default: auto)")
     for flag, text in (
         ("--harmful", "training harmful prompts (JSON/JSONL/CSV/text)"),

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -266,11 +266,35 @@ def _load_hf(name_or_path: str, dtype: torch.dtype, **placement: Any) -> tuple[A
     return hf_model.eval(), tokenizer, model_name
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX, through oneDNN)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
+def auto_dtype(device: torch.device | str | None) -> torch.dtype:
+    """The weight dtype ``load_model(dtype="auto")`` picks for ``device``.
+
+    bfloat16 where the hardware computes it natively (CUDA with bf16 support, CPUs with
+    AVX512-BF16 or AMX), float16 on older GPUs, float32 on other CPUs: there bfloat16 matmuls
+    are emulated, and the embedded 1.5B model generated about 3.5x slower in bfloat16 than in
+    float32 on a 2-core AVX2 CPU (``benchmarks/bench_dtype.py``), for twice the memory.
+    """
+    kind = torch.device(device).type if device is not None else "cpu"
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "cpu":
+        return torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
+    return torch.bfloat16
+
+
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype | Literal["auto"] = "auto",
     device_map: str | dict[str, Any] | None = None,
     max_memory: dict[Any, Any] | None = None,
     **bridge_kwargs: Any,
@@ -281,8 +305,9 @@ def load_model(
         name_or_path: An embedded model name (see ``EMBEDDED_MODELS``), a local ``.gguf`` file,
             a local model folder, or a Hugging Face hub name.
         device: Where to put the model (default: CUDA if available, else CPU).
-        dtype: Weight dtype; bfloat16 (the default) halves float32's memory, and the embedded
-            model still refuses under it (tests/test_real_model.py).
+        dtype: Weight dtype; ``"auto"`` (the default, ``auto_dtype``) is bfloat16 where the
+            hardware computes it natively, else float32 (faster on CPUs without bf16
+            instructions, for twice the memory: pass ``torch.bfloat16`` to halve it).
         device_map: Spread the model over devices with accelerate (``"auto"``,
             ``"balanced"``, or a module-to-device dict), e.g. a 70B model over several GPUs;
             each layer's hooks, statistics and maps then live on that layer's device.
@@ -306,6 +331,9 @@ def load_model(
         )
     if device is None and not placement:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        # With a device_map, the model goes where accelerate puts it: the GPUs when present.
+        dtype = auto_dtype(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     hf_model, tokenizer, model_name = _load_hf(name_or_path, dtype, **placement)
     return bridge_from_hf(
         hf_model, tokenizer, model_name, device=device, dtype=dtype, **bridge_kwargs
