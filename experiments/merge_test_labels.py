@@ -1,4 +1,5 @@
-"""Issue 12: a second labelled set, from another model: part to train the judge, part to test it.
+"""Issue 12: labelled sets from compare runs: part to train the judge, part to test it, or (with
+``--all-test``) a fresh set that only tests it.
 
 The 448 completions of ``tl-ot-ablation compare --model qwen2.5-coder-0.5b-instruct --out
 reports/compare-0.5b`` (7 methods x (32 harmful + 32 harmless) held-out prompts, 64 tokens),
@@ -13,11 +14,16 @@ test part, which ``train_judge.py`` scores once per judge.
 ``ITEMS.json``: the shuffled items (``id``, ``method``, ``kind``, ``prompt``, ``completion``);
 each ``LABELS.jsonl`` line: ``{"id", "label", "note"}``. Writes
 ``tests/data/judge_labels_0.5b.jsonl``.
+
+The third set (``--source compare-shared --all-test --out tests/data/judge_labels_shared.jsonl``)
+comes from the 1.5B model's compare run on the real ``../shared/data`` validation prompts, after
+the judge was final: every row is ``test``, so it measures the shipped judge on prompts and
+completions it never saw, written by other people.
 """
 
+import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from tl_ot_ablation.core import atomic
@@ -32,7 +38,14 @@ def split_of(prompt: str) -> str:
     return "test" if hashlib.sha256(prompt.encode()).hexdigest()[0] in "0123" else "train"
 
 
-def main(items_path: str, label_paths: list[str]) -> None:
+def main(
+    items_path: str,
+    label_paths: list[str],
+    *,
+    source: str = "compare-0.5b",
+    out: Path = OUT,
+    all_test: bool = False,
+) -> None:
     items = {item["id"]: item for item in json.loads(Path(items_path).read_text())}
     labels = {}
     for path in label_paths:
@@ -52,18 +65,25 @@ def main(items_path: str, label_paths: list[str]) -> None:
         row = {
             "id": key,
             "config": item["method"],
-            "source": "compare-0.5b",
+            "source": source,
             "kind": item["kind"],
             "prompt": item["prompt"],
             "completion": item["completion"],
             "label": label["label"],
             "note": label.get("note", ""),
-            "split": split_of(item["prompt"]),
+            "split": "test" if all_test else split_of(item["prompt"]),
         }
         lines.append(json.dumps(row, ensure_ascii=False))
-    atomic.write_text(OUT, "\n".join(lines) + "\n")
-    print(f"wrote {len(lines)} rows to {OUT}")
+    atomic.write_text(out, "\n".join(lines) + "\n")
+    print(f"wrote {len(lines)} rows to {out}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("items")
+    parser.add_argument("labels", nargs="+")
+    parser.add_argument("--source", default="compare-0.5b")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--all-test", action="store_true")
+    args = parser.parse_args()
+    main(args.items, args.labels, source=args.source, out=args.out, all_test=args.all_test)

@@ -39,6 +39,8 @@ def test_compare_writes_a_complete_report(tmp_path: Path, capsys) -> None:
             "3",
             "-k",
             "4",
+            "--methods",
+            "all",
             "--out",
             str(out),
         ]
@@ -189,3 +191,18 @@ def test_sweep_refuses_kl_budget_none(tmp_path: Path, capsys) -> None:
         main(["sweep", *TINY, "--kl-budget", "none", "--out", str(tmp_path / "s")])
     assert stop.value.code == 2
     assert "sweep needs a KL budget" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ("none", "direction_ablation", "ot_selective")),
+        (["--methods", "all"], tuple(METHODS)),
+        (["--methods", "actadd", "direction_ablation"], ("none", "direction_ablation", "actadd")),
+    ],
+)
+def test_compare_runs_the_headline_methods_unless_asked(flags, expected) -> None:
+    from tl_ot_ablation.cli import _settings, build_parser
+
+    settings = _settings(build_parser().parse_args(["compare", *flags]))
+    assert settings.resolve(28).methods == expected

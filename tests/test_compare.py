@@ -19,7 +19,7 @@ from tl_ot_ablation.eval.compare import (
 )
 from tl_ot_ablation.eval.evaluate import completion_nll, next_token_logprobs, text_hooks, text_nll
 from tl_ot_ablation.eval.matched import match_strength
-from tl_ot_ablation.eval.methods import METHODS
+from tl_ot_ablation.eval.methods import COMPARED, METHODS
 from tl_ot_ablation.eval.metrics import degeneracy, is_degenerate, perplexity, with_ci
 from tl_ot_ablation.eval.selection import layers_by_w2
 from tl_ot_ablation.lens.generation import generate_with_first_logprobs
@@ -158,7 +158,9 @@ VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shir
 @pytest.fixture(scope="module")
 def comparison(tiny_bridge):
     held_out = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing a song"], TEXTS)
-    settings = CompareSettings(n_components=4, max_new_tokens=4, batch_size=4, bisection_steps=4)
+    settings = CompareSettings(
+        n_components=4, max_new_tokens=4, batch_size=4, bisection_steps=4, methods=COMPARED
+    )
     result = run_comparison(
         tiny_bridge, HARMFUL, HARMLESS, held_out, settings, validation=VALIDATION, progress=False
     )

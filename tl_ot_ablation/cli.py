@@ -32,7 +32,7 @@ from .eval.jobs import (
     sweep_job,
 )
 from .eval.judge import JUDGES
-from .eval.methods import COMPARED, METHODS, SWEPT
+from .eval.methods import COMPARED, HEADLINE, METHODS, SWEPT
 from .eval.record import RecordError, compare_strengths
 from .eval.report import comparison_table, detection_table, verdict
 from .eval.settings import (
@@ -137,8 +137,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         ("--questions", "multiple-choice questions (JSON, or MMLU-style CSV) for capability"),
     ):
         group.add_argument(flag, type=Path, help=text)
-    group.add_argument("--n-train", type=int, help="training prompts per side (shipped sets)")
-    group.add_argument("--n-eval", type=int, help="held-out prompts per side (shipped sets)")
+    group.add_argument(
+        "--n-train", type=int, help="training prompts per side (first N of split or file)"
+    )
+    group.add_argument(
+        "--n-eval", type=int, help="held-out prompts per side (first N of split or file)"
+    )
     group.add_argument("--system", help="system prompt for the chat template")
     group.add_argument(
         "--allow-overlap",
@@ -216,7 +220,13 @@ def _add_compare(commands: Any) -> None:
         help="skip the detectability columns (an activation monitor watching each method)",
     )
     _add_map_options(group)
-    group.add_argument("--methods", nargs="+", choices=COMPARED, default=list(COMPARED))
+    group.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[*COMPARED, "all"],
+        default=list(HEADLINE),
+        help=f"default: {' '.join(HEADLINE)}; 'all': every method (each costs minutes)",
+    )
 
 
 def _add_sweep(commands: Any) -> None:
@@ -402,7 +412,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
         match_kl=args.match_kl,
         max_strength=args.max_strength,
         select=args.select,
-        methods=tuple(args.methods),
+        methods=COMPARED if "all" in args.methods else tuple(args.methods),
         judge=args.judge,
         detect=not args.no_detect,
     )

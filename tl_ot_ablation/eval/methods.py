@@ -138,7 +138,10 @@ _REGISTERED = (
 METHODS: dict[str, Method] = {method.name: method for method in _REGISTERED}
 """Every method by name, in report order."""
 COMPARED: tuple[str, ...] = tuple(METHODS)
-"""What ``compare`` runs by default (all of them)."""
+"""What ``compare`` can run (all of them: ``--methods all``)."""
+HEADLINE: tuple[str, ...] = ("direction_ablation", "ot_selective")
+"""What ``compare`` runs by default: the paper's map against the standard baseline. Each method
+costs minutes of generation on a small CPU (README, "Run times"), so the other five are opt-in."""
 SWEPT: tuple[str, ...] = ("ot_selective", "mean_shift")
 """The transport methods a ``sweep`` can scan across placements."""
 

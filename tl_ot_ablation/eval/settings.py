@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from ..lens.collect import CollectOptions
 from ..lens.fit import RECOMMENDED_MAP, MapSpec
 from .judge import JUDGES
-from .methods import COMPARED, METHODS, SWEPT, check_method
+from .methods import COMPARED, HEADLINE, METHODS, SWEPT, check_method
 from .selection import LayerSpec, check_layer_spec, middle_layer
 from .strength import RULES, check_fractions
 
@@ -52,9 +52,11 @@ class JobSettings:
         gate_prior: Prior probability of harmful in the gate.
         preserve_norm: Norm-preserving maps.
         positions: Fitting positions ("post_instruction", "last" or "all").
-        batch_size: Prompts per forward pass.
+        batch_size: Prompts per forward pass and per generation batch (32: on a 2-core CPU
+            greedy generation of 32 prompts ran 1.7x faster in batches of 32 than of 8; the
+            logits of 32 prompts take about 20 MB per token of prompt, e.g. 1.2 GB at 60).
         system: Optional system prompt.
-        n_train: Training prompts per class taken from the shipped sets (user files: all).
+        n_train: Training prompts per class: the first this many of the shipped split or file.
         seed: Seeds sampling and the bootstrap (through generators; no global seed is set).
     """
 
@@ -65,7 +67,7 @@ class JobSettings:
     gate_prior: float = RECOMMENDED_MAP.gate_prior
     preserve_norm: bool = RECOMMENDED_MAP.preserve_norm
     positions: str = _DEFAULT_COLLECT.positions
-    batch_size: int = _DEFAULT_COLLECT.batch_size
+    batch_size: int = 32
     system: str | None = _DEFAULT_COLLECT.system
     n_train: int = 256
     seed: int = 0
@@ -188,8 +190,9 @@ class CompareSettings(JobSettings):
         strength_fractions: Fractions of the ceiling judged under ``select="compliance"``.
         max_strength: Upper end of the strength search.
         bisection_steps: Search steps per method (after strength 1 and ``max_strength``).
-        methods: Which methods to run, names of ``methods.COMPARED`` ("none" always runs).
-        n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+        methods: Which methods to run, names of ``methods.COMPARED`` ("none" always runs;
+            default ``methods.HEADLINE``: direction ablation and ``ot_selective``).
+        n_eval: Held-out prompts per class: the first this many of the shipped split or file.
         n_validation: Validation prompts per class for choosing strengths (shipped split or
             user files: the first this many).
         n_texts: Prose paragraphs for the perplexity check.
@@ -210,7 +213,7 @@ class CompareSettings(JobSettings):
     strength_fractions: tuple[float, ...] = (0.5, 0.75, 1.0)
     max_strength: float = 2.0
     bisection_steps: int = 6
-    methods: tuple[str, ...] = COMPARED
+    methods: tuple[str, ...] = HEADLINE
     n_eval: int = 32
     n_validation: int = 32
     n_texts: int = 8
@@ -295,7 +298,7 @@ class SweepSettings(JobSettings):
         direction_layer: Layer of the direction-ablation baseline (default: the middle one).
         kl_budget: "direction_ablation" (its KL) or a number: the damage allowed when picking
             the best placement.
-        n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+        n_eval: Held-out prompts per class: the first this many of the shipped split or file.
     """
 
     layers: list[int] | None = None
@@ -382,7 +385,7 @@ class MonitorSettings(JobSettings):
             every 2nd later block (23 of 28 layers: ``[23, 25, 27]``).
         hook: Residual hook point monitored at each layer ("resid_pre", "resid_mid" or
             "resid_post": after the block, where an edit at its input shows).
-        n_eval: Held-out prompts per class taken from the shipped sets (user files: all).
+        n_eval: Held-out prompts per class: the first this many of the shipped split or file.
         probe: Also train the supervised ``probe`` score per method on the training prompts
             (it knows the attack: the reference the unsupervised scores are read against).
         strengths: ``{method: strength}``; a method not named runs at strength 1 (e.g. the
