@@ -150,7 +150,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="evaluate even when held-out prompts also appear in the training prompts",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--quick", action="store_true", help="the small preset (< 5 min on 2 cores)")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="the small preset: fewer prompts, tokens and search steps (README, run times)",
+    )
     run.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", type=Path, help="output folder (default: reports/<command>)")
