@@ -5,15 +5,18 @@ Peak memory is the growth of the process's resident-set high-water mark during a
 CUDA device it is ``torch.cuda.max_memory_allocated`` growth instead.
 """
 
+import argparse
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+RESULTS = Path(__file__).parent / "results"
 
 
 def _status_kib(field: str) -> int:
@@ -81,3 +84,62 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path}")
+
+
+def model_arguments(
+    description: str | None, *, batch: int, rounds: int, quick: str, out: str
+) -> argparse.ArgumentParser:
+    """The options every real-model benchmark takes (model, batch, tokens, rounds, threads,
+    ``--quick``, ``--out``); a script adds its own before parsing."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", type=Path, default=RESULTS / out)
+    return parser
+
+
+def best_of_rounds(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best seconds of each contender over interleaved rounds; the order rotates each round,
+    so no contender always runs first (the first call of a round ran slower here)."""
+    best = dict.fromkeys(contenders, float("inf"))
+    keys = list(contenders)
+    for round_index in range(rounds):
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            fn = contenders[key]
+            start = time.perf_counter()
+            fn()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
+def greedy_generation(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    new_tokens: int,
+    hooks: Sequence[tuple[str, Any]] = (),
+) -> Callable[[], torch.Tensor]:
+    """A contender: greedy Hugging Face generation (KV cache) of exactly ``new_tokens`` per
+    prompt on the model a bridge wraps, with ``hooks`` on the bridge."""
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
+            return model.original_model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                top_p=None,
+                top_k=None,
+                pad_token_id=model.tokenizer.pad_token_id,
+            )
+
+    return run

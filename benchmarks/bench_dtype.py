@@ -11,34 +11,22 @@ rotating order; each figure is the best round. Also recorded: whether the two dt
 completions agree token for token, and the dtype ``auto`` picks on this machine.
 """
 
-import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
-from _bench import machine, write_report
-from bench_hooks import best_of_rounds
+from _bench import best_of_rounds, greedy_generation, machine, model_arguments, write_report
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens.collect import prepare_tokens
 from tl_ot_ablation.lens.models import auto_dtype, cpu_has_native_bfloat16
 
-RESULTS = Path(__file__).parent / "results"
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="8 new tokens, 1 round")
-    parser.add_argument("--out", type=Path, default=RESULTS / "dtype.json")
-    args = parser.parse_args()
+    args = model_arguments(
+        __doc__, batch=8, rounds=2, quick="8 new tokens, 1 round", out="dtype.json"
+    ).parse_args()
     if args.quick:
         args.new_tokens, args.rounds = 8, 1
     torch.set_num_threads(args.threads)
@@ -55,21 +43,13 @@ def main() -> None:
     outputs: dict[str, Any] = {}
 
     def generate(name: str) -> Any:
-        def run() -> object:
-            with torch.inference_mode():
-                outputs[name] = models[name].original_model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=args.new_tokens,
-                    min_new_tokens=args.new_tokens,
-                    do_sample=False,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=models[name].tokenizer.pad_token_id,
-                )
+        run = greedy_generation(models[name], ids, mask, args.new_tokens)
+
+        def keep() -> object:
+            outputs[name] = run()
             return outputs[name]
 
-        return run
+        return keep
 
     def prefill(name: str) -> Any:
         def run() -> object:

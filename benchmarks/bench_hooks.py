@@ -18,48 +18,21 @@ Contenders run in interleaved rounds with a rotating order (A B C D, B C D A, ..
 drifts in machine load hit all of them alike; each figure is the best round.
 """
 
-import argparse
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from _bench import machine, write_report
+from _bench import best_of_rounds, greedy_generation, machine, model_arguments, write_report
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens.collect import prepare_tokens
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def best_of_rounds(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Best seconds of each contender over interleaved rounds; the order rotates each round,
-    so no contender always runs first (the first call of a round ran slower here)."""
-    best = dict.fromkeys(contenders, float("inf"))
-    keys = list(contenders)
-    for round_index in range(rounds):
-        shift = round_index % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            fn = contenders[key]
-            start = time.perf_counter()
-            fn()
-            best[key] = min(best[key], time.perf_counter() - start)
-    return best
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = model_arguments(
+        __doc__, batch=16, rounds=3, quick="8 new tokens, 2 rounds", out="hooks.json"
     )
-    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="8 new tokens, 2 rounds")
-    parser.add_argument("--out", type=Path, default=RESULTS / "hooks.json")
     args = parser.parse_args()
     if args.quick:
         args.new_tokens, args.rounds = 8, 2
@@ -92,20 +65,7 @@ def main() -> None:
     )
 
     def generate(hooks: list[tuple[str, Any]]) -> Callable[[], object]:
-        def run() -> object:
-            with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-                return model.original_model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=args.new_tokens,
-                    min_new_tokens=args.new_tokens,
-                    do_sample=False,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=model.tokenizer.pad_token_id,
-                )
-
-        return run
+        return greedy_generation(model, ids, mask, args.new_tokens, hooks)
 
     def forward(hooks: list[tuple[str, Any]]) -> Callable[[], object]:
         def run() -> object:

@@ -59,6 +59,17 @@ def test_the_checker_sees_a_violation() -> None:
 
 
 def test_no_flat_modules_left() -> None:
-    """Only the entry points live at the top level; everything else is in a layer."""
+    """Only the entry points live at the top level (and ``metrics``, the public face of the
+    measurements, which only re-exports ``eval``'s); everything else is in a layer."""
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert top == ["__init__.py", "__main__.py", "cli.py"]
+    assert top == ["__init__.py", "__main__.py", "cli.py", "metrics.py"]
+    tree = ast.parse((PACKAGE / "metrics.py").read_text())
+    defined = [
+        node.__class__.__name__
+        for node in tree.body
+        if not isinstance(node, ast.ImportFrom | ast.Assign | ast.Expr)
+    ]
+    assert not defined, f"metrics.py defines code ({defined}); put it in eval/ and re-export it"
+    assert all(crosses(name, "eval") for name in imported_modules(PACKAGE / "metrics.py")), (
+        "metrics.py re-exports from eval only"
+    )

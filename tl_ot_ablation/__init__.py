@@ -3,9 +3,11 @@
 Three layers (``docs/architecture.md``): ``core`` (``GaussianStats``, ``GaussianOTMap``, the
 baselines: pure tensors in and out), ``lens`` (``collect_*``, ``fit_*``, ``InterventionSet``,
 ``generate``: TransformerLens 4.x bridges) and ``eval`` (``judge``, ``compare``, ``sweep``,
-reports). See the README for the formula and a quickstart.
+reports); ``metrics`` gathers the measurements (``tlo.metrics.judge``, ``kl_divergence``, ...).
+See the README for the formula and a quickstart.
 """
 
+from . import metrics
 from .core.baselines import ActAdd, DirectionAblation, PerNeuronOT
 from .core.distributed import all_reduce_stats
 from .core.ot_map import GaussianOTMap, MeanShift, OTDiagnostics
@@ -52,6 +54,7 @@ __all__ = [
     "load",
     "load_model",
     "load_prompts",
+    "metrics",
     "post_instruction_length",
     "save",
     "select_layers",

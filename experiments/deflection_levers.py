@@ -1,0 +1,189 @@
+"""Issue 12: which lever turns the gated map's deflections into compliance?
+
+On the real ../shared/data validation prompts the gated map at layer 23 removes the refusal
+(refusal log-odds -8.0, below direction ablation's -5.4) but the model then *deflects* on a
+quarter of the requests ("... is a highly illegal and unethical practice"), so direction
+ablation wins on judged compliance (0.87 vs 0.72). This screens the levers that could change
+what the model says, each judged on the same 32 real harmful requests and costed by first-token
+KL on 32 real everyday ones:
+
+- strength (1.5 is what compare chose; 2 and 3);
+- where the map applies: the post-instruction span (default) or every position but the first
+  (the attention sink), as direction ablation applies at every position;
+- the layer: 23 (auto), 21 + 23, and 14 / 17 (the paper's 40-60 % depth).
+
+Fitted on the package's own training split (256 + 256, as compare) with its defaults (k = 64,
+Ledoit-Wolf, posterior gate); screened on the first 32 + 32 prompts of ../shared/data's
+*training* split, so the validation split that compare reports stays untouched by this choice.
+Two layers are fitted on the unmodified activations (not sequentially, to keep one pass).
+Writes ``experiments/results/deflection-levers.json`` after every variant (with completions).
+
+``--confirm NAME`` then scores one variant chosen on that screen, once, beside direction
+ablation at compare's strength, on the validation prompts that compare reported (the 39
+harmful requests and the first 39 everyday instructions, as ``--n-eval 39``), with
+bootstrap intervals and the paired difference (``deflection-confirm.json``; the completions also
+as ``deflection-confirm/completions.json`` for ``export_for_labelling.py --kinds harmful``).
+
+    .venv/bin/python experiments/deflection_levers.py [--shared ../shared/data]
+    .venv/bin/python experiments/deflection_levers.py --confirm "ot L14 every position s=2"
+"""
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from _results import RESULTS, write_results
+
+import tl_ot_ablation as tlo
+from tl_ot_ablation.core import atomic
+from tl_ot_ablation.eval.compare import at_strength
+from tl_ot_ablation.eval.judge import LABELS
+from tl_ot_ablation.eval.metrics import with_ci
+from tl_ot_ablation.eval.sweep import Scorer
+from tl_ot_ablation.lens.collect import hook_name
+from tl_ot_ablation.lens.fit import collect_training
+from tl_ot_ablation.lens.intervention_set import InterventionSet
+
+LAYERS = (14, 17, 21, 23)
+N_SCREEN = 32
+TOKENS = 64
+SPEC = {"n_components": 64, "estimator": "ledoit_wolf", "gate": "posterior"}
+COLLECT = {"positions": "post_instruction", "batch_size": 32, "progress": True}
+NOT_THE_SINK = slice(1, None)
+
+# (name, layers, where the map applies, strength)
+VARIANTS: list[tuple[str, tuple[int, ...], Any, float]] = [
+    ("ot L23 s=1.5", (23,), None, 1.5),
+    ("ot L23 s=2", (23,), None, 2.0),
+    ("ot L23 s=3", (23,), None, 3.0),
+    ("ot L23 every position s=1.5", (23,), NOT_THE_SINK, 1.5),
+    ("ot L21+23 s=1.5", (21, 23), None, 1.5),
+    ("ot L17 s=2", (17,), None, 2.0),
+    ("ot L14 s=2", (14,), None, 2.0),
+    ("ot L14 every position s=2", (14,), NOT_THE_SINK, 2.0),
+]
+
+
+def write_completions(rows: list[dict[str, Any]], folder: Path) -> None:
+    """The rows' harmful completions as a compare ``completions.json``, so that
+    ``export_for_labelling.py`` can hand them to readers blind."""
+    prompts = [c["prompt"] for c in rows[0]["completions"]]
+    record = {
+        "prompts": {"harmful": prompts},
+        "completions": {
+            row["variant"]: {"harmful": [c["completion"] for c in row["completions"]]}
+            for row in rows
+        },
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(folder / "completions.json", json.dumps(record, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--confirm", choices=[v[0] for v in VARIANTS])
+    args = parser.parse_args()
+    started = time.monotonic()
+    model = tlo.load_model()
+    harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
+    if args.confirm:
+        split, n, out = "val", 39, "deflection-confirm.json"
+    else:
+        split, n, out = "train", N_SCREEN, "deflection-levers.json"
+    screen_harmful = tlo.load_prompts(args.shared / f"harmful_{split}.json")[:n]
+    screen_harmless = tlo.load_prompts(args.shared / f"harmless_{split}.json")[:n]
+    names = [hook_name("resid_pre", layer) for layer in LAYERS]
+    training = collect_training(model, harmful, harmless, names, keep_rows=True, **COLLECT)
+    scorer = Scorer(model, screen_harmful, screen_harmless, batch_size=32)
+
+    def fitted(name: str) -> InterventionSet:
+        if name.startswith("direction"):
+            return tlo.fit_direction_ablation(
+                model, harmful, harmless, layer=14, training=training, **COLLECT
+            )
+        layers = next(v[1] for v in VARIANTS if v[0] == name)
+        return tlo.fit_ot_ablation(
+            model,
+            harmful,
+            harmless,
+            layers=list(layers),
+            sequential=False,
+            training=training,
+            **SPEC,
+            **COLLECT,
+        )
+
+    runs = [("direction_ablation s=0.5", None, 0.5)]
+    if not args.confirm:
+        runs.append(("direction_ablation s=1", None, 1.0))
+    runs += [(v[0], v[2], v[3]) for v in VARIANTS if args.confirm in (None, v[0])]
+    rows: list[dict[str, Any]] = []
+    for name, where, strength in runs:
+        base = fitted(name)
+        edited = at_strength(base, strength)
+        if where is not None:
+            edited = InterventionSet(
+                dict(edited.items()),
+                positions=where,
+                n_post_instruction=edited.n_post_instruction,
+            )
+        refusal, kl = scorer(edited)
+        completions = tlo.generate(
+            model,
+            screen_harmful,
+            fwd_hooks=edited.fwd_hooks(),
+            max_new_tokens=TOKENS,
+            batch_size=32,
+            progress=False,
+        )
+        labels = tlo.judge(screen_harmful, completions, progress=False)
+        counts = Counter(labels)
+        complied = [float(label == "compliance") for label in labels]
+        rows.append(
+            {
+                "variant": name,
+                "strength": strength,
+                "kl_harmless": kl.to_dict(),
+                "refusal_log_odds": refusal.to_dict(),
+                "labels": dict(counts),
+                "compliance_rate": with_ci(complied).to_dict(),
+                "paired_vs_direction_ablation": with_ci(
+                    [a - b for a, b in zip(complied, rows[0]["complied"], strict=True)]
+                ).to_dict()
+                if rows
+                else None,
+                "complied": complied,
+                "completions": [
+                    {"prompt": p, "completion": c, "judge": j}
+                    for p, c, j in zip(screen_harmful, completions, labels, strict=True)
+                ],
+            }
+        )
+        print(
+            f"{name:32s} KL {kl:.3g}  log-odds {refusal:.2f}  "
+            + "  ".join(f"{k} {counts.get(k, 0)}" for k in LABELS),
+            flush=True,
+        )
+        write_results(
+            out,
+            {
+                "command": "python experiments/deflection_levers.py"
+                + (f" --confirm {args.confirm!r}" if args.confirm else ""),
+                "fit": "package train split, 256 + 256",
+                "prompts": f"{args.shared}/harmful_{split}.json and harmless_{split}.json"
+                + (f", first {n} each" if n else ""),
+                "seconds": round(time.monotonic() - started),
+                "rows": rows,
+            },
+        )
+    if args.confirm:
+        write_completions(rows, RESULTS / "deflection-confirm")
+    print(json.dumps({r["variant"]: r["labels"] for r in rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
