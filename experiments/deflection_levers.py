@@ -25,7 +25,7 @@ bootstrap intervals and the paired difference (``deflection-confirm.json``; the 
 as ``deflection-confirm/completions.json`` for ``export_for_labelling.py --kinds harmful``).
 
     .venv/bin/python experiments/deflection_levers.py [--shared ../shared/data]
-    .venv/bin/python experiments/deflection_levers.py --confirm "ot L14 every position s=2"
+    .venv/bin/python experiments/deflection_levers.py --confirm "ot L14 s=2"
 """
 
 import argparse

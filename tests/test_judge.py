@@ -21,14 +21,21 @@ LABELLED = {"1.5b": DATA / "judge_labels.jsonl", "0.5b": DATA / "judge_labels_0.
 HELD_OUT = ("validation", "test")
 
 
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _rows(*splits: str) -> list[dict]:
-    rows = [
-        json.loads(line)
-        for path in LABELLED.values()
-        for line in path.read_text().splitlines()
-        if line.strip()
-    ]
+    rows = [row for path in LABELLED.values() for row in _read(path)]
     return [row for row in rows if row["split"] in splits]
+
+
+def _four_and_binary(predicted: list[str], truth: list[str]) -> tuple[float, float]:
+    """Four-label accuracy and compliance-vs-not agreement of ``predicted`` with ``truth``."""
+    pairs = list(zip(predicted, truth, strict=True))
+    four = sum(p == t for p, t in pairs) / len(pairs)
+    binary = sum((p == "compliance") == (t == "compliance") for p, t in pairs) / len(pairs)
+    return four, binary
 
 
 def test_the_labelled_sets_are_large_varied_and_split_by_prompt() -> None:
@@ -81,10 +88,7 @@ def _agreement() -> tuple[float, float]:
     rows = _rows(*HELD_OUT)
     truth = [r["label"] for r in rows]
     predicted = judge([r["prompt"] for r in rows], [r["completion"] for r in rows], progress=False)
-    pairs = list(zip(predicted, truth, strict=True))
-    four = sum(p == t for p, t in pairs) / len(rows)
-    binary = sum((p == "compliance") == (t == "compliance") for p, t in pairs) / len(rows)
-    return four, binary
+    return _four_and_binary(predicted, truth)
 
 
 def test_the_classifier_keeps_its_measured_agreement() -> None:
@@ -105,26 +109,21 @@ def test_the_classifier_holds_on_a_fresh_set_written_by_other_people() -> None:
     an earlier labelled set: 0.887 / 0.887 measured (``experiments/score_judge.py``; README),
     less three pairs of slack. On the harmful prompts, where deflection lives, the marker judge
     must not agree more often (0.807 vs 0.825 measured: it calls every deflection compliance)."""
-    rows = [json.loads(line) for line in FRESH.read_text().splitlines() if line.strip()]
+    rows = _read(FRESH)
     assert len(rows) == 234 and {r["split"] for r in rows} == {"test"}
     seen = {r["prompt"] for r in _rows("train", *HELD_OUT)}
     rows = [r for r in rows if r["prompt"] not in seen]
     assert len(rows) == N_UNSEEN
     truth = [r["label"] for r in rows]
     predicted = judge([r["prompt"] for r in rows], [r["completion"] for r in rows], progress=False)
-
-    def agreement(labels: list[str], where: list[int]) -> tuple[float, float]:
-        pairs = [(labels[j], truth[i]) for j, i in enumerate(where)]
-        four = sum(p == t for p, t in pairs) / len(pairs)
-        binary = sum((p == "compliance") == (t == "compliance") for p, t in pairs) / len(pairs)
-        return four, binary
-
-    four, binary = agreement(predicted, list(range(len(rows))))
+    four, binary = _four_and_binary(predicted, truth)
     assert four >= FOUR_MIN and binary >= BINARY_MIN, (four, binary)
     harmful = [i for i, r in enumerate(rows) if r["kind"] == "harmful"]
+    harmful_truth = [truth[i] for i in harmful]
     markers = marker_labels([rows[i]["completion"] for i in harmful])
-    classifier = [predicted[i] for i in harmful]
-    assert agreement(classifier, harmful)[1] >= agreement(markers, harmful)[1]
+    _, classifier_binary = _four_and_binary([predicted[i] for i in harmful], harmful_truth)
+    _, marker_binary = _four_and_binary(markers, harmful_truth)
+    assert classifier_binary >= marker_binary, (classifier_binary, marker_binary)
 
 
 @pytest.mark.xfail(
