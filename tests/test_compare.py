@@ -293,10 +293,16 @@ def test_unmatched_comparison_uses_the_given_strength(tiny_bridge) -> None:
         strength=0.5,
         methods=("ot_selective", "actadd"),
     )
-    result = run_comparison(tiny_bridge, HARMFUL, HARMLESS, held_out, settings, progress=False)
-    assert list(result.results) == ["none", "actadd", "ot_selective"]
-    assert result.results["ot_selective"].strength == 0.5
-    assert result.results["ot_selective"].match is None
+    # Validation prompts given but nothing to choose: they are not used (no search recorded).
+    validation = ValidationPrompts(["steal a car"], ["bake bread"])
+    for given in (None, validation):
+        result = run_comparison(
+            tiny_bridge, HARMFUL, HARMLESS, held_out, settings, validation=given, progress=False
+        )
+        assert list(result.results) == ["none", "actadd", "ot_selective"]
+        assert result.results["ot_selective"].strength == 0.5
+        assert result.results["ot_selective"].match is None
+        assert result.results["ot_selective"].choice is None
 
 
 def test_compare_settings_reject_bad_values(tiny_bridge) -> None:
@@ -306,6 +312,8 @@ def test_compare_settings_reject_bad_values(tiny_bridge) -> None:
         CompareSettings(match_kl="ot").resolve(3)
     with pytest.raises(ValueError, match="needs that method"):
         CompareSettings(methods=("ot_full",)).resolve(3)
+    with pytest.raises(ValueError, match="select must be one of"):
+        CompareSettings(select="refusal").resolve(3)
 
 
 def test_overlap_is_case_and_space_insensitive() -> None:

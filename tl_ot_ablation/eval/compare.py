@@ -533,7 +533,11 @@ def run_comparison(
     )
     none.seconds = {"evaluate": round(time.perf_counter() - start, 2)}
     results = {"none": none}
-    checked = None if validation is None else _validation_reference(model, validation, settings)
+    checked = (
+        _validation_reference(model, validation, settings)
+        if validation is not None and _needs_validation(settings)
+        else None
+    )
     if checked is not None and settings.select == "compliance":
         labels = _judged_completions(model, None, checked.prompts.harmful, settings)
         anchor = StrengthPoint.judged(0.0, 0.0, labels)

@@ -21,7 +21,7 @@ from ..lens.fit import RECOMMENDED_MAP, MapSpec
 from .judge import JUDGES
 from .methods import COMPARED, HEADLINE, METHODS, SWEPT, check_method
 from .selection import LayerSpec, check_layer_spec, middle_layer
-from .strength import RULES, check_fractions
+from .strength import check_fractions, check_rule
 
 PRESETS = ("default", "quick")
 S = TypeVar("S", bound="JobSettings")
@@ -252,8 +252,7 @@ class CompareSettings(JobSettings):
             raise ValueError(f"max_strength must be a number >= 1, got {self.max_strength!r}")
         for name in ("max_new_tokens", "judge_tokens", "n_eval", "n_validation", "n_texts"):
             _positive_int(getattr(self, name), name)
-        if self.select not in RULES:
-            raise ValueError(f"select must be one of {RULES}, got {self.select!r}")
+        check_rule(self.select, "select")
         check_fractions(self.strength_fractions)
         if not (isinstance(self.n_questions, int) and self.n_questions >= 0):
             raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")

@@ -85,6 +85,13 @@ class StrengthChoice:
         )
 
 
+def check_rule(rule: object, name: str = "rule") -> None:
+    """Raise unless ``rule`` names a way of choosing a strength (``RULES``); ``name`` is the
+    argument's name in the caller's API (``select`` in ``CompareSettings``)."""
+    if rule not in RULES:
+        raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
+
+
 def check_fractions(fractions: Sequence[float]) -> None:
     """Raise unless ``fractions`` is a non-empty sequence of numbers in (0, 1]."""
     if not fractions or not all(
@@ -125,8 +132,7 @@ def choose_strength(
         max_strength: Upper end of the KL search.
         steps: Refinement steps of the KL search.
     """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    check_rule(rule)
     check_fractions(fractions)
     kls: dict[float, float] = {}
 
