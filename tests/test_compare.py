@@ -370,7 +370,7 @@ def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
 def test_layer_settings_are_checked(tiny_bridge) -> None:
     assert CompareSettings(layers="middle").resolve(4).layers == [2]
     assert CompareSettings().resolve(4).layers == "auto"
-    with pytest.raises(ValueError, match="'auto' or 'middle'"):
+    with pytest.raises(ValueError, match="'auto', 'middle' or 'judged'"):
         CompareSettings(layers="deepest").resolve(4)
     with pytest.raises(ValueError, match="layers is empty"):
         CompareSettings(layers=[]).resolve(4)

@@ -80,7 +80,17 @@ def _layers(value: str) -> list[int]:
 
 def _selective_layers(value: str) -> list[int] | str:
     """``"auto"``, ``"middle"`` or a layer list (see ``_layers``)."""
+    if value == "judged":
+        raise argparse.ArgumentTypeError(
+            "'judged' is chosen by compare on its validation prompts; here give 'auto', "
+            "'middle' or layers like 14, 11,14 or 10-15"
+        )
     return value if value in ("auto", "middle") else _layers(value)
+
+
+def _compare_layers(value: str) -> list[int] | str:
+    """``compare`` also takes ``"judged"`` (chosen on its validation prompts)."""
+    return value if value == "judged" else _selective_layers(value)
 
 
 def _sweep_kl_budget(value: str) -> str | float:
@@ -182,10 +192,13 @@ def _add_compare(commands: Any) -> None:
     group = compare.add_argument_group("methods")
     group.add_argument(
         "--layers",
-        type=_selective_layers,
+        type=_compare_layers,
         default="auto",
         help="selective layers: 'auto' (default: the layer where harmful and harmless training "
-        "activations are furthest apart, by W2² / variance), 'middle', or e.g. 14, 11,14, 10-15",
+        "activations are furthest apart, by W2² / variance), 'middle', 'judged' (of the layers "
+        "at 40/50/60%% depth and the auto pick, the one whose ot_selective map the judge finds "
+        "most compliant on the validation prompts; a generation pass per layer), or e.g. 14, "
+        "11,14, 10-15",
     )
     group.add_argument("--direction-layer", type=int, help="layer of the refusal direction")
     group.add_argument("--strength", type=float, default=1.0, help="used with --match-kl none")

@@ -55,7 +55,7 @@ from .metrics import (
     with_ci,
 )
 from .record import CompareRecord, MethodRecord, PromptsRecord
-from .selection import LayerChoice, resolve_layers
+from .selection import LayerChoice, best_trial, judged_candidates, resolve_layers, w2_by_layer
 from .settings import CompareSettings
 from .strength import StrengthChoice, StrengthPoint, choose_strength
 
@@ -121,6 +121,7 @@ class Comparison:
     stats: Any = None
     w2_by_layer: list[dict[str, int | float]] | None = None
     layer_choice: str = "given"
+    layer_trials: list[dict[str, Any]] | None = None
 
 
 def at_strength(interventions: InterventionSet, strength: float) -> InterventionSet:
@@ -475,8 +476,71 @@ def _budget(
 
 
 def _needs_validation(settings: CompareSettings) -> bool:
-    """Whether strengths are chosen (a KL budget, or judged compliance) rather than fixed."""
-    return settings.match_kl is not None or settings.select == "compliance"
+    """Whether strengths (a KL budget, or judged compliance) or the layer are chosen on the
+    validation prompts rather than fixed."""
+    return (
+        settings.match_kl is not None
+        or settings.select == "compliance"
+        or settings.layers == "judged"
+    )
+
+
+def _fixed_budget(settings: CompareSettings) -> float | None:
+    """The KL budget when ``match_kl`` is a number (``None``: none, or set by a method)."""
+    return None if isinstance(settings.match_kl, str | None) else float(settings.match_kl)
+
+
+def judge_layers(
+    model: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    settings: CompareSettings,
+    training: TrainingActivations,
+    validation: _Validation,
+    *,
+    progress: bool = True,
+) -> tuple[CompareSettings, LayerChoice, float | None]:
+    """``layers="judged"``: the layer where ``settings.judged_method``, at its KL ceiling within
+    the budget, makes the model comply most often on the validation harmful prompts.
+
+    Each of ``selection.judged_candidates`` is tried with the method fitted there alone (one KL
+    search and one judged generation pass per layer); ``selection.best_trial`` picks. Returns the
+    settings with that layer, the choice with every trial, and the KL budget (measured here when
+    direction ablation sets it, so that it is not measured again)."""
+    n_layers = model.cfg.n_layers
+    w2 = w2_by_layer(training.stats, n_layers, n_components=settings.n_components, reg=settings.reg)
+    candidates = judged_candidates(n_layers, w2)
+    assert settings.direction_layer is not None and settings.judged_method is not None
+
+    def context(layers: list[int]) -> FitContext:
+        return FitContext(
+            model,
+            harmful,
+            harmless,
+            layers,
+            settings.direction_layer,  # type: ignore[arg-type]
+            settings.map_spec(),
+            settings.collect(progress=False),
+            settings.sequential,
+            training,
+        )
+
+    budget = _fixed_budget(settings)
+    if settings.match_kl == "direction_ablation":
+        direction = fit_method("direction_ablation", context(candidates))
+        budget = _budget(model, direction, validation, settings)
+    at_ceiling = dataclasses.replace(settings, select="compliance", strength_fractions=(1.0,))
+    trials: list[dict[str, Any]] = []
+    for layer in candidates:
+        log(f"layer {layer}: {settings.judged_method} judged on the validation prompts", progress)
+        fitted = fit_method(settings.judged_method, context([layer]))
+        _, choice = chosen_strength(model, fitted, budget, validation, at_ceiling)
+        unusable = StrengthPoint(choice.strength, 0.0)  # a ceiling of 0: nothing to judge
+        point = next((p for p in choice.points if p.strength == choice.strength), unusable)
+        trials.append({"layer": layer, **dataclasses.asdict(point)})
+    best = int(best_trial(trials)["layer"])
+    chosen = dataclasses.replace(settings, layers=[best])
+    return chosen, LayerChoice([best], "judged", w2, trials), budget
 
 
 def run_comparison(
@@ -510,7 +574,19 @@ def run_comparison(
     training = collect_training_activations(
         model, train_harmful, train_harmless, settings, progress=progress
     )
-    settings, choice = choose_layers(settings, training, n_layers)
+    checked = (
+        _validation_reference(model, validation, settings)
+        if validation is not None and _needs_validation(settings)
+        else None
+    )
+    budget = _fixed_budget(settings)
+    if settings.layers == "judged":
+        assert checked is not None
+        settings, choice, budget = judge_layers(
+            model, train_harmful, train_harmless, settings, training, checked, progress=progress
+        )
+    else:
+        settings, choice = choose_layers(settings, training, n_layers)
     log(f"selective layers ({choice.how}): {settings.layers}", progress)
     fitted, _ = fit_methods(
         model, train_harmful, train_harmless, settings, training=training, progress=progress
@@ -533,22 +609,16 @@ def run_comparison(
     )
     none.seconds = {"evaluate": round(time.perf_counter() - start, 2)}
     results = {"none": none}
-    checked = (
-        _validation_reference(model, validation, settings)
-        if validation is not None and _needs_validation(settings)
-        else None
-    )
     if checked is not None and settings.select == "compliance":
         labels = _judged_completions(model, None, checked.prompts.harmful, settings)
         anchor = StrengthPoint.judged(0.0, 0.0, labels)
         none.choice = StrengthChoice(0.0, "unmodified", 0.0, None, [anchor])
-    budget = None if isinstance(settings.match_kl, str | None) else float(settings.match_kl)
     for name, interventions in fitted.items():
         start = time.perf_counter()
         sets_budget = name == "direction_ablation" and settings.match_kl == "direction_ablation"
         strength_choice = None
         if checked is not None:
-            if sets_budget:  # its own validation KL at strength 1 is everyone's budget
+            if sets_budget and budget is None:  # its validation KL at 1 is everyone's budget
                 budget = _budget(model, interventions, checked, settings)
             log(f"{name}: choosing its strength on the validation prompts", progress)
             interventions, strength_choice = chosen_strength(
@@ -585,7 +655,9 @@ def run_comparison(
             "evaluate": round(time.perf_counter() - searched, 2),
         }
         results[name] = result
-    return Comparison(results, fitted, settings, training.stats, choice.w2, choice.how)
+    return Comparison(
+        results, fitted, settings, training.stats, choice.w2, choice.how, choice.trials
+    )
 
 
 def overlap(train: Sequence[str], held_out: Sequence[str]) -> list[str]:
@@ -644,6 +716,7 @@ def comparison_record(
         methods={name: result.to_record() for name, result in comparison.results.items()},
         layer_choice=comparison.layer_choice,
         w2_by_layer=comparison.w2_by_layer,
+        layer_trials=comparison.layer_trials,
         command=command,
         preset=preset,
     )

@@ -181,6 +181,8 @@ class CompareRecord:
     methods: dict[str, MethodRecord]
     layer_choice: str = "given"
     w2_by_layer: list[dict[str, int | float]] | None = None
+    layer_trials: list[dict[str, Any]] | None = None
+    """Under ``layers="judged"``: each candidate layer's KL ceiling and judged shares."""
     command: str | None = None
     preset: str | None = None
 
@@ -199,6 +201,7 @@ class CompareRecord:
             "methods": {name: method.to_json() for name, method in self.methods.items()},
             "layer_choice": self.layer_choice,
             "w2_by_layer": self.w2_by_layer,
+            "layer_trials": self.layer_trials,
             "command": self.command,
             "preset": self.preset,
         }
@@ -226,6 +229,7 @@ class CompareRecord:
             },
             layer_choice=data.get("layer_choice", "given"),
             w2_by_layer=data.get("w2_by_layer"),
+            layer_trials=data.get("layer_trials"),
             command=data.get("command"),
             preset=data.get("preset"),
         )

@@ -17,6 +17,7 @@ from ..core import atomic
 from . import plots
 from .metrics import Estimate, with_ci
 from .record import CompareRecord, MethodRecord, MonitorRecord, SweepRecord
+from .settings import CompareSettings
 
 COMPARE_COLUMNS = (
     ("compliance_rate_harmful", "harmful: complies", ".2f"),
@@ -263,6 +264,35 @@ def write_compare_report(
     return Path(folder)
 
 
+def _layer_trial_lines(record: Mapping[str, Any]) -> list[str]:
+    """Under ``layers="judged"``: what each candidate layer did on the validation prompts."""
+    trials = record.get("layer_trials")
+    if not trials:
+        return []
+    method = CompareSettings.from_json(dict(record["settings"])).judged_method
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    rows = [
+        [
+            str(t["layer"]),
+            f"{t['strength']:.3g}",
+            f"{t['kl']:.3g}",
+            *(share(t[key]) for key in ("compliance", "deflection", "degenerate")),
+        ]
+        for t in trials
+    ]
+    header = ["layer", "strength (KL ceiling)", "validation KL", "complies", "deflects", "degen."]
+    return [
+        f"Layer: each candidate with `{method}` alone at its KL ceiling, judged on the "
+        "validation harmful prompts; the most compliant wins (ties: the lower KL).",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
 def _compare_markdown(
     record: Mapping[str, Any],
     completions: Mapping[str, Mapping[str, Sequence[str]]],
@@ -271,11 +301,10 @@ def _compare_markdown(
 ) -> list[str]:
     settings = record["settings"]
     command = record.get("command")
-    chosen_by = (
-        " (chosen from the training statistics: largest W2² / variance)"
-        if record.get("layer_choice") == "w2_relative"
-        else ""
-    )
+    chosen_by = {
+        "w2_relative": " (chosen from the training statistics: largest W2² / variance)",
+        "judged": " (chosen by judged compliance on the validation prompts, below)",
+    }.get(record.get("layer_choice", "given"), "")
     lines = [
         f"# Refusal interventions compared on `{record['model']}`",
         "",
@@ -317,6 +346,7 @@ def _compare_markdown(
             "(`selection` in results.json; the frontier plot shows every strength tried).",
             "",
         ]
+    lines += _layer_trial_lines(record)
     if record["prompts"].get("validation_overlap"):
         lines += [
             f"**WARNING: {record['prompts']['validation_overlap']} validation prompts also "

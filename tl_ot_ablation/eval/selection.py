@@ -14,6 +14,13 @@ and harmless Gaussians (W2² over the classes' mean total variance): the raw dis
 the residual stream's norm, the ratio says where the two classes are most apart relative to
 their spread. On the embedded model it peaks at layer 23, next to the layer where the sweep over
 held-out prompts found the gated map best (22; README, "Where transport works").
+
+That distance ranks where the classes differ, not where an edit changes what the model *says*:
+on the same model the gated map at layer 23 removes the refusal words but leaves the model
+deflecting, while at 14 or 17 (the paper's 40-60 % depth) it complies as often as direction
+ablation (README, "On real prompts"). So ``compare`` can also choose the layer by what the
+judge reads (``layers="judged"``): ``judged_candidates`` lists the layers it tries,
+``best_trial`` picks among them.
 """
 
 import math
@@ -151,7 +158,34 @@ def layers_by_w2(w2_rows: Sequence[Mapping[str, int | float]], *, count: int = 1
 
 LayerSpec = list[int] | str
 """Layers of a job: a list of block indices, ``"auto"`` (``layers_by_w2`` on the training
-statistics) or ``"middle"`` (``middle_layer``)."""
+statistics), ``"middle"`` (``middle_layer``) or, in ``compare`` only, ``"judged"`` (the candidate
+layer whose map the judge finds most compliant on the validation prompts)."""
+
+JUDGED_DEPTHS = (0.4, 0.5, 0.6)
+"""Relative depths ``layers="judged"`` tries, besides the W2 pick: the paper's range."""
+
+
+def judged_candidates(n_layers: int, w2_rows: Sequence[Mapping[str, int | float]]) -> list[int]:
+    """The layers ``layers="judged"`` tries: those at ``JUDGED_DEPTHS`` of the model's depth and
+    the W2² / variance pick (``layers_by_w2``), distinct, ascending."""
+    at_depth = {min(n_layers - 1, math.floor(depth * n_layers + 0.5)) for depth in JUDGED_DEPTHS}
+    return sorted(at_depth | set(layers_by_w2(w2_rows)))
+
+
+def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The trial (``{"layer", "kl", "compliance", ...}``) with the highest judged compliance;
+    ties go to the lower KL, then the earlier layer. A trial that could not be judged (its KL
+    ceiling was 0: ``compliance`` is ``None``) loses to any judged one."""
+    if not trials:
+        raise ValueError("no layer trials to choose from")
+    return min(
+        trials,
+        key=lambda t: (
+            1.0 if t["compliance"] is None else -t["compliance"],
+            t["kl"],
+            t["layer"],
+        ),
+    )
 
 
 def middle_layer(n_layers: int) -> int:
@@ -159,15 +193,22 @@ def middle_layer(n_layers: int) -> int:
     return n_layers // 2
 
 
-def check_layer_spec(layers: object) -> None:
-    """Raise unless ``layers`` is a valid ``LayerSpec`` (indices are checked against a model
-    later, by ``resolve_layers``)."""
+def check_layer_spec(layers: object, *, judged: bool = False) -> None:
+    """Raise unless ``layers`` is a valid ``LayerSpec`` (``"judged"`` only where ``judged``;
+    indices are checked against a model later, by ``resolve_layers``)."""
+    names = ("auto", "middle", "judged") if judged else ("auto", "middle")
+    allowed = "a list, 'auto', 'middle' or 'judged'" if judged else "a list, 'auto' or 'middle'"
     if isinstance(layers, str):
-        if layers not in ("auto", "middle"):
-            raise ValueError(f"layers must be a list, 'auto' or 'middle', got {layers!r}")
+        if layers == "judged" and not judged:
+            raise ValueError(
+                "layers='judged' is chosen by compare on its validation prompts; here pass a "
+                "list, 'auto' or 'middle'"
+            )
+        if layers not in names:
+            raise ValueError(f"layers must be {allowed}, got {layers!r}")
         return
     if not isinstance(layers, list | tuple):
-        raise ValueError(f"layers must be a list, 'auto' or 'middle', got {layers!r}")
+        raise ValueError(f"layers must be {allowed}, got {layers!r}")
     if not layers:
         raise ValueError("layers is empty; name at least one layer, or 'auto'")
     bad = [layer for layer in layers if not (isinstance(layer, int) and layer >= 0)]
@@ -177,12 +218,13 @@ def check_layer_spec(layers: object) -> None:
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """Concrete layers and how they were chosen ("w2_relative", "middle" or "given"), with the
-    W2 table when one was computed."""
+    """Concrete layers and how they were chosen ("w2_relative", "middle", "given" or "judged"),
+    with the W2 table when one was computed and, when judged, every layer tried."""
 
     layers: list[int]
     how: str
     w2: list[dict[str, int | float]] | None = None
+    trials: list[dict[str, Any]] | None = None
 
 
 def resolve_layers(

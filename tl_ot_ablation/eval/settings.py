@@ -173,7 +173,10 @@ class CompareSettings(JobSettings):
     Attributes:
         layers: Layers of the selective methods (ActAdd, mean shift, per-neuron OT,
             ``ot_selective``): a list, ``"auto"`` (default: where harmful and harmless training
-            activations are furthest apart by W2² / variance) or ``"middle"``.
+            activations are furthest apart by W2² / variance), ``"middle"``, or ``"judged"``:
+            of the layers at 40 / 50 / 60 % depth and the W2 pick, the one where the first
+            selective method (``ot_selective`` when run), at its KL ceiling, gets the most
+            judged compliance on the validation harmful prompts (one generation pass each).
         direction_layer: Layer whose mean difference gives the refusal direction (default:
             the middle layer).
         strength: Strength of every method when ``match_kl`` is ``None``.
@@ -244,7 +247,12 @@ class CompareSettings(JobSettings):
             _positive_number(self.match_kl, "match_kl")
         if self.match_kl == "direction_ablation" and "direction_ablation" not in self.methods:
             raise ValueError("match_kl='direction_ablation' needs that method in `methods`")
-        check_layer_spec(self.layers)
+        check_layer_spec(self.layers, judged=True)
+        if self.layers == "judged" and self.judged_method is None:
+            raise ValueError(
+                "layers='judged' chooses the layer of a selective method; add one to `methods` "
+                "(e.g. ot_selective), or give the layers"
+            )
         _check_direction_layer(self.direction_layer)
         if not (isinstance(self.strength, int | float) and self.strength >= 0):
             raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
@@ -265,6 +273,15 @@ class CompareSettings(JobSettings):
 
     def check_layers(self, n_layers: int) -> None:
         self.resolve(n_layers)
+
+    @property
+    def judged_method(self) -> str | None:
+        """The method whose judged compliance picks the layer under ``layers="judged"``:
+        ``ot_selective`` when run, else the first selective method (``None``: none runs)."""
+        selective = [m for m in self.methods if METHODS[m].selective]
+        if "ot_selective" in selective:
+            return "ot_selective"
+        return selective[0] if selective else None
 
     def resolve(self, n_layers: int) -> "CompareSettings":
         """A copy with "none" first, the methods in report order, ``"middle"`` and the
