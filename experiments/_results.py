@@ -4,13 +4,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tl_ot_ablation.core import atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_results(name: str, record: dict[str, Any]) -> Path:
-    """Write ``record`` to ``results/name`` and say so."""
+    """Write ``record`` to ``results/name`` (atomically: a stopped run keeps the last complete
+    record) and say so."""
     out = RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    atomic.write_text(out, json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")
     return out

@@ -16,10 +16,10 @@ their spread. On the embedded model it peaks at layer 23, next to the layer wher
 held-out prompts found the gated map best (22; README, "Where transport works").
 
 That distance ranks where the classes differ, not where an edit changes what the model *says*:
-on the same model the gated map at layer 23 removes the refusal words but leaves the model
-deflecting, while at 14 or 17 (the paper's 40-60 % depth) it complies as often as direction
-ablation (README, "On real prompts"). So ``compare`` can also choose the layer by what the
-judge reads (``layers="judged"``): ``judged_candidates`` lists the layers it tries,
+on the same model the gated map at layer 23 removes the refusal words best but leaves the model
+deflecting on a quarter of real requests, and the judged compliance of the layers does not
+follow the W2 ranking (README, "On real prompts"). So ``compare`` can also choose the layer by
+what the judge reads (``layers="judged"``): ``judged_candidates`` lists the layers it tries,
 ``best_trial`` picks among them.
 """
 
