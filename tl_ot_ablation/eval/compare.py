@@ -510,7 +510,9 @@ def judge_layers(
     n_layers = model.cfg.n_layers
     w2 = w2_by_layer(training.stats, n_layers, n_components=settings.n_components, reg=settings.reg)
     candidates = judged_candidates(n_layers, w2)
-    assert settings.direction_layer is not None and settings.judged_method is not None
+    direction_layer, method = settings.direction_layer, settings.judged_method
+    if direction_layer is None or method is None:
+        raise ValueError("judge_layers needs resolved settings with a selective method")
 
     def context(layers: list[int]) -> FitContext:
         return FitContext(
@@ -518,7 +520,7 @@ def judge_layers(
             harmful,
             harmless,
             layers,
-            settings.direction_layer,  # type: ignore[arg-type]
+            direction_layer,
             settings.map_spec(),
             settings.collect(progress=False),
             settings.sequential,
@@ -532,8 +534,8 @@ def judge_layers(
     at_ceiling = dataclasses.replace(settings, select="compliance", strength_fractions=(1.0,))
     trials: list[dict[str, Any]] = []
     for layer in candidates:
-        log(f"layer {layer}: {settings.judged_method} judged on the validation prompts", progress)
-        fitted = fit_method(settings.judged_method, context([layer]))
+        log(f"layer {layer}: {method} judged on the validation prompts", progress)
+        fitted = fit_method(method, context([layer]))
         _, choice = chosen_strength(model, fitted, budget, validation, at_ceiling)
         unusable = StrengthPoint(choice.strength, 0.0)  # a ceiling of 0: nothing to judge
         point = next((p for p in choice.points if p.strength == choice.strength), unusable)
