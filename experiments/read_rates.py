@@ -3,11 +3,12 @@
 ``export_for_labelling.py`` hands a run's completions to readers blind and shuffled; this puts
 their labels back per method: label counts, the read compliance rate with its bootstrap interval,
 each method's paired difference from ``--baseline`` over the same prompts, and, when the run
-recorded the shipped judge's labels (``deflection_levers.py`` does), how often the judge agreed.
+recorded the shipped judge's labels (``deflection_levers.py`` does), how the judge scored against
+the reading (``train_judge.scores``: accuracy, compliance agreement, confusion matrix).
 Writes ``experiments/results/<NAME>.json``.
 
-    .venv/bin/python experiments/read_rates.py /tmp/confirm-read/items.json \
-        /tmp/confirm-read/labels-*.jsonl --baseline "direction_ablation s=0.5" \
+    .venv/bin/python experiments/read_rates.py experiments/results/deflection-confirm/items.json \
+        experiments/results/deflection-confirm/labels.jsonl --baseline "direction_ablation s=0.5" \
         --judged experiments/results/deflection-confirm.json --name deflection-confirm-read
 """
 
@@ -17,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from _results import write_results
+from train_judge import scores
 
 from tl_ot_ablation.eval.judge import LABELS
 from tl_ot_ablation.eval.metrics import with_ci
@@ -64,12 +66,8 @@ def main() -> None:
             ).to_dict(),
         }
         if method in judged:
-            agree = [judged[method][p] == labels[p] for p in prompts]
-            agree_binary = [
-                (judged[method][p] == "compliance") == (labels[p] == "compliance") for p in prompts
-            ]
-            methods[method]["judge_agreement"] = sum(agree) / len(agree)
-            methods[method]["judge_agreement_compliance"] = sum(agree_binary) / len(agree_binary)
+            truth = [labels[p] for p in prompts]
+            methods[method]["judge"] = scores(truth, [judged[method][p] for p in prompts])
         print(method, methods[method]["labels"], methods[method]["compliance_rate"])
     write_results(
         f"{args.name}.json",
