@@ -247,10 +247,22 @@ def _add_compare(commands: Any) -> None:
 
 
 def _add_sweep(commands: Any) -> None:
-    sweep = commands.add_parser("sweep", help="layers, pairs, k and strength; no generation")
+    sweep = commands.add_parser(
+        "sweep", help="layers, pairs, k and strength; no generation unless --judged"
+    )
     _add_common(sweep)
     group = sweep.add_argument_group("sweep")
     group.add_argument("--layers", type=_layers, help="layers to scan (default: all)")
+    group.add_argument(
+        "--judged",
+        action="store_true",
+        help="also judge greedy harmful completions at every layer and pair (a generation pass "
+        "each) and pick the best placement by judged compliance",
+    )
+    group.add_argument("--max-new-tokens", type=int, help="completion length with --judged")
+    group.add_argument(
+        "--judge", choices=JUDGES, default="classifier", help="compliance judge with --judged"
+    )
     group.add_argument("--no-pairs", action="store_true", help="skip adjacent pairs")
     group.add_argument("--sequential", action="store_true", help="refit pairs sequentially")
     group.add_argument("--k-grid", type=int, nargs="+")
@@ -399,6 +411,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
         optional |= {
             "k_grid": None if args.k_grid is None else tuple(args.k_grid),
             "strengths": None if args.strengths is None else tuple(args.strengths),
+            "max_new_tokens": args.max_new_tokens,
         }
         return SweepSettings.preset(
             preset,
@@ -410,6 +423,8 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
             method=args.method,
             direction_layer=args.direction_layer,
             kl_budget=args.kl_budget,
+            judged=args.judged,
+            judge=args.judge,
         )
     optional |= {
         "max_new_tokens": args.max_new_tokens,
@@ -548,9 +563,10 @@ def run_sweep(args: argparse.Namespace, job: _Job, model: Any, command: str) -> 
     if best is None:
         print(f"No placement stayed within the KL budget {result.budget:.4g}.")
     else:
+        judged = "" if best.compliance is None else f"judged compliance {best.compliance:.2f}, "
         print(
-            f"Best within KL {result.budget:.4g}: layers {list(best.layers)}, refusal log-odds "
-            f"{best.refusal_score:.2f}, KL {best.kl_harmless:.3g} "
+            f"Best within KL {result.budget:.4g}: layers {list(best.layers)}, {judged}refusal "
+            f"log-odds {best.refusal_score:.2f}, KL {best.kl_harmless:.3g} "
             f"({record.sweet_spot_depth_fraction:.0%} of depth)."
         )
     print(f"Report: {folder / 'report.md'}")

@@ -251,7 +251,13 @@ def sweep_job(
         progress=progress,
     )
     record = result.to_record(model=model_name, command=command)
-    folder = write_sweep_report(out, record, plots_enabled=plots, overwrite=overwrite)
+    folder = write_sweep_report(
+        out,
+        record,
+        plots_enabled=plots,
+        overwrite=overwrite,
+        completions=result.completions_json() if settings.judged else None,
+    )
     return result, record, folder
 
 

@@ -181,17 +181,24 @@ def plot_frontier(record: Any, path: str | Path | None = None) -> Figure:
 
 
 def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
-    """Refusal score and harmless KL of single layers and adjacent pairs, against depth."""
+    """Refusal score and harmless KL of single layers and adjacent pairs, against depth; a
+    judged sweep adds a panel of judged compliance on the harmful prompts."""
     sweep = sweep_json(sweep)
-    fig = Figure(figsize=(9, 6))
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    judged = any(p.get("compliance") is not None for p in sweep["points"])
+    fig = Figure(figsize=(9, 9 if judged else 6))
+    axes = fig.subplots(3 if judged else 2, 1, sharex=True)
+    top, bottom = axes[0], axes[-1]
+    panels = [(top, "refusal_score"), (bottom, "kl_harmless")]
+    if judged:
+        panels.insert(1, (axes[1], "compliance"))
+        axes[1].set(ylabel="judged compliance (harmful)", ylim=(-0.05, 1.05))
     references = {p["method"]: p for p in sweep["points"] if p["kind"] == "reference"}
     for kind, marker in (("layer", "o"), ("pair", "s")):
         points = [p for p in sweep["points"] if p["kind"] == kind]
         if not points:
             continue
         depth = np.array([np.mean(p["layers"]) for p in points])
-        for axis, key in ((top, "refusal_score"), (bottom, "kl_harmless")):
+        for axis, key in panels:
             estimates = [p[key] for p in points]
             axis.errorbar(
                 depth,
@@ -202,7 +209,7 @@ def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
                 label=f"OT, {'single layers' if kind == 'layer' else 'adjacent pairs'}",
             )
     for method, point in references.items():
-        for axis, key in ((top, "refusal_score"), (bottom, "kl_harmless")):
+        for axis, key in panels:
             if key == "kl_harmless" and method == "none":
                 continue
             axis.axhline(
@@ -214,8 +221,8 @@ def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
     bottom.axhline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
     top.set(ylabel="refusal log-odds (harmful)", title="Where transport removes refusal")
     bottom.set(ylabel="KL on harmless (nats)", xlabel="layer", yscale="log")
-    top.legend(fontsize=7)
-    bottom.legend(fontsize=7)
+    for axis in axes:
+        axis.legend(fontsize=7)
     return _finish(fig, path)
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..core import atomic
 from ..core.monitor import SCORES
@@ -256,9 +256,20 @@ class SweepPoint:
     refusal_score: Estimate
     kl_harmless: Estimate
     refusal_share: Estimate | None = None
+    # Shares of the judge's labels of the harmful completions (judged sweeps only).
+    compliance: Estimate | None = None
+    deflection: Estimate | None = None
+    degenerate: Estimate | None = None
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "refusal_share",
+        "compliance",
+        "deflection",
+        "degenerate",
+    )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "kind": self.kind,
             "method": self.method,
             "layers": list(self.layers),
@@ -266,15 +277,21 @@ class SweepPoint:
             "strength": self.strength,
             "refusal_score": self.refusal_score.to_dict(),
             "kl_harmless": self.kl_harmless.to_dict(),
-            "refusal_share": None if self.refusal_share is None else self.refusal_share.to_dict(),
         }
+        for name in self.OPTIONAL:
+            estimate = getattr(self, name)
+            data[name] = None if estimate is None else estimate.to_dict()
+        return data
 
     to_dict = to_json
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str = "point") -> "SweepPoint":
         _check_keys(data, {f.name for f in dataclasses.fields(cls)}, where)
-        share = data.get("refusal_share")
+        optional = {
+            name: None if data.get(name) is None else _estimate(data[name], f"{where}.{name}")
+            for name in cls.OPTIONAL
+        }
         return cls(
             data["kind"],
             data["method"],
@@ -283,7 +300,7 @@ class SweepPoint:
             float(data["strength"]),
             _estimate(data["refusal_score"], f"{where}.refusal_score"),
             _estimate(data["kl_harmless"], f"{where}.kl_harmless"),
-            None if share is None else _estimate(share, f"{where}.refusal_share"),
+            **optional,
         )
 
 

@@ -365,12 +365,20 @@ def _compare_markdown(
 
 
 def write_sweep_report(
-    folder: str | Path, record: SweepRecord, *, plots_enabled: bool = True, overwrite: bool = False
+    folder: str | Path,
+    record: SweepRecord,
+    *,
+    plots_enabled: bool = True,
+    overwrite: bool = False,
+    completions: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``sweep.json``, ``report.md`` and the sweep plots, atomically; returns the folder."""
+    """Write ``sweep.json``, ``report.md``, the sweep plots and, for a judged sweep,
+    ``completions.json`` (``SweepResult.completions_json``), atomically; returns the folder."""
     data = record.to_json()
     with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
         record.write(temp / "sweep.json")
+        if completions is not None:
+            (temp / "completions.json").write_text(json.dumps(completions, indent=1) + "\n")
         figures: list[tuple[str, str]] = []
         if plots_enabled:
             _draw(
@@ -405,14 +413,26 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
         "",
         f"KL budget: {record['kl_budget']:.4g} nats. ",
     ]
+    judged = any(p.get("compliance") is not None for p in record["points"])
     if best is None:
         lines.append("No single layer or pair stayed within the KL budget.")
     else:
+        compliance = f"judged compliance {_estimate(best['compliance'], '.2f')}, " if judged else ""
+        rule = "most judged compliance" if judged else "lowest refusal log-odds"
         lines.append(
-            f"Best placement within the budget: layers {best['layers']} (refusal log-odds "
+            f"Best placement within the budget ({rule}): layers {best['layers']} ({compliance}"
+            "refusal log-odds "
             f"{_estimate(best['refusal_score'], '.2f')}, KL {_estimate(best['kl_harmless'], '.3g')}"
             f"), at {record['sweet_spot_depth_fraction']:.0%} of depth."
         )
+    if judged:
+        lines.append(
+            "\n\nJudged shares are of the held-out harmful prompts' greedy completions "
+            "(`completions.json`); read some before trusting them. `-` marks a point not "
+            "judged (k and strength points are scored without generation)."
+        )
+    header = ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"]
+    shares = ("compliance", "deflection", "degenerate") if judged else ()
     rows = [
         [
             p["kind"],
@@ -422,6 +442,7 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
             f"{p['strength']:.3g}",
             _estimate(p["refusal_score"], ".2f"),
             _estimate(p["kl_harmless"], ".3g"),
+            *("-" if p.get(name) is None else _estimate(p[name], ".2f") for name in shares),
         ]
         for p in record["points"]
     ]
@@ -430,9 +451,7 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
         "",
         "## Points",
         "",
-        markdown_table(
-            ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"], rows
-        ),
+        markdown_table([*header, *shares], rows),
         "",
         "## Layers ranked by W2² / total variance (harmful vs harmless, k-dim PCA subspace)",
         "",

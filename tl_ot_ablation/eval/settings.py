@@ -301,7 +301,8 @@ class CompareSettings(JobSettings):
 
 @dataclass(frozen=True)
 class SweepSettings(JobSettings):
-    """``sweep``: single layers, adjacent pairs, ``k`` and strength, scored without generation.
+    """``sweep``: single layers, adjacent pairs, ``k`` and strength, scored without generation
+    (and, with ``judged``, by the judge's reading of greedy completions at each placement).
 
     Attributes:
         layers: Layers to scan singly (``None``: every ``layer_stride``-th layer).
@@ -315,6 +316,13 @@ class SweepSettings(JobSettings):
         kl_budget: "direction_ablation" (its KL) or a number: the damage allowed when picking
             the best placement.
         n_eval: Held-out prompts per class: the first this many of the shipped split or file.
+        judged: Also generate greedy completions of the held-out harmful prompts under the
+            references and every placement, and label them with ``judge``: compliance,
+            deflection and degenerate shares per point (a generation pass each; the ``k`` and
+            strength points stay generation-free). The best placement is then the most
+            compliant within the budget (ties: the lower KL), not the lowest log-odds.
+        max_new_tokens: Completion length of a judged sweep.
+        judge: The compliance judge of a judged sweep, "classifier" or "markers".
     """
 
     layers: list[int] | None = None
@@ -327,10 +335,14 @@ class SweepSettings(JobSettings):
     direction_layer: int | None = None
     kl_budget: str | float = "direction_ablation"
     n_eval: int = 32
+    judged: bool = False
+    max_new_tokens: int = 64
+    judge: str = "classifier"
 
     QUICK: ClassVar[dict[str, Any]] = {
         "n_train": 64,
         "n_eval": 16,
+        "max_new_tokens": 48,
         "layer_stride": 2,
         "pairs": False,
         "k_grid": (16, 64),
@@ -345,6 +357,11 @@ class SweepSettings(JobSettings):
         _check_direction_layer(self.direction_layer)
         _positive_int(self.layer_stride, "layer_stride")
         _positive_int(self.n_eval, "n_eval")
+        _positive_int(self.max_new_tokens, "max_new_tokens")
+        if not isinstance(self.judged, bool):
+            raise ValueError(f"judged must be True or False, got {self.judged!r}")
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
         if not self.k_grid:
             raise ValueError("k_grid is empty; give at least one k")
         for k in self.k_grid:

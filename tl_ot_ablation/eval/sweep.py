@@ -8,6 +8,13 @@ baselines, which together trace each method's refusal-vs-damage frontier. It als
 by the Bures-Wasserstein distance between harmful and harmless activations (mean and covariance
 parts), which needs no forward pass beyond the statistics.
 
+The log-odds read only the first token, which a deflection ("it is not possible to ...") passes
+as easily as an answer. A *judged* sweep (``SweepSettings.judged``) therefore also generates
+greedy completions of the harmful prompts at the references and every placement, labels them
+with the compliance judge, and picks the best placement by judged compliance within the budget;
+its refusal log-odds come from the same generation pass (its first step), so it costs one
+generation pass per placement and no extra forward pass.
+
 All maps come from one pass of statistics over every layer (``sequential=False``): a pair's
 second map sees the unmodified model's activations (``sequential=True`` refits it on
 transported ones at the cost of one partial pass per pair).
@@ -23,19 +30,26 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..lens.fit import collect_every_layer
+from ..lens.generation import generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
 from .compare import at_strength, log
 from .evaluate import next_token_logprobs
+from .judge import judge
 from .methods import FitContext, fit_method
 from .metrics import Estimate, kl_divergence, refusal_log_odds, refusal_token_ids, with_ci
 from .record import SweepPoint, SweepRecord
 from .selection import w2_by_layer
 from .settings import SweepSettings
 
+JUDGED_KINDS = ("reference", "layer", "pair")
+"""The points a judged sweep generates at (``k`` and strength points stay generation-free)."""
+
 
 @dataclass
 class SweepResult:
-    """Every point, the W2 ranking, the budget and the best placement found."""
+    """Every point, the W2 ranking, the budget and the best placement found; a judged sweep
+    also keeps the harmful completions of each judged point (``completions``: point index ->
+    texts, in the order of the harmful prompts ``harmful``)."""
 
     points: list[SweepPoint]
     w2: list[dict[str, int | float]]
@@ -44,6 +58,8 @@ class SweepResult:
     n_layers: int
     settings: SweepSettings
     extra: dict[str, Any] = field(default_factory=dict)
+    completions: dict[int, list[str]] = field(default_factory=dict)
+    harmful: list[str] = field(default_factory=list)
 
     def select(self, kind: str, method: str | None = None) -> list[SweepPoint]:
         """The points of one ``kind`` (and ``method``, if given)."""
@@ -70,10 +86,30 @@ class SweepResult:
     def to_dict(self) -> dict[str, Any]:
         return self.to_record().to_json()
 
+    def completions_json(self) -> dict[str, Any]:
+        """The judged points' harmful completions, for ``completions.json`` (read them before
+        trusting a judged share)."""
+        return {
+            "harmful_prompts": self.harmful,
+            "points": [
+                {
+                    "index": index,
+                    "kind": self.points[index].kind,
+                    "method": self.points[index].method,
+                    "layers": list(self.points[index].layers),
+                    "strength": self.points[index].strength,
+                    "completions": texts,
+                }
+                for index, texts in sorted(self.completions.items())
+            ],
+        }
+
 
 @dataclass
 class Scorer:
-    """Scores interventions by refusal log-odds (harmful) and first-token KL (harmless)."""
+    """Scores interventions by refusal log-odds (harmful) and first-token KL (harmless), and,
+    when asked (``judged=True`` in ``point``), by the judge's labels of greedy completions of
+    the harmful prompts (``max_new_tokens`` long, labelled by ``judge(method=judge_method)``)."""
 
     model: Any
     harmful: Sequence[str]
@@ -82,6 +118,8 @@ class Scorer:
     system: str | None = None
     seed: int = 0
     reference: Tensor | None = None
+    max_new_tokens: int = 64
+    judge_method: str = "classifier"
 
     def __post_init__(self) -> None:
         self.refusal_ids = refusal_token_ids(self.model.tokenizer)
@@ -99,11 +137,30 @@ class Scorer:
 
     def per_prompt(self, interventions: InterventionSet | None) -> tuple[Tensor, Tensor]:
         """Refusal log-odds per harmful prompt and KL per harmless prompt."""
-        hooks = [] if interventions is None else interventions.fwd_hooks()
-        assert self.reference is not None
+        hooks = _hooks(interventions)
         score = refusal_log_odds(self._logprobs(self.harmful, hooks), self.refusal_ids)
-        kl = kl_divergence(self.reference, self._logprobs(self.harmless, hooks))
-        return score, kl
+        return score, self._kl(hooks)
+
+    def _kl(self, hooks: list[tuple[str, Any]]) -> Tensor:
+        assert self.reference is not None
+        return kl_divergence(self.reference, self._logprobs(self.harmless, hooks))
+
+    def judged(self, interventions: InterventionSet | None) -> tuple[Tensor, list[str], list[str]]:
+        """Refusal log-odds per harmful prompt (from the first generation step), the greedy
+        completions of the harmful prompts and the judge's labels of them."""
+        said, logprobs = generate_with_first_logprobs(
+            self.model,
+            self.harmful,
+            fwd_hooks=_hooks(interventions),
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            system=self.system,
+            progress=False,
+        )
+        labels = judge(
+            list(self.harmful), said, model=self.model, method=self.judge_method, progress=False
+        )
+        return refusal_log_odds(logprobs, self.refusal_ids), said, labels
 
     def point(
         self,
@@ -113,10 +170,23 @@ class Scorer:
         k: int | None,
         strength: float,
         interventions: InterventionSet | None,
-    ) -> SweepPoint:
-        """Score ``interventions`` as one sweep point."""
-        score, kl = self.per_prompt(interventions)
-        return SweepPoint(
+        *,
+        judged: bool = False,
+    ) -> tuple[SweepPoint, list[str] | None]:
+        """Score ``interventions`` as one sweep point; with ``judged``, also the harmful
+        completions (else ``None``)."""
+        said: list[str] | None = None
+        shares: dict[str, Estimate] = {}
+        if judged:
+            score, said, labels = self.judged(interventions)
+            shares = {
+                label: with_ci([float(x == label) for x in labels], seed=self.seed)
+                for label in ("compliance", "deflection", "degenerate")
+            }
+            kl = self._kl(_hooks(interventions))
+        else:
+            score, kl = self.per_prompt(interventions)
+        point = SweepPoint(
             kind,
             method,
             tuple(layers),
@@ -127,7 +197,30 @@ class Scorer:
             # Logit judge: the share of prompts whose first token is more likely than not a
             # refusal start (log-odds > 0), a generation-free refusal rate.
             with_ci((score > 0).double(), seed=self.seed),
+            **shares,
         )
+        return point, said
+
+
+def _hooks(interventions: InterventionSet | None) -> list[tuple[str, Any]]:
+    return [] if interventions is None else interventions.fwd_hooks()
+
+
+def best_placement(candidates: Sequence[SweepPoint], budget: float) -> SweepPoint | None:
+    """The best of ``candidates`` within the KL ``budget`` (``None``: none is): the most judged
+    compliance (ties: the lower KL) when every candidate was judged, else the lowest refusal
+    log-odds."""
+    within = [p for p in candidates if p.kl_harmless.value <= budget]
+    if not within:
+        return None
+    if all(p.compliance is not None for p in within):
+        return max(within, key=lambda p: (_value(p.compliance), -p.kl_harmless.value))
+    return min(within, key=lambda p: p.refusal_score.value)
+
+
+def _value(estimate: Estimate | None) -> float:
+    assert estimate is not None
+    return estimate.value
 
 
 @dataclass
@@ -139,11 +232,15 @@ class _Sweeper:
     settings: SweepSettings
     progress: bool
     points: list[SweepPoint] = field(default_factory=list)
+    completions: dict[int, list[str]] = field(default_factory=dict)
 
     def add(
         self, kind: str, method: str, where: Sequence[int], k: int | None, s: float, fitted: Any
     ) -> SweepPoint:
-        point = self.scorer.point(kind, method, where, k, s, fitted)
+        judged = self.settings.judged and kind in JUDGED_KINDS
+        point, said = self.scorer.point(kind, method, where, k, s, fitted, judged=judged)
+        if said is not None:
+            self.completions[len(self.points)] = said
         self.points.append(point)
         return point
 
@@ -226,11 +323,20 @@ def run_sweep(
             training,
         ),
         Scorer(
-            model, eval_harmful, eval_harmless, settings.batch_size, settings.system, settings.seed
+            model,
+            eval_harmful,
+            eval_harmless,
+            settings.batch_size,
+            settings.system,
+            settings.seed,
+            max_new_tokens=settings.max_new_tokens,
+            judge_method=settings.judge,
         ),
         settings,
         progress,
     )
+    if settings.judged:
+        log("judging greedy completions at the references and every placement", progress)
     log("scoring the unmodified model and direction ablation", progress)
     sweeper.add("reference", "none", (), None, 0.0, None)
     ablation = fit_method("direction_ablation", sweeper.context)
@@ -244,21 +350,31 @@ def run_sweep(
     )
     sweeper.placements(layers)
     candidates = [p for p in sweeper.points if p.kind in ("layer", "pair")]
-    within = [p for p in candidates if p.kl_harmless.value <= budget]
-    best = min(within, key=lambda p: p.refusal_score.value) if within else None
+    best = best_placement(candidates, budget)
     anchor = best or min(candidates, key=lambda p: p.kl_harmless.value)
     for k_value in tqdm(settings.k_grid, desc="k", disable=not progress):
         fitted = sweeper.fit(settings.method, anchor.layers, k_value)
         sweeper.add("k", settings.method, anchor.layers, k_value, 1.0, fitted)
     sweeper.strength_curves(anchor, ablation, direction_layer)
-    return SweepResult(sweeper.points, w2, budget, best, n_layers, settings)
+    return SweepResult(
+        sweeper.points,
+        w2,
+        budget,
+        best,
+        n_layers,
+        settings,
+        completions=sweeper.completions,
+        harmful=list(eval_harmful),
+    )
 
 
 __all__ = [
+    "JUDGED_KINDS",
     "Scorer",
     "SweepPoint",
     "SweepResult",
     "SweepSettings",
+    "best_placement",
     "run_sweep",
     "w2_by_layer",
 ]
