@@ -21,11 +21,19 @@ Writes ``experiments/results/deflection-levers.json`` after every variant (with 
 ``--confirm NAME`` then scores one variant chosen on that screen, once, beside direction
 ablation at compare's strength, on the validation prompts that compare reported (the 39
 harmful requests and the first 39 everyday instructions, as ``--n-eval 39``), with
-bootstrap intervals and the paired difference (``deflection-confirm.json``; the completions also
-as ``deflection-confirm/completions.json`` for ``export_for_labelling.py --kinds harmful``).
+bootstrap intervals and the paired difference (``<--name>.json``, default
+``deflection-confirm.json``; the completions also as ``<--name>/completions.json`` for
+``export_for_labelling.py --kinds harmful``).
 
     .venv/bin/python experiments/deflection_levers.py [--shared ../shared/data]
     .venv/bin/python experiments/deflection_levers.py --confirm "ot L14 s=2"
+    .venv/bin/python experiments/deflection_levers.py --confirm "ot L17 s=2" \
+        --name deflection-confirm-L17
+
+The second confirm is what ``compare --layers judged`` evaluates on these prompts: the layer it
+picks on the package's validation split (17) at the strength it chooses there (2), fitted on
+the same training split, so the greedy completions are the ones that run would produce, without
+repeating its deterministic layer trials and reference rows.
 """
 
 import argparse
@@ -86,12 +94,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--confirm", choices=[v[0] for v in VARIANTS])
+    parser.add_argument("--name", default="deflection-confirm", help="results name of a confirm")
     args = parser.parse_args()
     started = time.monotonic()
     model = tlo.load_model()
     harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
     if args.confirm:
-        split, n, out = "val", 39, "deflection-confirm.json"
+        split, n, out = "val", 39, f"{args.name}.json"
     else:
         split, n, out = "train", N_SCREEN, "deflection-levers.json"
     screen_harmful = tlo.load_prompts(args.shared / f"harmful_{split}.json")[:n]
@@ -172,7 +181,7 @@ def main() -> None:
             out,
             {
                 "command": "python experiments/deflection_levers.py"
-                + (f" --confirm {args.confirm!r}" if args.confirm else ""),
+                + (f" --confirm {args.confirm!r} --name {args.name}" if args.confirm else ""),
                 "fit": "package train split, 256 + 256",
                 "prompts": f"{args.shared}/harmful_{split}.json and harmless_{split}.json"
                 + (f", first {n} each" if n else ""),
@@ -181,7 +190,7 @@ def main() -> None:
             },
         )
     if args.confirm:
-        write_completions(rows, RESULTS / "deflection-confirm")
+        write_completions(rows, RESULTS / args.name)
     print(json.dumps({r["variant"]: r["labels"] for r in rows}, indent=1))
 
 
