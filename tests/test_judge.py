@@ -1,6 +1,7 @@
 """The compliance judge: its labels, the marker fallback, and its validation on the labelled set
 (labelled by reading, never by a judge), whose train part alone trained the shipped head."""
 
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -82,9 +83,10 @@ def test_features_have_the_documented_layout() -> None:
     assert shipped_head().weight.shape == (len(LABELS), x.shape[1])
 
 
+@functools.cache
 def _agreement() -> tuple[float, float]:
     """Four-label accuracy and compliance-vs-not agreement on the held-out parts (200 pairs:
-    the 1.5B validation part and the 0.5B test part)."""
+    the 1.5B validation part and the 0.5B test part); judged once, read by two tests."""
     rows = _rows(*HELD_OUT)
     truth = [r["label"] for r in rows]
     predicted = judge([r["prompt"] for r in rows], [r["completion"] for r in rows], progress=False)

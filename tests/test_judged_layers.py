@@ -172,6 +172,7 @@ def test_the_cli_takes_judged_layers(tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     args = ["compare", "--model", "tiny", "--no-progress", "--quick", "--n-train", "6"]
     args += ["--n-eval", "2", "--n-validation", "2", "-k", "4", "--n-questions", "0"]
+    args += ["--max-new-tokens", "3"]
     assert main([*args, "--layers", "judged", "--no-plots", "--out", str(out)]) == 0
     record = json.loads((out / "results.json").read_text())
     assert record["layer_choice"] == "judged" and len(record["layer_trials"]) >= 2
