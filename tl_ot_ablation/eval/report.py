@@ -426,11 +426,12 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
             f"), at {record['sweet_spot_depth_fraction']:.0%} of depth."
         )
     if judged:
-        lines.append(
-            "\n\nJudged shares are of the held-out harmful prompts' greedy completions "
+        lines += [
+            "",
+            "Judged shares are of the held-out harmful prompts' greedy completions "
             "(`completions.json`); read some before trusting them. `-` marks a point not "
-            "judged (k and strength points are scored without generation)."
-        )
+            "judged (k and strength points are scored without generation).",
+        ]
     header = ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"]
     shares = ("compliance", "deflection", "degenerate") if judged else ()
     rows = [
