@@ -32,8 +32,9 @@ bootstrap intervals and the paired difference (``<--name>.json``, default
 
 The second confirm is what ``compare --layers judged`` evaluates on these prompts: the layer it
 picks on the package's validation split (17) at the strength it chooses there (2), fitted on
-the same training split, so the greedy completions are the ones that run would produce, without
-repeating its deterministic layer trials and reference rows.
+the same training split and generated in the same batches of 32, so the greedy completions are
+the ones that run would produce, without repeating its deterministic layer trials and reference
+rows.
 """
 
 import argparse
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--confirm", choices=[v[0] for v in VARIANTS])
     parser.add_argument("--name", default="deflection-confirm", help="results name of a confirm")
     args = parser.parse_args()
+    if not args.name.replace("-", "").replace("_", "").isalnum():
+        parser.error(f"--name must be letters, digits, - and _ (a file name), got {args.name!r}")
     started = time.monotonic()
     model = tlo.load_model()
     harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")

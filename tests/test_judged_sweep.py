@@ -8,6 +8,7 @@ from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.cli import main
+from tl_ot_ablation.eval import plots
 from tl_ot_ablation.eval import sweep as sweep_module
 from tl_ot_ablation.eval.metrics import Estimate
 from tl_ot_ablation.eval.record import SweepPoint, SweepRecord
@@ -87,8 +88,10 @@ def _point(layer: int, kl: float, log_odds: float, compliance: float | None) -> 
 def test_the_best_placement_is_the_most_compliant_within_budget() -> None:
     judged = [_point(1, 0.01, -3.0, 0.5), _point(2, 0.02, 1.0, 0.9), _point(3, 0.5, -5.0, 1.0)]
     assert best_placement(judged, budget=0.1).layers == (2,)  # layer 3 costs too much
+    tie = [_point(1, 0.01, -1.0, 0.9), _point(2, 0.02, -2.0, 0.9)]
+    assert best_placement(tie, budget=0.1).layers == (2,)  # then the lower log-odds
     tie = [_point(1, 0.02, 0.0, 0.9), _point(2, 0.01, 0.0, 0.9)]
-    assert best_placement(tie, budget=0.1).layers == (2,)  # the cheaper edit
+    assert best_placement(tie, budget=0.1).layers == (2,)  # then the cheaper edit
     plain = [_point(1, 0.01, -3.0, None), _point(2, 0.02, 1.0, None)]
     assert best_placement(plain, budget=0.1).layers == (1,)  # the lowest log-odds
     assert best_placement(judged, budget=0.001) is None
@@ -101,15 +104,15 @@ def test_the_layer_the_judge_prefers_is_the_best(tiny_bridge, monkeypatch) -> No
     def judge(prompts, completions, **options):
         return ["compliance" if complying.get("layer") == 1 else "deflection" for _ in completions]
 
-    original = sweep_module.Scorer.judged
+    original = sweep_module.Scorer.generate_and_judge
 
-    def judged(self, interventions):
+    def generate_and_judge(self, interventions):
         names = [] if interventions is None else [name for name, _ in interventions.items()]
         complying["layer"] = layer_of(names[0]) if len(names) == 1 else -1
         return original(self, interventions)
 
     monkeypatch.setattr(sweep_module, "judge", judge)
-    monkeypatch.setattr(sweep_module.Scorer, "judged", judged)
+    monkeypatch.setattr(sweep_module.Scorer, "generate_and_judge", generate_and_judge)
     result = _sweep(tiny_bridge, judged=True, pairs=False, kl_budget=1e6)
     assert result.best is not None and result.best.layers == (1,)
     assert result.best.compliance == Estimate(1.0, 1.0, 1.0)
@@ -145,6 +148,10 @@ def test_the_cli_writes_judged_shares_completions_and_the_panel(tmp_path: Path, 
     assert all(p["compliance"] is not None for p in layers)
     completions = json.loads((out / "completions.json").read_text())
     assert len(completions["harmful_prompts"]) == 2
+    for entry in completions["points"]:  # each entry names the sweep.json point it belongs to
+        point = record["points"][entry["index"]]
+        assert (point["kind"], point["layers"]) == (entry["kind"], entry["layers"])
+        assert len(entry["completions"]) == 2
     assert {tuple(p["layers"]) for p in completions["points"] if p["kind"] == "layer"} == {
         (0,),
         (1,),
@@ -153,4 +160,20 @@ def test_the_cli_writes_judged_shares_completions_and_the_panel(tmp_path: Path, 
     report = (out / "report.md").read_text()
     assert "most judged compliance" in report and "| compliance |" in report
     assert (out / "layer_sweep.png").stat().st_size > 1000
+    assert len(plots.plot_layer_sweep(record).axes) == 3  # log-odds, compliance, KL
     assert "judged compliance" in capsys.readouterr().out
+    assert main([*args, "--judge", "markers", "--out", str(tmp_path / "plain")]) == 2
+    assert "only apply to a --judged sweep" in capsys.readouterr().err
+
+
+def test_the_plot_draws_a_record_with_some_points_unjudged(sweeps) -> None:
+    _, judged = sweeps
+    data = judged.to_dict()
+    data["points"][2]["compliance"] = None  # e.g. a layer whose generation was skipped
+    assert len(plots.plot_layer_sweep(data).axes) == 3
+    assert len(plots.plot_layer_sweep(_sweep_dict_without_shares(data)).axes) == 2
+
+
+def _sweep_dict_without_shares(data: dict) -> dict:
+    points = [{**p, "compliance": None} for p in data["points"]]
+    return {**data, "points": points}

@@ -256,12 +256,12 @@ def _add_sweep(commands: Any) -> None:
     group.add_argument(
         "--judged",
         action="store_true",
-        help="also judge greedy harmful completions at every layer and pair (a generation pass "
-        "each) and pick the best placement by judged compliance",
+        help="also judge greedy harmful completions at the references and every layer and pair "
+        "(a generation pass each) and pick the best placement by judged compliance",
     )
-    group.add_argument("--max-new-tokens", type=int, help="completion length with --judged")
+    group.add_argument("--max-new-tokens", type=int, help="completion length (with --judged)")
     group.add_argument(
-        "--judge", choices=JUDGES, default="classifier", help="compliance judge with --judged"
+        "--judge", choices=JUDGES, help="compliance judge (with --judged; default: classifier)"
     )
     group.add_argument("--no-pairs", action="store_true", help="skip adjacent pairs")
     group.add_argument("--sequential", action="store_true", help="refit pairs sequentially")
@@ -408,6 +408,8 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
     if args.command == "monitor":
         return _monitor_settings(args, preset, fields, optional, compared)
     if args.command == "sweep":
+        if not args.judged and (args.judge is not None or args.max_new_tokens is not None):
+            raise ValueError("--judge and --max-new-tokens only apply to a --judged sweep")
         optional |= {
             "k_grid": None if args.k_grid is None else tuple(args.k_grid),
             "strengths": None if args.strengths is None else tuple(args.strengths),
@@ -424,7 +426,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
             direction_layer=args.direction_layer,
             kl_budget=args.kl_budget,
             judged=args.judged,
-            judge=args.judge,
+            judge=args.judge or "classifier",
         )
     optional |= {
         "max_new_tokens": args.max_new_tokens,

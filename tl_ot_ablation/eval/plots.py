@@ -197,9 +197,12 @@ def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
         points = [p for p in sweep["points"] if p["kind"] == kind]
         if not points:
             continue
-        depth = np.array([np.mean(p["layers"]) for p in points])
         for axis, key in panels:
-            estimates = [p[key] for p in points]
+            scored = [p for p in points if p.get(key) is not None]
+            if not scored:
+                continue
+            depth = np.array([np.mean(p["layers"]) for p in scored])
+            estimates = [p[key] for p in scored]
             axis.errorbar(
                 depth,
                 [e["value"] for e in estimates],
@@ -210,7 +213,7 @@ def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
             )
     for method, point in references.items():
         for axis, key in panels:
-            if key == "kl_harmless" and method == "none":
+            if point.get(key) is None or (key == "kl_harmless" and method == "none"):
                 continue
             axis.axhline(
                 point[key]["value"],

@@ -417,8 +417,11 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
     if best is None:
         lines.append("No single layer or pair stayed within the KL budget.")
     else:
-        compliance = f"judged compliance {_estimate(best['compliance'], '.2f')}, " if judged else ""
-        rule = "most judged compliance" if judged else "lowest refusal log-odds"
+        judged_best = best.get("compliance") is not None  # what sweep.best_placement used
+        compliance = (
+            f"judged compliance {_estimate(best['compliance'], '.2f')}, " if judged_best else ""
+        )
+        rule = "most judged compliance" if judged_best else "lowest refusal log-odds"
         lines.append(
             f"Best placement within the budget ({rule}): layers {best['layers']} ({compliance}"
             "refusal log-odds "
@@ -429,7 +432,8 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
         lines += [
             "",
             "Judged shares are of the held-out harmful prompts' greedy completions "
-            "(`completions.json`); read some before trusting them. `-` marks a point not "
+            "(`completions.json`); read some before trusting them. The best placement was "
+            "chosen on these same prompts, so its share is optimistic. `-` marks a point not "
             "judged (k and strength points are scored without generation).",
         ]
     header = ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"]

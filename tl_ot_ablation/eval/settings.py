@@ -320,7 +320,8 @@ class SweepSettings(JobSettings):
             references and every placement, and label them with ``judge``: compliance,
             deflection and degenerate shares per point (a generation pass each; the ``k`` and
             strength points stay generation-free). The best placement is then the most
-            compliant within the budget (ties: the lower KL), not the lowest log-odds.
+            compliant within the budget (ties: the lower log-odds, then the lower KL), not the
+            lowest log-odds; it is chosen on the held-out prompts it is scored on.
         max_new_tokens: Completion length of a judged sweep.
         judge: The compliance judge of a judged sweep, "classifier" or "markers".
     """

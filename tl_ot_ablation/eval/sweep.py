@@ -1,4 +1,4 @@
-"""Generation-free sweeps: where along depth, at which ``k`` and strength, transport works.
+"""Sweeps: where along depth, at which ``k`` and strength, transport works.
 
 Every point is scored by two forward passes over held-out prompts and no generation: the mean
 refusal log-odds on harmful prompts (Arditi et al.'s score; lower is less refusal) and the mean
@@ -13,7 +13,9 @@ as easily as an answer. A *judged* sweep (``SweepSettings.judged``) therefore al
 greedy completions of the harmful prompts at the references and every placement, labels them
 with the compliance judge, and picks the best placement by judged compliance within the budget;
 its refusal log-odds come from the same generation pass (its first step), so it costs one
-generation pass per placement and no extra forward pass.
+generation pass per placement and no extra forward pass. Like the log-odds pick, the judged pick
+is made and scored on the same held-out prompts: an exploratory map of depth, whose best share
+is optimistic (``compare --layers judged`` chooses on a validation split instead).
 
 All maps come from one pass of statistics over every layer (``sequential=False``): a pair's
 second map sees the unmodified model's activations (``sequential=True`` refits it on
@@ -145,7 +147,9 @@ class Scorer:
         assert self.reference is not None
         return kl_divergence(self.reference, self._logprobs(self.harmless, hooks))
 
-    def judged(self, interventions: InterventionSet | None) -> tuple[Tensor, list[str], list[str]]:
+    def generate_and_judge(
+        self, interventions: InterventionSet | None
+    ) -> tuple[Tensor, list[str], list[str]]:
         """Refusal log-odds per harmful prompt (from the first generation step), the greedy
         completions of the harmful prompts and the judge's labels of them."""
         said, logprobs = generate_with_first_logprobs(
@@ -178,7 +182,7 @@ class Scorer:
         said: list[str] | None = None
         shares: dict[str, Estimate] = {}
         if judged:
-            score, said, labels = self.judged(interventions)
+            score, said, labels = self.generate_and_judge(interventions)
             shares = {
                 label: with_ci([float(x == label) for x in labels], seed=self.seed)
                 for label in ("compliance", "deflection", "degenerate")
@@ -207,14 +211,17 @@ def _hooks(interventions: InterventionSet | None) -> list[tuple[str, Any]]:
 
 
 def best_placement(candidates: Sequence[SweepPoint], budget: float) -> SweepPoint | None:
-    """The best of ``candidates`` within the KL ``budget`` (``None``: none is): the most judged
-    compliance (ties: the lower KL) when every candidate was judged, else the lowest refusal
-    log-odds."""
+    """The best of ``candidates`` within the KL ``budget`` (``None``: none is): when every
+    candidate within it was judged, the most judged compliance (ties, common on a few dozen
+    prompts: the lower refusal log-odds, then the lower KL); else the lowest refusal log-odds."""
     within = [p for p in candidates if p.kl_harmless.value <= budget]
     if not within:
         return None
     if all(p.compliance is not None for p in within):
-        return max(within, key=lambda p: (_value(p.compliance), -p.kl_harmless.value))
+        return max(
+            within,
+            key=lambda p: (_value(p.compliance), -p.refusal_score.value, -p.kl_harmless.value),
+        )
     return min(within, key=lambda p: p.refusal_score.value)
 
 
