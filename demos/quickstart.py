@@ -2,10 +2,13 @@ import tl_ot_ablation as tlo
 
 model = tlo.load_model()  # the embedded Qwen2.5-Coder-1.5B-Instruct (dtype: "auto")
 harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
+train = harmful[:48], harmless[:48]
+# One pass over the 48 + 48 training prompts at every layer; every fit below reuses it.
+acts = tlo.collect_every_layer(model, *train, estimator="ledoit_wolf")
 
-# Fit on 48 + 48 prompts; OT at one mid-depth layer, and Arditi-style direction ablation.
-ot = tlo.fit_ot_ablation(model, harmful[:48], harmless[:48], layers=[14], n_components=32)
-da = tlo.fit_direction_ablation(model, harmful[:48], harmless[:48], layer=14)
+# OT at one mid-depth layer, and Arditi-style direction ablation.
+ot = tlo.fit_ot_ablation(model, *train, layers=[14], n_components=32, training=acts)
+da = tlo.fit_direction_ablation(model, *train, layer=14, training=acts)
 diag = ot["blocks.14.hook_resid_pre"].diagnostics()
 print(
     ot, f"\nW2² = {diag.w2:.1f}: mean part {diag.w2_mean:.1f} + covariance part {diag.w2_bures:.1f}"
@@ -13,9 +16,9 @@ print(
 
 # The variant that matches direction ablation (README results): the layer where the classes
 # are furthest apart, Ledoit-Wolf covariances, each edit gated by P(harmful | activation).
-layers = tlo.select_layers(model, harmful[:48], harmless[:48])
+layers = tlo.select_layers(model, *train, training=acts)
 gated = tlo.fit_ot_ablation(
-    model, harmful[:48], harmless[:48], layers=layers, estimator="ledoit_wolf", gate="posterior"
+    model, *train, layers=layers, estimator="ledoit_wolf", gate="posterior", training=acts
 )
 print("selected layers:", layers)
 

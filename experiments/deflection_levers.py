@@ -18,6 +18,10 @@ Ledoit-Wolf, posterior gate); screened on the first 32 + 32 prompts of ../shared
 Two layers are fitted on the unmodified activations (not sequentially, to keep one pass).
 Writes ``experiments/results/deflection-levers.json`` after every variant (with completions).
 
+``--variants NAME ...`` screens only those (beside direction ablation at s=0.5), into
+``--name`` (default ``deflection-levers``; ``deflection-levers-strength.json`` holds the
+strength screen at layers 17 and 20).
+
 ``--confirm NAME`` then scores one variant chosen on that screen, once, beside direction
 ablation at compare's strength, on the validation prompts that compare reported (the 39
 harmful requests and the first 39 everyday instructions, as ``--n-eval 39``), with
@@ -26,6 +30,8 @@ bootstrap intervals and the paired difference (``<--name>.json``, default
 ``export_for_labelling.py --kinds harmful``).
 
     .venv/bin/python experiments/deflection_levers.py [--shared ../shared/data]
+    .venv/bin/python experiments/deflection_levers.py --name deflection-levers-strength \
+        --variants "ot L17 s=3" "ot L17 s=4" "ot L20 s=2" "ot L20 s=3"
     .venv/bin/python experiments/deflection_levers.py --confirm "ot L14 s=2"
     .venv/bin/python experiments/deflection_levers.py --confirm "ot L17 s=2" \
         --name deflection-confirm-L17
@@ -56,7 +62,7 @@ from tl_ot_ablation.lens.collect import hook_name
 from tl_ot_ablation.lens.fit import collect_training
 from tl_ot_ablation.lens.intervention_set import InterventionSet
 
-LAYERS = (14, 17, 21, 23)
+LAYERS = (14, 17, 20, 21, 23)
 N_SCREEN = 32
 TOKENS = 64
 SPEC = {"n_components": 64, "estimator": "ledoit_wolf", "gate": "posterior"}
@@ -73,6 +79,11 @@ VARIANTS: list[tuple[str, tuple[int, ...], Any, float]] = [
     ("ot L17 s=2", (17,), None, 2.0),
     ("ot L14 s=2", (14,), None, 2.0),
     ("ot L14 every position s=2", (14,), NOT_THE_SINK, 2.0),
+    # More strength where the gate keeps the KL far under the budget (session 11):
+    ("ot L17 s=3", (17,), None, 3.0),
+    ("ot L17 s=4", (17,), None, 4.0),
+    ("ot L20 s=2", (20,), None, 2.0),
+    ("ot L20 s=3", (20,), None, 3.0),
 ]
 
 
@@ -95,8 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--confirm", choices=[v[0] for v in VARIANTS])
-    parser.add_argument("--name", default="deflection-confirm", help="results name of a confirm")
+    parser.add_argument("--variants", nargs="+", choices=[v[0] for v in VARIANTS])
+    parser.add_argument("--name", help="results name (default: deflection-levers or -confirm)")
     args = parser.parse_args()
+    if args.confirm and args.variants:
+        parser.error("--variants is for the screen; a --confirm scores one variant")
+    args.name = args.name or ("deflection-confirm" if args.confirm else "deflection-levers")
     if not args.name.replace("-", "").replace("_", "").isalnum():
         parser.error(f"--name must be letters, digits, - and _ (a file name), got {args.name!r}")
     started = time.monotonic()
@@ -105,7 +120,7 @@ def main() -> None:
     if args.confirm:
         split, n, out = "val", 39, f"{args.name}.json"
     else:
-        split, n, out = "train", N_SCREEN, "deflection-levers.json"
+        split, n, out = "train", N_SCREEN, f"{args.name}.json"
     screen_harmful = tlo.load_prompts(args.shared / f"harmful_{split}.json")[:n]
     screen_harmless = tlo.load_prompts(args.shared / f"harmless_{split}.json")[:n]
     names = [hook_name("resid_pre", layer) for layer in LAYERS]
@@ -130,9 +145,10 @@ def main() -> None:
         )
 
     runs = [("direction_ablation s=0.5", None, 0.5)]
-    if not args.confirm:
+    if not (args.confirm or args.variants):
         runs.append(("direction_ablation s=1", None, 1.0))
-    runs += [(v[0], v[2], v[3]) for v in VARIANTS if args.confirm in (None, v[0])]
+    chosen = [args.confirm] if args.confirm else args.variants
+    runs += [(v[0], v[2], v[3]) for v in VARIANTS if chosen is None or v[0] in chosen]
     rows: list[dict[str, Any]] = []
     for name, where, strength in runs:
         base = fitted(name)
@@ -184,7 +200,13 @@ def main() -> None:
             out,
             {
                 "command": "python experiments/deflection_levers.py"
-                + (f" --confirm {args.confirm!r} --name {args.name}" if args.confirm else ""),
+                + (f" --confirm {args.confirm!r}" if args.confirm else "")
+                + (
+                    " --variants" + "".join(f" {v!r}" for v in args.variants)
+                    if args.variants
+                    else ""
+                )
+                + f" --name {args.name}",
                 "fit": "package train split, 256 + 256",
                 "prompts": f"{args.shared}/harmful_{split}.json and harmless_{split}.json"
                 + (f", first {n} each" if n else ""),

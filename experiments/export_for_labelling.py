@@ -3,7 +3,9 @@
     .venv/bin/python experiments/export_for_labelling.py REPORT_FOLDER OUT_FOLDER [--parts 3]
         [--kinds harmful harmless]
 
-Reads ``REPORT_FOLDER/completions.json`` and writes ``OUT_FOLDER/items.json`` (every (method,
+Reads ``REPORT_FOLDER/completions.json`` (a ``compare`` report, or a ``sweep --judged`` report:
+then each judged point is a "method" named like ``ot_selective L20 s=1``, and ``--points`` picks
+which point indices to export) and writes ``OUT_FOLDER/items.json`` (every (method,
 kind, prompt, completion), shuffled with seed 0, numbered) and ``OUT_FOLDER/part-<i>.jsonl``
 (only ``id``, ``prompt``, ``completion``: readers see neither the method nor any judge's label).
 Labels come back as ``{"id", "label", "note"}`` lines, merged by ``merge_test_labels.py``.
@@ -23,14 +25,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--parts", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", default=["harmful", "harmless"])
+    parser.add_argument("--points", type=int, nargs="+", help="sweep point indices (sweep only)")
     args = parser.parse_args()
     data = json.loads((args.report / "completions.json").read_text())
-    items = [
-        {"method": method, "kind": kind, "prompt": prompt, "completion": completion}
-        for method, by_kind in data["completions"].items()
-        for kind in args.kinds
-        for prompt, completion in zip(data["prompts"][kind], by_kind[kind], strict=True)
-    ]
+    items = (
+        _sweep_items(data, args.points) if "points" in data else _compare_items(data, args.kinds)
+    )
     random.Random(0).shuffle(items)
     items = [{"id": index, **item} for index, item in enumerate(items)]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -42,6 +42,32 @@ def main() -> None:
         ]
         atomic.write_text(args.out / f"part-{part}.jsonl", "\n".join(rows) + "\n")
     print(f"{len(items)} items in {args.parts} parts under {args.out}")
+
+
+def _compare_items(data: dict, kinds: list[str]) -> list[dict]:
+    return [
+        {"method": method, "kind": kind, "prompt": prompt, "completion": completion}
+        for method, by_kind in data["completions"].items()
+        for kind in kinds
+        for prompt, completion in zip(data["prompts"][kind], by_kind[kind], strict=True)
+    ]
+
+
+def _sweep_items(data: dict, indices: list[int] | None) -> list[dict]:
+    points = [p for p in data["points"] if indices is None or p["index"] in indices]
+    if indices is not None and len(points) != len(set(indices)):
+        found = sorted(p["index"] for p in data["points"])
+        raise SystemExit(f"--points {indices}: the report has judged points {found}")
+    return [
+        {
+            "method": f"{p['method']} L{','.join(map(str, p['layers']))} s={p['strength']:g}",
+            "kind": "harmful",
+            "prompt": prompt,
+            "completion": completion,
+        }
+        for p in points
+        for prompt, completion in zip(data["harmful_prompts"], p["completions"], strict=True)
+    ]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 their labels back per method: label counts, the read compliance rate with its bootstrap interval,
 each method's paired difference from ``--baseline`` over the same prompts, and, when the run
 recorded the shipped judge's labels (``deflection_levers.py`` does), how the judge scored against
-the reading (``train_judge.scores``: accuracy, compliance agreement, confusion matrix).
+the reading (``train_judge.scores``: accuracy, compliance agreement, confusion matrix);
+``--judge-now`` instead judges the items' completions here with the shipped classifier (for
+runs, like ``sweep --judged``, that keep only the judge's shares).
 Writes ``experiments/results/<NAME>.json``.
 
     .venv/bin/python experiments/read_rates.py experiments/results/deflection-confirm/items.json \
@@ -20,7 +22,7 @@ from pathlib import Path
 from _results import write_results
 from train_judge import scores
 
-from tl_ot_ablation.eval.judge import LABELS
+from tl_ot_ablation.eval.judge import LABELS, judge
 from tl_ot_ablation.eval.metrics import with_ci
 
 
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("labels", type=Path, nargs="+")
     parser.add_argument("--baseline", required=True, help="method the others are paired with")
     parser.add_argument("--judged", type=Path, help="a deflection_levers.py results file")
+    parser.add_argument("--judge-now", action="store_true", help="judge the items here")
     parser.add_argument("--name", required=True)
     args = parser.parse_args()
     items = {item["id"]: item for item in json.loads(args.items.read_text())}
@@ -51,6 +54,12 @@ def main() -> None:
     if args.judged:
         for row in json.loads(args.judged.read_text())["rows"]:
             judged[row["variant"]] = {c["prompt"]: c["judge"] for c in row["completions"]}
+    if args.judge_now:
+        for item in items.values():
+            judged.setdefault(item["method"], {})[item["prompt"]] = item["completion"]
+        for method, said in judged.items():
+            labels = judge(list(said), list(said.values()), progress=False)
+            judged[method] = dict(zip(said, labels, strict=True))
     baseline = by_method[args.baseline]
     methods = {}
     for method, labels in by_method.items():

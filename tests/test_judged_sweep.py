@@ -8,6 +8,7 @@ from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.cli import main
+from tl_ot_ablation.eval import compare as compare_module
 from tl_ot_ablation.eval import plots
 from tl_ot_ablation.eval import sweep as sweep_module
 from tl_ot_ablation.eval.metrics import Estimate
@@ -111,7 +112,7 @@ def test_the_layer_the_judge_prefers_is_the_best(tiny_bridge, monkeypatch) -> No
         complying["layer"] = layer_of(names[0]) if len(names) == 1 else -1
         return original(self, interventions)
 
-    monkeypatch.setattr(sweep_module, "judge", judge)
+    monkeypatch.setattr(compare_module, "judge", judge)
     monkeypatch.setattr(sweep_module.Scorer, "generate_and_judge", generate_and_judge)
     result = _sweep(tiny_bridge, judged=True, pairs=False, kl_budget=1e6)
     assert result.best is not None and result.best.layers == (1,)

@@ -96,3 +96,25 @@ def test_select_layers_ranks_the_models_layers_by_the_training_statistics(tiny_b
     assert chosen == layers_by_w2(ranking)
     two = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, count=2, n_components=4, progress=False)
     assert len(two) == 2 and chosen[0] in two
+
+
+def test_select_layers_reuses_a_pass_from_the_same_prompts_only(tiny_bridge) -> None:
+    """The quickstart's one pass: same choice as a fresh pass; other prompts or a pass
+    missing layers are refused with a message rather than silently used."""
+    from conftest import HARMFUL, HARMLESS
+
+    import tl_ot_ablation as tlo
+    from tl_ot_ablation.lens.fit import collect_training
+
+    options = {"n_components": 4, "progress": False}
+    acts = tlo.collect_every_layer(tiny_bridge, HARMFUL, HARMLESS, progress=False)
+    fresh = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, count=2, **options)
+    reused = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, count=2, training=acts, **options)
+    assert reused == fresh
+    with pytest.raises(ValueError, match="not collected from these prompts"):
+        tlo.select_layers(tiny_bridge, HARMFUL[:-1], HARMLESS, training=acts, **options)
+    one_layer = collect_training(
+        tiny_bridge, HARMFUL, HARMLESS, ["blocks.0.hook_resid_pre"], progress=False
+    )
+    with pytest.raises(ValueError, match="lacks some layers"):
+        tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, training=one_layer, **options)

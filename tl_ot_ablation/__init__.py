@@ -16,7 +16,12 @@ from .core.stats import GaussianStats
 from .eval.judge import judge
 from .eval.selection import select_layers
 from .lens.collect import collect_activations, collect_stats
-from .lens.fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
+from .lens.fit import (
+    collect_every_layer,
+    fit_actadd,
+    fit_direction_ablation,
+    fit_ot_ablation,
+)
 from .lens.generation import generate
 from .lens.hooks import as_hook, fwd_hooks
 from .lens.intervention_set import InterventionSet
@@ -42,6 +47,7 @@ __all__ = [
     "all_reduce_stats",
     "as_hook",
     "collect_activations",
+    "collect_every_layer",
     "collect_stats",
     "default_prompts",
     "fit_actadd",

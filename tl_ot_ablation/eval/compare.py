@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -48,6 +49,7 @@ from .metrics import (
     degenerate_rate,
     is_refusal,
     kl_divergence,
+    label_share,
     perplexity,
     refusal_log_odds,
     refusal_rate,
@@ -340,7 +342,7 @@ def _judged_rates(judged: dict[str, list[str]], seed: int) -> dict[str, Estimate
     (attack success is compliance), compliance and refusal on harmless ones."""
 
     def share(kind: str, label: str) -> Estimate:
-        return with_ci([float(x == label) for x in judged[kind]], seed=seed)
+        return label_share(judged[kind], label, seed=seed)
 
     return {
         "compliance_rate_harmful": share("harmful", "compliance"),
@@ -394,6 +396,31 @@ def _validation_reference(
     return _Validation(prompts, logprobs)
 
 
+def judged_generation(
+    model: Any,
+    harmful: Sequence[str],
+    fwd_hooks: Sequence[tuple[str, Any]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    system: str | None,
+    judge_method: str,
+) -> tuple[list[str], Float[Tensor, "prompt vocab"], list[str]]:
+    """Greedy completions of ``harmful`` under ``fwd_hooks``, the first step's log-probs and
+    the judge's labels of the completions (the judged passes of ``compare`` and ``sweep``)."""
+    said, logprobs = generate_with_first_logprobs(
+        model,
+        harmful,
+        fwd_hooks=list(fwd_hooks),
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        system=system,
+        progress=False,
+    )
+    labels = judge(list(harmful), said, model=model, method=judge_method, progress=False)
+    return said, logprobs, labels
+
+
 def _judged_completions(
     model: Any,
     interventions: InterventionSet | None,
@@ -402,16 +429,16 @@ def _judged_completions(
 ) -> list[str]:
     """The judge's labels of greedy completions of ``harmful`` under ``interventions``."""
     hooks = [] if interventions is None else interventions.fwd_hooks()
-    said, _ = generate_with_first_logprobs(
+    *_, labels = judged_generation(
         model,
         harmful,
-        fwd_hooks=hooks,
+        hooks,
         max_new_tokens=settings.max_new_tokens,
         batch_size=settings.batch_size,
         system=settings.system,
-        progress=False,
+        judge_method=settings.judge,
     )
-    return judge(list(harmful), said, model=model, method=settings.judge, progress=False)
+    return labels
 
 
 def chosen_strength(

@@ -129,6 +129,15 @@ _WORD = re.compile(r"\w+")
 _TEXT_CHARS = frozenset(string.printable)
 
 
+def label_share(labels: Sequence[str], label: str, *, seed: int = 0) -> Estimate:
+    """The share of ``labels`` equal to ``label`` (one judged label), with its bootstrap CI.
+
+    >>> label_share(["compliance", "refusal", "compliance", "deflection"], "compliance").value
+    0.5
+    """
+    return with_ci([float(x == label) for x in labels], seed=seed)
+
+
 def degeneracy(completion: str) -> str | None:
     """Why ``completion`` is degenerate, or ``None`` if it reads as text.
 

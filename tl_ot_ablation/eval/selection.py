@@ -36,8 +36,14 @@ from ..core.gate import gaussian_log_density
 from ..core.ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, estimate_cov
 from ..core.pca import PCABasis
 from ..core.stats import GaussianStats
-from ..lens.collect import Prompts, check_layers, hook_name
-from ..lens.fit import DEFAULT_N_COMPONENTS, StatsPair, collect_every_layer
+from ..lens.collect import CollectOptions, Prompts, check_layers, hook_name
+from ..lens.fit import (
+    DEFAULT_N_COMPONENTS,
+    StatsPair,
+    TrainingActivations,
+    collect_every_layer,
+    training_fingerprint,
+)
 
 
 @dataclass(frozen=True)
@@ -271,11 +277,26 @@ def select_layers(
     n_components: int | None = DEFAULT_N_COMPONENTS,
     reg: float = DEFAULT_REG,
     hook: str = "resid_pre",
+    training: TrainingActivations | None = None,
     **options: Any,
 ) -> list[int]:
     """The ``count`` layers where harmful and harmless activations are furthest apart by
     W2² / variance, from one pass of statistics over every layer (``CollectOptions`` fields,
-    e.g. ``batch_size``, ``positions``, ``progress``). What ``compare --layers auto`` uses."""
-    stats = collect_every_layer(model, harmful, harmless, hook=hook, **options).stats
+    e.g. ``batch_size``, ``positions``, ``progress``). What ``compare --layers auto`` uses.
+
+    ``training``: that pass already made (``collect_every_layer`` on the same prompts and
+    options, checked), so the fits that follow can share it."""
+    if training is None:
+        training = collect_every_layer(model, harmful, harmless, hook=hook, **options)
+    else:
+        collect = CollectOptions(**options)
+        training.check(training_fingerprint(model, harmful, harmless, collect))
+    names = [hook_name(hook, layer) for layer in range(model.cfg.n_layers)]
+    if training.lookup(names, rows=False) is None:
+        raise ValueError(
+            f"`training` lacks some layers' {hook} statistics; collect them with "
+            f"collect_every_layer(model, harmful, harmless, hook={hook!r})"
+        )
+    stats = training.stats
     ranking = w2_by_layer(stats, model.cfg.n_layers, n_components=n_components, reg=reg, hook=hook)
     return check_layers(model, layers_by_w2(ranking, count=count))

@@ -32,13 +32,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..lens.fit import collect_every_layer
-from ..lens.generation import generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
-from .compare import at_strength, log
+from .compare import at_strength, judged_generation, log
 from .evaluate import next_token_logprobs
-from .judge import judge
 from .methods import FitContext, fit_method
-from .metrics import Estimate, kl_divergence, refusal_log_odds, refusal_token_ids, with_ci
+from .metrics import (
+    Estimate,
+    kl_divergence,
+    label_share,
+    refusal_log_odds,
+    refusal_token_ids,
+    with_ci,
+)
 from .record import SweepPoint, SweepRecord
 from .selection import w2_by_layer
 from .settings import SweepSettings
@@ -152,17 +157,14 @@ class Scorer:
     ) -> tuple[Tensor, list[str], list[str]]:
         """Refusal log-odds per harmful prompt (from the first generation step), the greedy
         completions of the harmful prompts and the judge's labels of them."""
-        said, logprobs = generate_with_first_logprobs(
+        said, logprobs, labels = judged_generation(
             self.model,
             self.harmful,
-            fwd_hooks=_hooks(interventions),
+            _hooks(interventions),
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
             system=self.system,
-            progress=False,
-        )
-        labels = judge(
-            list(self.harmful), said, model=self.model, method=self.judge_method, progress=False
+            judge_method=self.judge_method,
         )
         return refusal_log_odds(logprobs, self.refusal_ids), said, labels
 
@@ -184,7 +186,7 @@ class Scorer:
         if judged:
             score, said, labels = self.generate_and_judge(interventions)
             shares = {
-                label: with_ci([float(x == label) for x in labels], seed=self.seed)
+                label: label_share(labels, label, seed=self.seed)
                 for label in ("compliance", "deflection", "degenerate")
             }
             kl = self._kl(_hooks(interventions))
