@@ -214,3 +214,19 @@ def test_compare_runs_the_headline_methods_unless_asked(flags, expected) -> None
 
     settings = _settings(build_parser().parse_args(["compare", *flags]))
     assert settings.resolve(28).methods == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], "judged"),
+        (["--quick"], "auto"),
+        (["--quick", "--layers", "judged"], "judged"),
+        (["--layers", "auto"], "auto"),
+        (["--layers", "11,14"], [11, 14]),
+    ],
+)
+def test_compare_layers_default_to_judged_and_quick_to_auto(flags, expected) -> None:
+    from tl_ot_ablation.cli import _settings, build_parser
+
+    assert _settings(build_parser().parse_args(["compare", *flags])).layers == expected

@@ -55,8 +55,11 @@ def test_judged_is_a_compare_choice_only() -> None:
         check_layer_spec("judged")
     with pytest.raises(ValueError, match="chosen by compare"):
         FitSettings(layers="judged")
-    with pytest.raises(ValueError, match="selective method"):
-        CompareSettings(layers="judged", methods=("direction_ablation",))
+    # The default; with nothing selective to judge, the (unused) layers fall back to "auto".
+    assert CompareSettings().layers == "judged"
+    assert CompareSettings.preset("quick").layers == "auto"
+    alone = CompareSettings(methods=("direction_ablation",))
+    assert alone.judged_method is None and alone.resolve(4).layers == "auto"
     others = ("direction_ablation", "ot_full", "mean_shift")
     assert CompareSettings(layers="judged", methods=others).judged_method == "mean_shift"
     assert CompareSettings(layers="judged").judged_method == "ot_selective"
@@ -64,7 +67,7 @@ def test_judged_is_a_compare_choice_only() -> None:
 
 def test_judging_layers_needs_validation_prompts(tiny_bridge) -> None:
     settings = CompareSettings(n_components=4, layers="judged", match_kl=None, select="kl")
-    with pytest.raises(ValueError, match="validation prompts disjoint"):
+    with pytest.raises(ValueError, match=r"validation prompts disjoint.*layers=.auto. or a list"):
         run_comparison(tiny_bridge, HARMFUL, HARMLESS, HELD_OUT, settings, progress=False)
 
 

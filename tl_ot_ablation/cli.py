@@ -193,12 +193,11 @@ def _add_compare(commands: Any) -> None:
     group.add_argument(
         "--layers",
         type=_compare_layers,
-        default="auto",
-        help="selective layers: 'auto' (default: the layer where harmful and harmless training "
-        "activations are furthest apart, by W2² / variance), 'middle', 'judged' (of the layers "
-        "at 40/50/60%% depth and the auto pick, the one whose ot_selective map the judge finds "
-        "most compliant on the validation prompts; a generation pass per layer), or e.g. 14, "
-        "11,14, 10-15",
+        help="selective layers: 'judged' (default; 'auto' with --quick: of the layers at "
+        "40/50/60%% depth and the auto pick, the one whose ot_selective map the judge finds most "
+        "compliant on the validation prompts; a generation pass per layer), 'auto' (the layer "
+        "where harmful and harmless training activations are furthest apart, by W2² / variance; "
+        "no generation), 'middle', or e.g. 14, 11,14, 10-15",
     )
     group.add_argument("--direction-layer", type=int, help="layer of the refusal direction")
     group.add_argument("--strength", type=float, default=1.0, help="used with --match-kl none")
@@ -429,6 +428,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
             judge=args.judge or "classifier",
         )
     optional |= {
+        "layers": args.layers,
         "max_new_tokens": args.max_new_tokens,
         "n_questions": args.n_questions,
         "n_validation": args.n_validation,
@@ -440,7 +440,6 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
         preset,
         **fields,
         **{k: v for k, v in optional.items() if v is not None},
-        layers=args.layers,
         direction_layer=args.direction_layer,
         strength=args.strength,
         match_kl=args.match_kl,

@@ -590,15 +590,18 @@ def run_comparison(
     the budget has ceiling 1; without a budget every ceiling is ``settings.strength``); with
     ``settings.select="compliance"``, the fraction of the ceiling with the most judged
     compliance on the validation harmful prompts is used. ``validation`` is required unless
-    strengths are fixed (``match_kl=None, select="kl"``).
+    strengths are fixed (``match_kl=None, select="kl"``) and the layers are not judged.
     """
     n_layers = model.cfg.n_layers
     settings = (settings or CompareSettings()).resolve(n_layers)
     if validation is None and _needs_validation(settings):
+        fixes = ["fix the strengths with match_kl=None, select='kl'"]
+        if settings.layers == "judged":  # the default
+            fixes.append("give the layers (layers='auto' or a list) instead of 'judged'")
         raise ValueError(
-            "choosing strengths needs validation prompts disjoint from the evaluation ones: "
-            "pass validation=ValidationPrompts(harmful, harmless) (JobPrompts.shipped gives "
-            "the package's split), or fix the strengths with match_kl=None, select='kl'"
+            "choosing strengths or layers needs validation prompts disjoint from the evaluation "
+            "ones: pass validation=ValidationPrompts(harmful, harmless) (JobPrompts.shipped "
+            "gives the package's split), or " + " and ".join(fixes)
         )
     training = collect_training_activations(
         model, train_harmful, train_harmless, settings, progress=progress

@@ -172,11 +172,14 @@ class CompareSettings(JobSettings):
 
     Attributes:
         layers: Layers of the selective methods (ActAdd, mean shift, per-neuron OT,
-            ``ot_selective``): a list, ``"auto"`` (default: where harmful and harmless training
-            activations are furthest apart by W2² / variance), ``"middle"``, or ``"judged"``:
-            of the layers at 40 / 50 / 60 % depth and the W2 pick, the one where the first
-            selective method (``ot_selective`` when run), at its KL ceiling, gets the most
-            judged compliance on the validation harmful prompts (one generation pass each).
+            ``ot_selective``): ``"judged"`` (default; ``"auto"`` in the quick preset): of the
+            layers at 40 / 50 / 60 % depth and the W2 pick, the one where the first selective
+            method (``ot_selective`` when run), at its KL ceiling, gets the most judged
+            compliance on the validation harmful prompts (one generation pass each; it ties
+            direction ablation where ``"auto"`` loses, README); ``"auto"``: where harmful and
+            harmless training activations are furthest apart by W2² / variance (no
+            generation); ``"middle"``; or a list. With no selective method to judge,
+            ``"judged"`` falls back to ``"auto"`` (the layers are then unused).
         direction_layer: Layer whose mean difference gives the refusal direction (default:
             the middle layer).
         strength: Strength of every method when ``match_kl`` is ``None``.
@@ -204,7 +207,7 @@ class CompareSettings(JobSettings):
             clean training activations (``eval.detect``; costs no extra pass).
     """
 
-    layers: LayerSpec = "auto"
+    layers: LayerSpec = "judged"
     direction_layer: int | None = None
     strength: float = 1.0
     sequential: bool = True
@@ -224,6 +227,7 @@ class CompareSettings(JobSettings):
     detect: bool = True
 
     QUICK: ClassVar[dict[str, Any]] = {
+        "layers": "auto",
         "n_train": 64,
         "n_eval": 16,
         "n_texts": 4,
@@ -248,11 +252,6 @@ class CompareSettings(JobSettings):
         if self.match_kl == "direction_ablation" and "direction_ablation" not in self.methods:
             raise ValueError("match_kl='direction_ablation' needs that method in `methods`")
         check_layer_spec(self.layers, judged=True)
-        if self.layers == "judged" and self.judged_method is None:
-            raise ValueError(
-                "layers='judged' chooses the layer of a selective method; add one to `methods` "
-                "(e.g. ot_selective), or give the layers"
-            )
         _check_direction_layer(self.direction_layer)
         if not (isinstance(self.strength, int | float) and self.strength >= 0):
             raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
@@ -287,6 +286,8 @@ class CompareSettings(JobSettings):
         """A copy with "none" first, the methods in report order, ``"middle"`` and the
         direction layer filled in, and layer indices checked against ``n_layers``."""
         layers: LayerSpec = self.layers
+        if layers == "judged" and self.judged_method is None:
+            layers = "auto"  # nothing selective to judge; the layers go unused
         if layers == "middle":
             layers = [middle_layer(n_layers)]
         elif not isinstance(layers, str):
