@@ -104,6 +104,18 @@ def model_arguments(
     return parser
 
 
+def generation_arguments(description: str | None, out: str) -> argparse.Namespace:
+    """Parsed options of a generation benchmark (batch 8, 2 rounds; ``--quick``: 8 new tokens,
+    1 round), with torch's thread count set from them."""
+    args = model_arguments(
+        description, batch=8, rounds=2, quick="8 new tokens, 1 round", out=out
+    ).parse_args()
+    if args.quick:
+        args.new_tokens, args.rounds = 8, 1
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def best_of_rounds(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Best seconds of each contender over interleaved rounds; the order rotates each round,
     so no contender always runs first (the first call of a round ran slower here)."""

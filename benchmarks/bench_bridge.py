@@ -11,7 +11,7 @@ rotating order; each figure is the best round. Also recorded: whether their gree
 """
 
 import torch
-from _bench import best_of_rounds, greedy_generation, machine, model_arguments, write_report
+from _bench import best_of_rounds, generation_arguments, greedy_generation, machine, write_report
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens import models
@@ -19,12 +19,7 @@ from tl_ot_ablation.lens.collect import prepare_tokens
 
 
 def main() -> None:
-    args = model_arguments(
-        __doc__, batch=8, rounds=2, quick="8 new tokens, 1 round", out="bridge.json"
-    ).parse_args()
-    if args.quick:
-        args.new_tokens, args.rounds = 8, 1
-    torch.set_num_threads(args.threads)
+    args = generation_arguments(__doc__, "bridge.json")
     bridge = tlo.load_model(args.model, device="cpu")
     plain, _, _ = models._load_hf(args.model, bridge.cfg.dtype)  # a fresh, never-booted copy
     prompts = tlo.default_prompts("harmful", "eval")[: args.batch]

@@ -14,7 +14,7 @@ completions agree token for token, and the dtype ``auto`` picks on this machine.
 from typing import Any
 
 import torch
-from _bench import best_of_rounds, greedy_generation, machine, model_arguments, write_report
+from _bench import best_of_rounds, generation_arguments, greedy_generation, machine, write_report
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens.collect import prepare_tokens
@@ -24,12 +24,7 @@ DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
 def main() -> None:
-    args = model_arguments(
-        __doc__, batch=8, rounds=2, quick="8 new tokens, 1 round", out="dtype.json"
-    ).parse_args()
-    if args.quick:
-        args.new_tokens, args.rounds = 8, 1
-    torch.set_num_threads(args.threads)
+    args = generation_arguments(__doc__, "dtype.json")
 
     models = {
         name: tlo.load_model(args.model, device="cpu", dtype=dt) for name, dt in DTYPES.items()
