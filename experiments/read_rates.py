@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--judge-now", action="store_true", help="judge the items here")
     parser.add_argument("--name", required=True)
     args = parser.parse_args()
+    if args.judged and args.judge_now:
+        parser.error("--judged reads a run's own judge labels; --judge-now judges here: pick one")
     items = {item["id"]: item for item in json.loads(args.items.read_text())}
     read = {}
     for path in args.labels:
@@ -55,11 +57,12 @@ def main() -> None:
         for row in json.loads(args.judged.read_text())["rows"]:
             judged[row["variant"]] = {c["prompt"]: c["judge"] for c in row["completions"]}
     if args.judge_now:
+        said: dict[str, dict[str, str]] = {}
         for item in items.values():
-            judged.setdefault(item["method"], {})[item["prompt"]] = item["completion"]
-        for method, said in judged.items():
-            labels = judge(list(said), list(said.values()), progress=False)
-            judged[method] = dict(zip(said, labels, strict=True))
+            said.setdefault(item["method"], {})[item["prompt"]] = item["completion"]
+        for method, by_prompt in said.items():
+            labels = judge(list(by_prompt), list(by_prompt.values()), progress=False)
+            judged[method] = dict(zip(by_prompt, labels, strict=True))
     baseline = by_method[args.baseline]
     methods = {}
     for method, labels in by_method.items():

@@ -193,11 +193,11 @@ def _add_compare(commands: Any) -> None:
     group.add_argument(
         "--layers",
         type=_compare_layers,
-        help="selective layers: 'judged' (default; 'auto' with --quick: of the layers at "
-        "40/50/60%% depth and the auto pick, the one whose ot_selective map the judge finds most "
-        "compliant on the validation prompts; a generation pass per layer), 'auto' (the layer "
-        "where harmful and harmless training activations are furthest apart, by W2² / variance; "
-        "no generation), 'middle', or e.g. 14, 11,14, 10-15",
+        help="selective layers: 'judged' (the default: of the layers at 40/50/60%% depth and "
+        "the auto pick, the one whose ot_selective map the judge finds most compliant on the "
+        "validation prompts; a generation pass per layer), 'auto' (the --quick default: the "
+        "layer where harmful and harmless training activations are furthest apart, by W2² / "
+        "variance; no generation), 'middle', or e.g. 14, 11,14, 10-15",
     )
     group.add_argument("--direction-layer", type=int, help="layer of the refusal direction")
     group.add_argument("--strength", type=float, default=1.0, help="used with --match-kl none")
