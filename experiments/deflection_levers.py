@@ -79,7 +79,8 @@ VARIANTS: list[tuple[str, tuple[int, ...], Any, float]] = [
     ("ot L17 s=2", (17,), None, 2.0),
     ("ot L14 s=2", (14,), None, 2.0),
     ("ot L14 every position s=2", (14,), NOT_THE_SINK, 2.0),
-    # More strength where the gate keeps the KL far under the budget (session 11):
+    # More strength at the judged layer (on the validation split its KL was 1/2 360 of the
+    # budget) and at the judged sweep's pick, layer 20 (session 11):
     ("ot L17 s=3", (17,), None, 3.0),
     ("ot L17 s=4", (17,), None, 4.0),
     ("ot L20 s=2", (20,), None, 2.0),
