@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from tl_ot_ablation.core import atomic
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -81,8 +83,8 @@ def machine(device: torch.device | str = "cpu", **versions: str) -> dict[str, An
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    """Write ``report`` as JSON atomically: an interrupted benchmark leaves the old file."""
+    atomic.write_text(path, json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {path}")
 
 
