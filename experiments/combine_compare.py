@@ -1,12 +1,12 @@
 """Issue 12: one methods table from ``compare`` runs that share everything but their methods.
 
-A judged ``compare`` costs about half an hour per method here, so the seven methods came in
-separate runs: ``compare-judged-layers`` (direction ablation and ``ot_selective``, layer 17
+A judged ``compare`` costs about half an hour per method here, so the methods came in separate
+runs: ``compare-judged-layers`` (direction ablation and ``ot_selective``, layer 17
 judged) and ``compare-others`` (``actadd``, ``mean_shift``, ``per_neuron_ot`` at ``--layers 17``,
 with direction ablation's validation KL passed as ``--match-kl`` so that the budget is the same
 number). This checks that the runs can be put side by side: the same model, prompts and
-settings apart from ``methods`` / ``match_kl`` / ``layers`` (``"judged"`` resolved to the same
-list), a numeric ``match_kl`` equal to the first run's direction-ablation budget, and the
+settings apart from ``methods`` / ``match_kl`` (``layers`` as recorded, i.e. ``"judged"``
+resolved, must match), a numeric ``match_kl`` equal to the first run's direction-ablation budget, and the
 unmodified model's completions identical (greedy decoding is deterministic; anything else means
 the runs are not comparable). Then it prints the methods table (``report.comparison_table``) and
 each method's paired judged-compliance difference from ``--baseline`` over the same prompts,
@@ -27,8 +27,8 @@ from _results import write_results
 
 from tl_ot_ablation.eval.report import comparison_table, paired_difference
 
-FREE = {"methods", "match_kl", "layers"}
-"""Settings a run may differ in; ``layers`` only when both resolve to the same list."""
+FREE = {"methods", "match_kl"}
+"""Settings the runs may differ in."""
 
 
 def main() -> None:
@@ -95,8 +95,6 @@ def _check_comparable(first: dict[str, Any], other: dict[str, Any]) -> None:
         raise SystemExit(
             f"{where}: settings differ from the first run's in {sorted(differ - FREE)}"
         )
-    if a["settings"]["layers"] != b["settings"]["layers"]:
-        raise SystemExit(f"{where}: layers {b['settings']['layers']} vs {a['settings']['layers']}")
     for run, budget_from in ((b, a), (a, b)):
         if isinstance(run["settings"]["match_kl"], float):
             _check_budget(run["settings"]["match_kl"], budget_from, where)

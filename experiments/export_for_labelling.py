@@ -7,9 +7,10 @@ Reads ``REPORT_FOLDER/completions.json`` (a ``compare`` report, or a ``sweep --j
 then each judged point is a "method" named like ``ot_selective L20 s=1``, and ``--points`` picks
 which point indices to export; ``--add`` merges more ``compare`` reports over the same prompts,
 so that methods from separate runs are read together, blind, by the same readers; a method two
-reports share must have the same completions; ``--methods`` keeps only those named) and writes ``OUT_FOLDER/items.json`` (every (method,
-kind, prompt, completion), shuffled with seed 0, numbered) and ``OUT_FOLDER/part-<i>.jsonl``
-(only ``id``, ``prompt``, ``completion``: readers see neither the method nor any judge's label).
+reports share must have the same completions; ``--methods`` keeps only those named) and writes
+``OUT_FOLDER/items.json`` (every (method, kind, prompt, completion), shuffled with seed 0,
+numbered) and ``OUT_FOLDER/part-<i>.jsonl`` (only ``id``, ``prompt``, ``completion``: readers
+see neither the method nor any judge's label).
 Labels come back as ``{"id", "label", "note"}`` lines, merged by ``merge_test_labels.py``.
 """
 
