@@ -144,16 +144,25 @@ def greedy_generation(
     prompt on the model a bridge wraps, with ``hooks`` on the bridge."""
 
     def run() -> torch.Tensor:
-        with torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
-            return model.original_model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                top_p=None,
-                top_k=None,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
+        with model.hooks(fwd_hooks=list(hooks)):
+            return hf_greedy(model.original_model, ids, mask, new_tokens, model.tokenizer)
 
     return run
+
+
+def hf_greedy(
+    hf_model: Any, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, tokenizer: Any
+) -> torch.Tensor:
+    """Greedy Hugging Face ``generate`` (KV cache, inference mode) of exactly ``new_tokens`` per
+    prompt: the one call every generation contender makes, so they differ only in the model."""
+    with torch.inference_mode():
+        return hf_model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )

@@ -11,7 +11,14 @@ rotating order; each figure is the best round. Also recorded: whether their gree
 """
 
 import torch
-from _bench import best_of_rounds, generation_arguments, greedy_generation, machine, write_report
+from _bench import (
+    best_of_rounds,
+    generation_arguments,
+    greedy_generation,
+    hf_greedy,
+    machine,
+    write_report,
+)
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens import models
@@ -31,17 +38,7 @@ def main() -> None:
     outputs: dict[str, torch.Tensor] = {}
 
     def plain_generation() -> object:
-        with torch.inference_mode():
-            outputs["plain"] = plain.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=args.new_tokens,
-                min_new_tokens=args.new_tokens,
-                do_sample=False,
-                top_p=None,
-                top_k=None,
-                pad_token_id=bridge.tokenizer.pad_token_id,
-            )
+        outputs["plain"] = hf_greedy(plain, ids, mask, args.new_tokens, bridge.tokenizer)
         return outputs["plain"]
 
     bridged = greedy_generation(bridge, ids, mask, args.new_tokens)
