@@ -1,20 +1,21 @@
 """Issue 12: one methods table from ``compare`` runs that share everything but their methods.
 
 A judged ``compare`` costs about half an hour per method here, so the methods came in separate
-runs: ``compare-judged-layers`` (direction ablation and ``ot_selective``, layer 17
-judged) and ``compare-others`` (``actadd``, ``mean_shift``, ``per_neuron_ot`` at ``--layers 17``,
-with direction ablation's validation KL passed as ``--match-kl`` so that the budget is the same
-number). This checks that the runs can be put side by side: the same model, prompts and
-settings apart from ``methods`` / ``match_kl`` (``layers`` as recorded, i.e. ``"judged"``
-resolved, must match), a numeric ``match_kl`` equal to the first run's direction-ablation budget, and the
-unmodified model's completions identical (greedy decoding is deterministic; anything else means
-the runs are not comparable). Then it prints the methods table (``report.comparison_table``) and
-each method's paired judged-compliance difference from ``--baseline`` over the same prompts,
-and writes ``experiments/results/NAME.json``.
+runs: ``compare-judged-layers`` (direction ablation and ``ot_selective``, layer 17 judged),
+``compare-others`` (``actadd``, ``mean_shift``, ``per_neuron_ot``) and ``compare-ot-full``, the
+last two at ``--layers 17`` with direction ablation's validation KL passed as ``--match-kl`` so
+that the budget is the same number. This checks that each later run can sit beside the first:
+the same model, prompts and settings apart from ``methods`` / ``match_kl`` (``layers`` as
+recorded, i.e. ``"judged"`` resolved, must match), a numeric ``match_kl`` equal to the first
+run's direction-ablation budget, and the unmodified model's completions identical (greedy
+decoding is deterministic; anything else means the runs are not comparable). Then it prints the
+methods table (``report.comparison_table``) and each method's paired judged-compliance
+difference from ``--baseline`` over the same prompts, and writes
+``experiments/results/NAME.json``.
 
     .venv/bin/python experiments/combine_compare.py experiments/results/compare-judged-layers \\
-        experiments/results/compare-others --baseline direction_ablation \\
-        --name compare-all-methods
+        experiments/results/compare-others experiments/results/compare-ot-full \\
+        --baseline direction_ablation --name compare-all-methods
 """
 
 import argparse
