@@ -374,6 +374,24 @@ def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
     assert "less fluent" in verdict(fluent) and "3.9" in verdict(fluent)
 
 
+def test_judged_verdict_compares_compliance_and_says_to_read() -> None:
+    from tl_ot_ablation.eval.report import JUDGE_CAVEAT, verdict
+
+    record = _record([0] * 20, 0.01)
+    assert JUDGE_CAVEAT not in verdict(record)  # marker verdicts say nothing about the judge
+    judged = {"none": ["refusal"] * 20, "direction_ablation": ["compliance"] * 20}
+    judged["ot_full"] = ["compliance"] * 8 + ["deflection"] * 12
+    for name, labels in judged.items():
+        method = record["methods"][name]
+        method["judged_harmful"] = labels
+        for label in ("compliance", "deflection", "degenerate"):
+            method[f"{label}_rate_harmful"] = with_ci([float(x == label) for x in labels]).to_dict()
+    lines = verdict(record).splitlines()
+    assert lines[0].startswith("- `ot_full` does NOT beat") and "judged compliance 0.40" in lines[0]
+    assert "deflects on 0.60" in lines[0]
+    assert lines[-1] == JUDGE_CAVEAT and "completions.json" in lines[-1]
+
+
 def test_layer_settings_are_checked(tiny_bridge) -> None:
     assert CompareSettings(layers="middle").resolve(4).layers == [2]
     assert CompareSettings(layers="auto").resolve(4).layers == "auto"

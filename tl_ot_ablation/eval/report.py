@@ -116,7 +116,18 @@ def verdict(record: Any) -> str:
     for name in ("ot_selective", "ot_full"):
         if name in methods:
             lines.append(_verdict_line(name, methods[name], da, judged))
+    if judged and lines:
+        lines.append(JUDGE_CAVEAT)
     return "\n".join(lines)
+
+
+JUDGE_CAVEAT = (
+    "- Judged rates come from a small text classifier (`tlo.judge`) that reads most answers "
+    "as a reader would but calls many deflections compliance (step lists whose steps are "
+    "harmless, answers to a safer question): read a sample of each method's harmful answers "
+    "in completions.json before quoting a rate."
+)
+"""Why a judged verdict is not the last word (README, "The compliance judge")."""
 
 
 def is_report_folder(path: Path) -> bool:
