@@ -96,8 +96,18 @@ def _fluency(method: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
     )
 
 
+JUDGE_CAVEAT = (
+    "- Judged rates come from a small text classifier (`tlo.judge`) that reads most answers "
+    "as a reader would but calls many deflections compliance (step lists whose steps are "
+    "harmless, answers to a safer question): read a sample of each method's harmful answers "
+    "in completions.json before quoting a rate."
+)
+"""Why a judged verdict is not the last word (README, "The compliance judge")."""
+
+
 def verdict(record: Any) -> str:
-    """One honest sentence: does OT beat direction ablation at (at most) its damage?
+    """One honest line per transport method: does it beat direction ablation at (at most) its
+    damage? A judged verdict ends with ``JUDGE_CAVEAT``.
 
     ``record``: a ``CompareRecord`` or a mapping whose ``methods`` follow ``MethodRecord``."""
     if isinstance(record, CompareRecord):
@@ -119,15 +129,6 @@ def verdict(record: Any) -> str:
     if judged and lines:
         lines.append(JUDGE_CAVEAT)
     return "\n".join(lines)
-
-
-JUDGE_CAVEAT = (
-    "- Judged rates come from a small text classifier (`tlo.judge`) that reads most answers "
-    "as a reader would but calls many deflections compliance (step lists whose steps are "
-    "harmless, answers to a safer question): read a sample of each method's harmful answers "
-    "in completions.json before quoting a rate."
-)
-"""Why a judged verdict is not the last word (README, "The compliance judge")."""
 
 
 def is_report_folder(path: Path) -> bool:
