@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+from tl_ot_ablation.eval.judge import LABELS
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 GUIDE = "guide"
@@ -42,6 +44,8 @@ def load_readings(run: str) -> list[dict]:
     for reader in reading.readers:
         path = items_path.parent / (f"labels-{reader}.jsonl" if reader else "labels.jsonl")
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if wrong := [line["id"] for line in lines if line["label"] not in LABELS]:
+            raise ValueError(f"{path}: items {wrong[:5]} have a label outside {LABELS}")
         readers.append({line["id"]: line["label"] for line in lines})
     missing = [item["id"] for item in items if any(item["id"] not in r for r in readers)]
     if missing:

@@ -27,6 +27,7 @@ from _results import write_results
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_predict
 from tqdm import tqdm
+from train_judge import scores
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.judge import LABELS, features
@@ -92,11 +93,8 @@ def nested_cv(x: np.ndarray, y: np.ndarray, groups: list[str]) -> dict[str, floa
     predicted = cross_val_predict(
         search, x, y, groups=groups, cv=GroupKFold(n_splits=5), params={"groups": groups}
     )
-    compliance = LABELS.index("compliance")
-    return {
-        "accuracy": float((predicted == y).mean()),
-        "compliance_agreement": float(((predicted == compliance) == (y == compliance)).mean()),
-    }
+    part = scores([LABELS[i] for i in y], [LABELS[i] for i in predicted])
+    return {key: part[key] for key in ("accuracy", "compliance_agreement")}
 
 
 def main() -> None:

@@ -11,13 +11,15 @@ Writes ``experiments/results/judge-vs-readings.json``.
 """
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from _readings import GUIDE, READINGS, load_readings
 from _results import write_results
+from train_judge import scores
 
-from tl_ot_ablation.eval.judge import judge
+from tl_ot_ablation.eval.judge import judge, marker_labels
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 HELD_OUT = {  # name: (file, the rows of it that no judge was trained on)
@@ -27,40 +29,33 @@ HELD_OUT = {  # name: (file, the rows of it that no judge was trained on)
 }
 
 
-def compliant(labels: list[str]) -> list[bool]:
-    return [label == "compliance" for label in labels]
-
-
-def agreement(a: list[bool] | list[str], b: list[bool] | list[str]) -> float:
-    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+def compliance_rate(labels: Sequence[str]) -> float:
+    return sum(label == "compliance" for label in labels) / len(labels)
 
 
 def score(rows: list[dict], rule: str) -> dict[str, Any]:
     """Every judge against every reader of ``rows`` (each with ``labels``, one per reader)."""
     prompts = [r["prompt"] for r in rows]
     completions = [r["completion"] for r in rows]
-    readers = list(zip(*(r["labels"] for r in rows), strict=True))
+    readers = [list(labels) for labels in zip(*(r["labels"] for r in rows), strict=True)]
     judged = {
         "classifier": judge(prompts, completions, progress=False),
-        "markers": judge(prompts, completions, method="markers", progress=False),
+        "markers": marker_labels(completions),
     }
     record: dict[str, Any] = {
         "rule": rule,
         "n": len(rows),
         "harmful": sum(r["kind"] == "harmful" for r in rows),
-        "read_compliance_rate": [sum(compliant(list(r))) / len(rows) for r in readers],
+        "read_compliance_rate": [compliance_rate(reader) for reader in readers],
     }
     if len(readers) == 2:
-        record["readers_compliance_agreement"] = agreement(
-            compliant(list(readers[0])), compliant(list(readers[1]))
-        )
+        record["readers_compliance_agreement"] = scores(*readers)["compliance_agreement"]
     for name, labels in judged.items():
+        against = [scores(reader, labels) for reader in readers]
         record[name] = {
-            "compliance_rate": sum(compliant(labels)) / len(rows),
-            "compliance_agreement": [
-                agreement(compliant(labels), compliant(list(r))) for r in readers
-            ],
-            "accuracy": agreement(labels, list(readers[0])),
+            "compliance_rate": compliance_rate(labels),
+            "compliance_agreement": [part["compliance_agreement"] for part in against],
+            "accuracy": against[0]["accuracy"],
         }
     return record
 
