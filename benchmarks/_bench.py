@@ -18,6 +18,7 @@ import torch
 
 from tl_ot_ablation.core import atomic
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -80,6 +81,16 @@ def machine(device: torch.device | str = "cpu", **versions: str) -> dict[str, An
     if torch.device(device).type == "cuda":
         facts["gpu"] = torch.cuda.get_device_name(device)
     return facts
+
+
+def repo_path(path: Path) -> str:
+    """``path`` as a report records it: relative to the repository (``benchmarks/results/x.json``)
+    when inside it, else its name alone, so no report holds a machine's absolute path."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(ROOT).as_posix()
+    except ValueError:
+        return resolved.name
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

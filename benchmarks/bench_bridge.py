@@ -17,6 +17,7 @@ from _bench import (
     greedy_generation,
     hf_greedy,
     machine,
+    repo_path,
     write_report,
 )
 
@@ -80,7 +81,7 @@ def main() -> None:
         args.out,
         {
             "machine": machine("cpu"),
-            "config": vars(args) | {"out": str(args.out), "prompt_tokens": ids.shape[1]},
+            "config": vars(args) | {"out": repo_path(args.out), "prompt_tokens": ids.shape[1]},
             "seconds": seconds,
             "bridge_over_plain": ratios,
             "identical_greedy_tokens": agree,

@@ -14,7 +14,14 @@ completions agree token for token, and the dtype ``auto`` picks on this machine.
 from typing import Any
 
 import torch
-from _bench import best_of_rounds, generation_arguments, greedy_generation, machine, write_report
+from _bench import (
+    best_of_rounds,
+    generation_arguments,
+    greedy_generation,
+    machine,
+    repo_path,
+    write_report,
+)
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens.collect import prepare_tokens
@@ -70,7 +77,7 @@ def main() -> None:
         args.out,
         {
             "machine": machine("cpu", native_bfloat16=str(cpu_has_native_bfloat16())),
-            "config": vars(args) | {"out": str(args.out), "prompt_tokens": ids.shape[1]},
+            "config": vars(args) | {"out": repo_path(args.out), "prompt_tokens": ids.shape[1]},
             "seconds": seconds,
             "bfloat16_over_float32": {"generate": ratio, "prefill": prefill_ratio},
             "identical_greedy_completions": agree,
