@@ -12,6 +12,13 @@ reports share must have the same completions; ``--methods`` keeps only those nam
 numbered) and ``OUT_FOLDER/part-<i>.jsonl`` (only ``id``, ``prompt``, ``completion``: readers
 see neither the method nor any judge's label).
 Labels come back as ``{"id", "label", "note"}`` lines, merged by ``merge_test_labels.py``.
+
+For a new reading of a ``compare`` report use the package's command instead, which this script
+predates: ``tl-ot-ablation read export REPORT OUT`` (opaque ids, the key kept apart from the
+readers' parts, the rubric beside them; ``docs/cli.md``). This script stays to reproduce the
+committed readings (integer ids, ``items.json``) and for what the command does not cover: sweep
+reports and merging several reports (``--add``). ``read score`` accepts its ``items.json`` as
+``--key``.
 """
 
 import argparse

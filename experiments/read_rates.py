@@ -9,6 +9,11 @@ the reading (``train_judge.scores``: accuracy, compliance agreement, confusion m
 runs, like ``sweep --judged``, that keep only the judge's shares).
 Writes ``experiments/results/<NAME>.json``.
 
+For a ``compare`` report, ``tl-ot-ablation read score REPORT LABELS... --key ITEMS.json`` now
+does this in the package (and adds readers' agreement and a section to the report); this script
+stays to reproduce the committed ``*-read*.json`` records, whose layout it defines, and for
+sweep and confirm readings.
+
     .venv/bin/python experiments/read_rates.py experiments/results/deflection-confirm/items.json \
         experiments/results/deflection-confirm/labels.jsonl --baseline "direction_ablation s=0.5" \
         --judged experiments/results/deflection-confirm.json --name deflection-confirm-read

@@ -23,11 +23,12 @@ QUIET = {"progress": False}
 
 
 def test_one_map_per_layer_with_recorded_settings(tiny_bridge) -> None:
-    fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[2, 0], n_components=6, **QUIET)
-    assert list(fitted) == ["blocks.0.hook_resid_pre", "blocks.2.hook_resid_pre"]
+    # Not layer 0: its post-instruction rows are the same for every prompt (a refused fit).
+    fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[2, 1], n_components=6, **QUIET)
+    assert list(fitted) == ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"]
     assert all(isinstance(m, GaussianOTMap) and m.n_components == 6 for m in fitted.values())
     meta = fitted.metadata
-    assert meta["layers"] == [0, 2] and meta["n_components"] == 6 and meta["d_model"] == 32
+    assert meta["layers"] == [1, 2] and meta["n_components"] == 6 and meta["d_model"] == 32
     assert meta["positions"] == "post_instruction" and len(meta["prompts_sha256"]) == 16
     assert fitted.positions == "post_instruction" and fitted.n_post_instruction == 13
 

@@ -68,7 +68,7 @@ def test_judging_leaves_the_generation_free_scores_as_they_were(sweeps) -> None:
     strength points sit at the best placement, which the two rules may choose differently.)"""
     plain, judged = sweeps
     scanned = [[p for p in r.points if p.kind in JUDGED_KINDS] for r in (plain, judged)]
-    assert len(scanned[0]) == 2 + 3 + 2  # references, layers, pairs
+    assert len(scanned[0]) == 2 + 2 + 2  # references, layers (not 0: identical classes), pairs
     for a, b in zip(*scanned, strict=True):
         assert (a.kind, a.method, a.layers, a.strength) == (b.kind, b.method, b.layers, b.strength)
         assert b.refusal_score.value == pytest.approx(a.refusal_score.value, rel=1e-4, abs=1e-4)
@@ -154,10 +154,9 @@ def test_the_cli_writes_judged_shares_completions_and_the_panel(tmp_path: Path, 
         assert (point["kind"], point["layers"]) == (entry["kind"], entry["layers"])
         assert len(entry["completions"]) == 2
     assert {tuple(p["layers"]) for p in completions["points"] if p["kind"] == "layer"} == {
-        (0,),
         (1,),
         (2,),
-    }
+    }  # no point at layer 0, where the classes are identical
     report = (out / "report.md").read_text()
     assert "most judged compliance" in report and "| compliance |" in report
     assert (out / "layer_sweep.png").stat().st_size > 1000

@@ -12,6 +12,7 @@ import torch
 
 from tl_ot_ablation import cli
 from tl_ot_ablation.cli import BAD_INPUT, main
+from tl_ot_ablation.core.manifest import foreign_files
 from tl_ot_ablation.eval.record import (
     COMPARE_FORMAT,
     CompareRecord,
@@ -20,7 +21,6 @@ from tl_ot_ablation.eval.record import (
     PromptsRecord,
     RecordError,
 )
-from tl_ot_ablation.eval.report import is_report_folder
 from tl_ot_ablation.eval.settings import MONITORED, CompareSettings, MonitorSettings
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
@@ -50,12 +50,13 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def monitor_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One run of every method, probe on, selective layer 0 (so "auto" monitors layers 0
-    and 2, both after every edit): its folder and what it printed."""
+    """One run of every method, probe on, selective layer 1 (so "auto" monitors layer 1, after
+    every edit; layer 0's post-instruction rows are the same for every prompt, so nothing can
+    be fitted there), and layer 2 too: its folder and what it printed."""
     out = tmp_path_factory.mktemp("monitor") / "report"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["monitor", *TINY, *SMALL, "--layers", "0", "--out", str(out)])
+        code = main(["monitor", *TINY, *SMALL, "--layers", "1", "--out", str(out)])
     assert code == 0
     return out, printed.getvalue()
 
@@ -73,14 +74,14 @@ def compare_record(path: Path, strengths: dict[str, float], **changes) -> Path:
 
 def test_monitor_writes_a_complete_report(monitor_run) -> None:
     out, printed = monitor_run
-    assert is_report_folder(out)
+    assert foreign_files(out) == []  # every file listed in its manifest
     record = MonitorRecord.read(out / "detect.json")
-    assert record.monitor_layers == [0, 2] and record.hook == "resid_post"
+    assert record.monitor_layers == [1] and record.hook == "resid_post"
     assert record.strengths == dict.fromkeys(MONITORED, 1.0)
     assert set(record.strength_sources.values()) == {"default"}
-    assert record.layers == [0] and record.layer_choice == "given"
+    assert record.layers == [1] and record.layer_choice == "given"
     keys = [(r.method, r.layer, r.score) for r in record.results]
-    assert sorted(keys) == sorted(itertools.product(MONITORED, [0, 2], SCORES))
+    assert sorted(keys) == sorted(itertools.product(MONITORED, [1], SCORES))
     for result in record.results:
         assert result.n_positive == 3 and result.n_negative == 6
         for estimate in (result.auroc, result.tpr_at_1pct_fpr):
@@ -89,11 +90,11 @@ def test_monitor_writes_a_complete_report(monitor_run) -> None:
     assert record.command is not None and record.command.startswith("tl-ot-ablation monitor")
     assert MonitorRecord.from_json(record.to_json()).to_json() == record.to_json()
     report = (out / "report.md").read_text()
-    assert "| ot_selective | 1 | 2 | probe (supervised) |" in report
+    assert "| ot_selective | 1 | 1 | probe (supervised) |" in report
     assert "## Settings" in report and "Command: `tl-ot-ablation monitor" in report
     assert "![AUROC per monitored layer](detection.png)" in report
     assert (out / "detection.png").stat().st_size > 1000
-    assert "| direction_ablation | 1 | 0 | likelihood (unsupervised) |" in printed
+    assert "| direction_ablation | 1 | 1 | likelihood (unsupervised) |" in printed
     assert "Report:" in printed
 
 

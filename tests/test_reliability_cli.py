@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tl_ot_ablation import cli
 from tl_ot_ablation.cli import BAD_INPUT, _layers, main
+from tl_ot_ablation.lens import models
+from tl_ot_ablation.lens.devices import resolve_device
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
 
@@ -34,8 +37,21 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
         (["compare", "-k", "0"], "n_components must be an integer >= 1"),
         (["compare", "--reg", "-1"], "reg must be a finite number >= 0"),
         (["compare", "--reg", "nan"], "reg must be a finite number >= 0"),
-        (["compare", "--max-strength", "0.5"], "max_strength must be a number >= 1"),
+        (["compare", "--max-strength", "0.5"], "max_strength must be a finite number >= 1"),
+        (["compare", "--max-strength", "inf"], "max_strength must be a finite number >= 1"),
         (["compare", "--strength", "-1", "--match-kl", "none"], "strength must be"),
+        (["compare", "--strength", "inf", "--match-kl", "none"], "strength must be a finite"),
+        (["compare", "--strength", "nan", "--match-kl", "none"], "strength must be a finite"),
+        (["compare", "--n-questions", "-1"], "n_questions must be an integer >= 0"),
+        (["sweep", "--strengths", "1", "inf"], "every strength must be a finite number > 0"),
+        (["compare", "--seed", "-1"], "seed must be an integer >= 0"),
+        (["fit", "--seed", str(2**64)], "seed must be an integer >= 0 and < 2**64"),
+        (["fit", "--direction-layer", "1000000000"], "no model has more than 10000 blocks"),
+        (["monitor", "--direction-layer", "10000"], "no model has more than 10000 blocks"),
+        (["compare", "--device", "nonsense"], "--device 'nonsense' is not a device"),
+        (["generate", "--map", "m", "--prompt", "hi", "--strength", "-1"], "--strength must be"),
+        (["generate", "--map", "m", "--prompt", "hi", "--strength", "inf"], "--strength must be"),
+        (["generate", "--map", "m", "--prompt", "hi", "--strength", "nan"], "--strength must be"),
         (["compare", "--max-new-tokens", "0"], "max_new_tokens must be an integer >= 1"),
         (["sweep", "--strengths", "0", "1"], "every strength must be a finite number > 0"),
         (["sweep", "--k-grid", "0"], "every k in k_grid must be an integer >= 1"),
@@ -110,7 +126,13 @@ def test_jsonl_prompts_and_force_replace(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("14", [14]), ("11,14", [11, 14]), ("10-12", [10, 11, 12]), ("1,3-4", [1, 3, 4])],
+    [
+        ("14", [14]),
+        ("11,14", [11, 14]),
+        ("10-12", [10, 11, 12]),
+        ("1,3-4", [1, 3, 4]),
+        ("9998-9999", [9998, 9999]),
+    ],
 )
 def test_layer_specs(value: str, expected: list[int]) -> None:
     assert _layers(value) == expected
@@ -120,6 +142,74 @@ def test_layer_specs(value: str, expected: list[int]) -> None:
 def test_bad_layer_specs_say_what_was_expected(value: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=r"layers like|runs backwards"):
         _layers(value)
+
+
+@pytest.mark.parametrize("value", ["10000", "9990-10000", "0-1000000000", "3,5-1" + "0" * 30])
+def test_layer_indices_beyond_any_model_are_refused_before_a_list_is_built(value: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="no model has more than 10000 blocks"):
+        _layers(value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "--layers", "0-1000000000"],
+        ["compare", "--layers", "0-1000000000"],
+        ["fit", "--layers", "7,0-1000000000"],
+        ["monitor", "--monitor-layers", "0-1000000000"],
+    ],
+)
+def test_huge_layer_options_fail_while_parsing(argv: list[str], no_model, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == BAD_INPUT
+    assert "no model has more than 10000 blocks" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Act as a machine with neither CUDA nor MPS, whatever this one has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_an_unavailable_device_fails_before_the_model_loads(
+    device: str, no_accelerator, no_model, capsys
+) -> None:
+    assert main(["compare", "--device", device, "--no-progress"]) == BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--device {device!r}" in err and "available here: cpu" in err, err
+    assert "use --device cpu" in err and err.count("\n") == 1, err
+
+
+def test_a_missing_cuda_index_names_the_devices_there_are(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"2 CUDA devices.*cpu, cuda:0, cuda:1.*device='cuda:0'"):
+        resolve_device("cuda:3")
+
+
+def test_resolve_device_parses_and_picks_like_load_model(no_accelerator) -> None:
+    assert resolve_device(None) == torch.device("cpu")  # auto: CUDA if available, else CPU
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"'nonsense' is not a device.*e\.g\. cpu, cuda"):
+        resolve_device("nonsense")
+    with pytest.raises(ValueError, match=r"no CUDA.*available here: cpu; use device='cpu'"):
+        resolve_device(torch.device("cuda"))
+
+
+def test_load_model_refuses_an_unavailable_device_before_loading(
+    no_accelerator, monkeypatch
+) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the device was checked")
+
+    monkeypatch.setattr(models, "_load_hf", refuse)
+    with pytest.raises(ValueError, match=r"device 'cuda'.*use device='cpu'"):
+        models.load_model("any/model", device="cuda")
 
 
 FLAGS = (

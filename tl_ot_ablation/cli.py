@@ -1,4 +1,5 @@
-"""``tl-ot-ablation`` (also ``python -m tl_ot_ablation``): compare, sweep, fit, generate, monitor.
+"""``tl-ot-ablation`` (also ``python -m tl_ot_ablation``): compare, sweep, fit, generate, monitor,
+and read (blind reading of a compare report by people; no model).
 
 Parse, build the job's settings (checked before the model loads), load the model, call one
 library function per command (``eval.jobs``), print. With no options, ``compare`` fits every
@@ -11,6 +12,7 @@ Exit codes: 0 success; 2 bad input (arguments, files, prompts, an output folder 
 """
 
 import argparse
+import math
 import re
 import shlex
 import sys
@@ -22,6 +24,8 @@ from typing import Any, Literal
 
 import torch
 
+from .core import atomic
+from .eval.damage import KL_THRESHOLD, MATCH_MEASURES
 from .eval.jobs import (
     JobPrompts,
     check_monitor_prompts,
@@ -31,11 +35,12 @@ from .eval.jobs import (
     monitor_job,
     sweep_job,
 )
-from .eval.judge import JUDGES
+from .eval.judge import check_judge_name
 from .eval.methods import COMPARED, HEADLINE, METHODS, SWEPT
 from .eval.record import RecordError, compare_strengths
 from .eval.report import comparison_table, detection_table, verdict
 from .eval.settings import (
+    MAX_BLOCKS,
     MONITOR_HOOKS,
     MONITORED,
     CompareSettings,
@@ -45,6 +50,7 @@ from .eval.settings import (
     SweepSettings,
 )
 from .eval.strength import RULES
+from .lens.devices import resolve_device
 from .lens.generation import generate
 from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model
@@ -61,21 +67,35 @@ _LAYER_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 
 def _layers(value: str) -> list[int]:
-    """``"14"``, ``"11,14"`` or ``"10-15"`` → layer list."""
+    """``"14"``, ``"11,14"`` or ``"10-15"`` → layer list (every range checked before any is
+    built: ``0-1000000000`` would take tens of GB)."""
     if not _LAYER_LIST.match(value):
         raise argparse.ArgumentTypeError(
             "expected layers like 14, 11,14 or 10-15 (block indices >= 0, no spaces), got "
             f"{value!r}"
         )
-    layers: list[int] = []
-    for part in value.split(","):
-        start, _, stop = part.partition("-")
-        if stop and int(stop) < int(start):
+    ranges = [_layer_range(part) for part in value.split(",")]
+    if sum(stop - start + 1 for start, stop in ranges) > MAX_BLOCKS:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} names more than {MAX_BLOCKS} layers; no model has more than "
+            f"{MAX_BLOCKS} blocks"
+        )
+    return [layer for start, stop in ranges for layer in range(start, stop + 1)]
+
+
+def _layer_range(part: str) -> tuple[int, int]:
+    """``"10-15"`` → ``(10, 15)``, ``"14"`` → ``(14, 14)``; refuses a backward range and an
+    index no model has (``MAX_BLOCKS``)."""
+    start, _, stop = part.partition("-")
+    for index in (start, stop or start):
+        if len(index.lstrip("0")) > len(str(MAX_BLOCKS)) or int(index) >= MAX_BLOCKS:
             raise argparse.ArgumentTypeError(
-                f"layer range {part!r} runs backwards; write it low-high"
+                f"layer {index} is beyond any model: no model has more than {MAX_BLOCKS} "
+                f"blocks (indices 0..{MAX_BLOCKS - 1}); give this model's block indices"
             )
-        layers += range(int(start), int(stop or start) + 1)
-    return layers
+    if int(stop or start) < int(start):
+        raise argparse.ArgumentTypeError(f"layer range {part!r} runs backwards; write it low-high")
+    return int(start), int(stop or start)
 
 
 def _selective_layers(value: str) -> list[int] | str:
@@ -159,6 +179,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="evaluate even when held-out prompts also appear in the training prompts",
     )
+    group.add_argument(
+        "--allow-control-tokens",
+        action="store_true",
+        help="let prompts and --system hold the tokenizer's control tokens (e.g. <|im_end|>), "
+        "which act as real chat-turn markers (refused by default)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--quick",
@@ -228,12 +254,33 @@ def _add_compare(commands: Any) -> None:
     ):
         group.add_argument(flag, type=Path, help=text)
     group.add_argument("--n-validation", type=int, help="validation prompts per side")
-    group.add_argument("--judge", choices=JUDGES, default="classifier", help="compliance judge")
+    group.add_argument(
+        "--judge",
+        type=_judge_name,
+        default="classifier",
+        help="compliance judge: classifier (default), markers, or a hub judge hf:[KIND:]MODEL "
+        "(KIND: harmbench, llamaguard, strongreject; docs/judge.md)",
+    )
     group.add_argument("--n-questions", type=int, help="capability questions (0: skip)")
     group.add_argument(
         "--no-detect",
         action="store_true",
         help="skip the detectability columns (an activation monitor watching each method)",
+    )
+    _add_damage_options(group, "the KL budget (--match-kl)")
+    group.add_argument(
+        "--xstest",
+        metavar="PATH",
+        help="also measure over-refusal: an XSTest-style CSV (columns prompt, label safe/unsafe; "
+        "e.g. XSTest's xstest_prompts.csv) or 'shipped' (the package's own 24 + 24); off by "
+        "default, since it adds two generation passes per method",
+    )
+    group.add_argument("--n-xstest", type=int, help="over-refusal prompts per class (default all)")
+    group.add_argument(
+        "--gate-neighbours",
+        type=int,
+        help="nearest training prompts listed for the benign prompts that open a gated map's "
+        "gate most (default 3; 0 skips their pass over the training prompts)",
     )
     _add_map_options(group)
     group.add_argument(
@@ -260,7 +307,9 @@ def _add_sweep(commands: Any) -> None:
     )
     group.add_argument("--max-new-tokens", type=int, help="completion length (with --judged)")
     group.add_argument(
-        "--judge", choices=JUDGES, help="compliance judge (with --judged; default: classifier)"
+        "--judge",
+        type=_judge_name,
+        help="compliance judge (with --judged; default: classifier; names as for compare)",
     )
     group.add_argument("--no-pairs", action="store_true", help="skip adjacent pairs")
     group.add_argument("--sequential", action="store_true", help="refit pairs sequentially")
@@ -274,7 +323,26 @@ def _add_sweep(commands: Any) -> None:
         default="direction_ablation",
         help="'direction_ablation' (default) or a KL budget in nats for picking the best point",
     )
+    _add_damage_options(group, "--kl-budget")
     _add_map_options(group)
+
+
+def _add_damage_options(group: argparse._ArgumentGroup, budget: str) -> None:
+    """What a damage budget bounds, and the KL threshold of the share-above measure."""
+    group.add_argument(
+        "--match-measure",
+        choices=MATCH_MEASURES,
+        default="mean",
+        help=f"what {budget} bounds, over the harmless prompts' first-token KL: the mean "
+        "(default), median, p90 (90th percentile) or share_above (the share of prompts above "
+        "--kl-threshold; a numeric budget is then a share in (0, 1])",
+    )
+    group.add_argument(
+        "--kl-threshold",
+        type=float,
+        default=KL_THRESHOLD,
+        help=f"nats above which a harmless prompt counts as moved (default {KL_THRESHOLD:g})",
+    )
 
 
 def _add_fit(commands: Any) -> None:
@@ -359,6 +427,73 @@ def _add_monitor(commands: Any) -> None:
     )
 
 
+def _judge_name(value: str) -> str:
+    """``--judge``: a built-in name, ``hf:[KIND:]MODEL`` or a registered name (nothing loads)."""
+    try:
+        check_judge_name(value, "--judge")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
+def _add_read(commands: Any) -> None:
+    read = commands.add_parser(
+        "read", help="blind reading of a compare report: export parts, score readers' labels"
+    )
+    steps = read.add_subparsers(dest="read_command", required=True)
+    export = steps.add_parser(
+        "export", help="write shuffled, blind parts for readers (OUT/readers) and the key"
+    )
+    export.add_argument("report", type=Path, help="a compare report folder")
+    export.add_argument("out", type=Path, help="new folder: readers/ (hand out) and key.json")
+    export.add_argument("--parts", type=int, default=1, help="readers to share the items among")
+    export.add_argument("--seed", type=int, default=0, help="seed of the shuffle and the ids")
+    export.add_argument("--methods", nargs="+", help="only these methods (default: all)")
+    export.add_argument("--include-harmless", action="store_true", help="also the harmless answers")
+    export.add_argument("--force", action="store_true", help="replace a folder we did not write")
+    score = steps.add_parser(
+        "score", help="read rates, paired differences and agreement; adds them to the report"
+    )
+    score.add_argument("report", type=Path, help="the compare report that was exported")
+    score.add_argument("labels", type=Path, nargs="+", help="JSON-lines label files")
+    score.add_argument("--key", type=Path, help="the export's key.json (default: found nearby)")
+    score.add_argument("--baseline", help="method to pair with (default: direction_ablation)")
+    score.add_argument(
+        "--allow-missing", action="store_true", help="score even if some items lack a label"
+    )
+    score.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+
+
+def _run_read(args: argparse.Namespace) -> None:
+    """``read export`` / ``read score`` (``eval.reading``, ``eval.reading_score``)."""
+    from .eval.reading import export_reading
+    from .eval.reading_score import BEGIN, END, read_markdown, score_reading, write_read_section
+
+    if args.read_command == "export":
+        out = export_reading(
+            args.report,
+            args.out,
+            parts=args.parts,
+            seed=args.seed,
+            methods=args.methods,
+            harmless=args.include_harmless,
+            overwrite=args.force,
+        )
+        print(f"Hand {out / 'readers'} to the readers; keep {out / 'key.json'} from them.")
+        return
+    record = score_reading(
+        args.report,
+        args.labels,
+        key=args.key,
+        baseline=args.baseline,
+        allow_missing=args.allow_missing,
+        seed=args.seed,
+    )
+    path = write_read_section(args.report, record)
+    print(read_markdown(record).replace(BEGIN, "").replace(END, "").strip())
+    print(f"Wrote {path} and the reading section of {args.report / 'report.md'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -367,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ablation (TransformerLens 4.x).",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_compare, _add_sweep, _add_fit, _add_generate, _add_monitor):
+    for add in (_add_compare, _add_sweep, _add_fit, _add_generate, _add_monitor, _add_read):
         add(commands)
     return parser
 
@@ -385,6 +520,7 @@ def _job_fields(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "n_train": args.n_train,
         "positions": args.positions,
+        "allow_control_tokens": args.allow_control_tokens,
     }
     return {key: value for key, value in fields.items() if value is not None}
 
@@ -426,12 +562,16 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
             kl_budget=args.kl_budget,
             judged=args.judged,
             judge=args.judge or "classifier",
+            match_measure=args.match_measure,
+            kl_threshold=args.kl_threshold,
         )
     optional |= {
         "layers": args.layers,
         "max_new_tokens": args.max_new_tokens,
         "n_questions": args.n_questions,
         "n_validation": args.n_validation,
+        "n_xstest": args.n_xstest,
+        "gate_neighbours": args.gate_neighbours,
         "strength_fractions": None
         if args.strength_fractions is None
         else tuple(args.strength_fractions),
@@ -448,6 +588,8 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
         methods=COMPARED if "all" in args.methods else tuple(args.methods),
         judge=args.judge,
         detect=not args.no_detect,
+        match_measure=args.match_measure,
+        kl_threshold=args.kl_threshold,
     )
 
 
@@ -518,6 +660,7 @@ def _prompts(args: argparse.Namespace, settings: JobSettings) -> JobPrompts:
         questions=args.questions,
         validation_harmful=getattr(args, "validation_harmful", None),
         validation_harmless=getattr(args, "validation_harmless", None),
+        xstest=getattr(args, "xstest", None),
         allow_overlap=args.allow_overlap or args.command == "fit",
     )
 
@@ -611,8 +754,24 @@ def run_monitor(args: argparse.Namespace, job: _Job, model: Any, command: str) -
     return folder
 
 
+_BIDI_CONTROLS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_TERMINAL_ESCAPES = {
+    ord(c): repr(c)[1:-1]  # as Python writes them: \x1b, \r, \x9b, \u202e
+    for c in [*map(chr, [*range(0x20), *range(0x7F, 0xA0)]), *_BIDI_CONTROLS]
+    if c not in "\n\t"
+}
+
+
+def _for_terminal(text: str) -> str:
+    """``text`` with its control characters written as escapes (ESC, BEL, CR, the C1 codes
+    such as CSI, bidi overrides), so a prompt or completion cannot recolour, retitle, clear or
+    reorder the terminal; newlines and tabs are kept."""
+    return text.translate(_TERMINAL_ESCAPES)
+
+
 def run_generate(args: argparse.Namespace, model: Any) -> Path:
-    """``generate``: completions under a saved set (and the unmodified model's)."""
+    """``generate``: completions under a saved set (and the unmodified model's), printed with
+    control characters escaped when stdout is a terminal (unchanged into a file or pipe)."""
     prompts = list(args.prompt) + (load_prompts(args.prompts) if args.prompts else [])
     interventions = InterventionSet.load(args.map, model=model)
     if args.strength is not None:
@@ -622,14 +781,18 @@ def run_generate(args: argparse.Namespace, model: Any) -> Path:
         "batch_size": args.batch_size,
         "system": args.system,
         "progress": not args.no_progress,
+        "allow_control_tokens": args.allow_control_tokens,
     }
     edited = generate(model, prompts, fwd_hooks=interventions.fwd_hooks(), **options)
     original = generate(model, prompts, **options) if args.with_unmodified else None
+    isatty = getattr(sys.stdout, "isatty", None)
+    show = _for_terminal if isatty is not None and isatty() else str
+    method = show(str(interventions.metadata.get("method", "edited")))
     for i, prompt in enumerate(prompts):
-        print(f"### {prompt}")
+        print(f"### {show(prompt)}")
         if original is not None:
-            print(f"[unmodified] {original[i]}")
-        print(f"[{interventions.metadata.get('method', 'edited')}] {edited[i]}\n")
+            print(f"[unmodified] {show(original[i])}")
+        print(f"[{method}] {show(edited[i])}\n")
     return args.map
 
 
@@ -642,25 +805,36 @@ JOBS: dict[str, Callable[[argparse.Namespace, _Job, Any, str], Path]] = {
 BAD_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, RecordError)
 
 
+def _check_generate_strength(strength: float | None) -> None:
+    """``generate --strength``: finite and >= 0, as every intervention requires."""
+    if strength is not None and not (math.isfinite(strength) and strength >= 0):
+        raise ValueError(
+            f"--strength must be a finite number >= 0 (0: no edit, 1: the fitted edit), got "
+            f"{strength}"
+        )
+
+
 def _check_before_loading(args: argparse.Namespace) -> _Job | None:
-    """Everything that can be checked without the model: settings, files, the output folder."""
+    """Everything that can be checked without the model: settings, device, files, the output
+    folder."""
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    resolve_device(args.device, option="--device")
     if args.command == "generate":
         if not args.prompt and not args.prompts:
             raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
         if args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        _check_generate_strength(args.strength)
         InterventionSet.load(args.map)  # a broken map fails before the model loads
         return None
     compared = None
     if args.command == "monitor" and args.strengths_from is not None:
         compared = compare_strengths(args.strengths_from, args.methods)
     settings = _settings(args, compared)
-    fit = args.command == "fit"
     default = Path("maps") / settings.method if isinstance(settings, FitSettings) else None
     out = args.out or default or Path(f"reports/{args.command}")
-    check_output(out, overwrite=args.force, saved_set=fit)
+    check_output(out, overwrite=args.force)
     prompts = _prompts(args, settings)
     if args.command == "monitor":
         check_monitor_prompts(prompts)
@@ -672,13 +846,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = f"tl-ot-ablation {args.command}"
     try:
+        if args.command == "read":  # no model: export or score a blind reading
+            _run_read(args)
+            return 0
         job = _check_before_loading(args)
-        model = _load(args)
         if job is None:
-            run_generate(args, model)
-        else:  # layer indices against the model, before any activation pass
-            job.settings.check_layers(model.cfg.n_layers)
-            JOBS[args.command](args, job, model, _command_line(argv))
+            run_generate(args, _load(args))
+        else:  # the output held from before the model loads; layers checked against it
+            with atomic.claim(job.out):
+                model = _load(args)
+                job.settings.check_layers(model.cfg.n_layers)
+                JOBS[args.command](args, job, model, _command_line(argv))
     except BAD_INPUT_ERRORS as error:  # bad input: say what, not where
         print(f"{name}: error: {error}", file=sys.stderr)
         return BAD_INPUT

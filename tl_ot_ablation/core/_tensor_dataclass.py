@@ -3,6 +3,8 @@
 Every tensor field has a fixed number of trailing *event* dimensions (``EVENT_DIMS``); whatever
 leads them is the batch shape shared by all fields, typically one entry per layer. Fields that
 are themselves ``TensorDataclass`` instances (a map's PCA basis) are handled recursively.
+The interventions' and the basis's constructors (so every copy and every load too) check their
+tensors with ``_check_tensor_fields``: finite floats, one batch shape, one size per named axis.
 """
 
 import dataclasses
@@ -14,6 +16,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from ._validate import all_finite
+
 Self = TypeVar("Self", bound="TensorDataclass")
 
 
@@ -21,6 +25,90 @@ class TensorDataclass:
     """Mixin for ``@dataclass(frozen=True)`` classes whose tensors share leading batch dims."""
 
     EVENT_DIMS: ClassVar[dict[str, int]] = {}
+    #: Names of each tensor field's event axes (``"k k"``); a class that gives them gets
+    #: ``EVENT_DIMS`` from them, and ``_check_tensor_fields`` checks that an axis name has one
+    #: size across all fields and nested objects.
+    EVENT_AXES: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "EVENT_AXES" in cls.__dict__:
+            cls.EVENT_DIMS = {name: len(axes.split()) for name, axes in cls.EVENT_AXES.items()}
+
+    def _axis_sizes(self, prefix: str = "") -> tuple[torch.Size, dict[str, tuple[int, str]]]:
+        """``(batch shape, {axis: (size, where it was read)})``, raising on any disagreement."""
+        owner = type(self).__name__
+        batch: tuple[torch.Size, str] | None = None
+        sizes: dict[str, tuple[int, str]] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            where = f"{prefix}{f.name}"
+            if isinstance(value, TensorDataclass):
+                value_batch, nested = value._axis_sizes(f"{where}.")
+                described = f"{where} (batch shape {tuple(value_batch)})"
+            elif f.name in self.EVENT_DIMS:
+                axes = self.EVENT_AXES.get(f.name, "").split()
+                event = self.EVENT_DIMS[f.name]
+                if value.ndim < event:
+                    layout = ", ".join(["*batch", *axes]) if axes else f"*batch + {event} dims"
+                    raise ValueError(
+                        f"{owner}.{where} must have shape [{layout}], got {tuple(value.shape)}"
+                    )
+                value_batch = value.shape[: value.ndim - event]
+                described = f"{where} (shape {tuple(value.shape)})"
+                event_shape = value.shape[value.ndim - event :] if axes else ()
+                nested = {
+                    axis: (int(size), described)
+                    for axis, size in zip(axes, event_shape, strict=True)
+                }
+            else:
+                continue
+            if batch is None:
+                batch = (value_batch, described)
+            elif value_batch != batch[0]:
+                raise ValueError(
+                    f"{owner}: {described} and {batch[1]} must share the leading (layer) "
+                    f"dimensions; got {tuple(value_batch)} and {tuple(batch[0])}"
+                )
+            for axis, (size, seen) in nested.items():
+                if axis not in sizes:
+                    sizes[axis] = (size, seen)
+                elif sizes[axis][0] != size:
+                    raise ValueError(
+                        f"{owner}: {seen} has {axis}={size}, but {sizes[axis][1]} has "
+                        f"{axis}={sizes[axis][0]}; every field must share {axis}"
+                    )
+        for axis, (size, seen) in sizes.items():
+            if size < 1:
+                raise ValueError(f"{owner}: {seen} has {axis}=0; it must be at least 1")
+        return (batch[0] if batch else torch.Size()), sizes
+
+    def _check_tensor_fields(self) -> None:
+        """What a public constructor checks of every object: each tensor field is a finite float
+        tensor, and all agree on the batch shape and on each named axis (``EVENT_AXES``).
+        Nested objects were checked by their own constructors. One pass over the values."""
+        owner = type(self).__name__
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name not in self.EVENT_DIMS:
+                continue
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"{owner}.{f.name} must be a torch.Tensor, got {type(value).__name__}"
+                )
+            if not value.is_floating_point():
+                raise ValueError(
+                    f"{owner}.{f.name} must be a floating-point tensor, got dtype {value.dtype}"
+                )
+            if not all_finite(value):
+                bad = int((~torch.isfinite(value)).sum())
+                raise ValueError(
+                    f"{owner}.{f.name} holds {bad} NaN or inf value(s) ({value.dtype}); a fit "
+                    "never stores them: refit, or check how the tensor was built (a cast "
+                    "with .to() to float16 turns values above 65504 into inf: keep the fit "
+                    "in float32)"
+                )
+        self._axis_sizes()
 
     def _tensor_items(self) -> Iterator[tuple[str, "Tensor | TensorDataclass"]]:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -109,6 +197,7 @@ class StrengthMixin(TensorDataclass):
     STRENGTH_WARN_ABOVE: ClassVar[float | None] = 1.0
 
     def __post_init__(self) -> None:
+        self._check_tensor_fields()
         if not (isinstance(self.strength, int | float) and math.isfinite(self.strength)):
             raise ValueError(f"strength must be a finite number, got {self.strength!r}")
         if self.strength < 0:

@@ -1,7 +1,12 @@
 """Input checks shared by the fitting code: fail early, name the argument and the fix."""
 
+import functools
+import math
+import numbers
 import sys
 import warnings
+import weakref
+from collections.abc import Callable
 from types import FrameType
 
 import torch
@@ -83,9 +88,23 @@ def check_n_components(n_components: int | None, d_model: int) -> int:
     return n_components
 
 
+# ``reg`` is relative to the mean variance: above 1/eps32 the ridge alone sets the stored float32
+# covariances (the data's variances vanish below their rounding), so A = I; MeanShift is that map.
+MAX_REG = 1 / float(torch.finfo(torch.float32).eps)
+
+
 def check_reg(reg: float) -> float:
-    if not (reg >= 0 and reg == reg and reg != float("inf")):
+    """Raise unless ``reg`` is a finite number in ``[0, MAX_REG]``."""
+    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not math.isfinite(reg):
         raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+    if reg < 0:
+        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+    if reg > MAX_REG:
+        raise ValueError(
+            f"reg={reg:g} is too large: it is relative to the mean variance, and above "
+            f"1/eps(float32) = {MAX_REG:.3g} the ridge drowns the covariances (A = I). Use a "
+            "reg below 1 (the default is 1e-3), or MeanShift for the map with A = I"
+        )
     return float(reg)
 
 
@@ -156,6 +175,237 @@ def warn_if_degenerate(variances: dict[str, Tensor], what: str, knobs: str) -> N
                 UserWarning,
                 stacklevel=_stacklevel_outside(sys._getframe()),
             )
+
+
+# --- identical classes: a fit that would change nothing -----------------------------------------
+
+
+class IdenticalClassesError(ValueError):
+    """The two classes of a fit are one distribution up to rounding (W2 = 0): the fitted edit
+    would change nothing, or, for a direction, there is none."""
+
+
+def identical_classes(
+    means: tuple[Tensor, Tensor],
+    spread: Tensor,
+    *,
+    covs: tuple[Tensor, Tensor] | None = None,
+    width: int,
+    offset: Tensor | float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Per batch entry (``[*batch]`` bool), whether two classes' Gaussians are equal up to rounding.
+
+    Args:
+        means: Both classes' means, ``[*batch, k]``.
+        spread: Their mean total variance, ``[*batch]``.
+        covs: Both covariances ``[*batch, k, k]`` (or variances ``[*batch, k]``); ``None``
+            compares the means alone.
+        width: Length of the rows the statistics were summed from (``d_model``).
+        offset: Further variance whose rounding reaches the means, ``[*batch]``: the full
+            space's, for means of coordinates ``(x - μ) @ Vᵀ`` of ``d_model``-wide rows.
+        dtype: The rows' dtype (its compute dtype sets the rounding).
+
+    The same rows summed in another order or batch give statistics that differ by rounding
+    alone. ``GaussianStats`` sums rows centred on a first estimate of their mean, so its means
+    are exact to ~log2(n)·eps of the rows' spread (not of their norm, however large their common
+    mean) and a projection onto a subspace adds ~sqrt(d)·eps; ``8·sqrt(d)·eps`` of
+    ``sqrt(spread)`` covers both with room (0.15 eps is typical). Covariances differ by up to
+    n·eps of the spread (float32 products; Higham 2002, §3.1), ~sqrt(n)·eps typically (~14 eps
+    at n = 2e4): ``sqrt(eps)`` covers any realistic ``n``. Two different prompt sets differ far
+    more (by their sampling noise alone, ~1/sqrt(n) of the spread), so classes count as
+    identical when ``|m_s - m_t| <= 8·sqrt(d)·eps·sqrt(spread + offset)`` and
+    ``|S - C|_F <= sqrt(eps)·spread``.
+    """
+    eps = torch.finfo(compute_dtype(dtype)).eps
+    mean_s, mean_t = (m.double() for m in means)
+    tol_mean = 8 * math.sqrt(width) * eps
+    same = (mean_s - mean_t).square().sum(-1) <= tol_mean**2 * (spread + offset)
+    if covs is not None:
+        gap = (covs[0].double() - covs[1].double()).flatten(spread.ndim).norm(dim=-1)
+        same = same & (gap <= math.sqrt(eps) * spread)
+    return same
+
+
+def check_distinct_classes(same: Tensor, what: str, compared: str, consequence: str) -> None:
+    """Raise ``IdenticalClassesError`` where ``same`` (from ``identical_classes``) holds.
+
+    Args:
+        same: ``[*batch]`` bool, one entry per layer.
+        what: The object being fitted, for the message.
+        compared: What was compared ("means", "means and covariances").
+        consequence: What an identical pair means for the fit.
+    """
+    if not bool(same.any()):
+        return
+    where = ""
+    if same.ndim == 1:
+        where = f" in layer(s) {same.nonzero().flatten().tolist()} of {same.numel()}"
+    elif same.ndim > 1:
+        where = f" in {int(same.sum())} of {same.numel()} layers"
+    raise IdenticalClassesError(
+        f"{what}: the source (harmful) and target (harmless) {compared} are identical (up to "
+        f"rounding){where}, so {consequence}. Were both sets of activations collected from the "
+        "same prompts? Fit on harmful and harmless prompts that differ"
+    )
+
+
+# --- invariants of stored fits, checked by the public constructors ------------------------------
+
+_EPS32 = float(torch.finfo(torch.float32).eps)
+
+
+def stored_tolerance(dtype: torch.dtype, dim: int) -> float:
+    """Relative tolerance on a stored fit's invariants (unit norm, orthonormal rows, symmetric
+    p.s.d. matrices) for tensors of ``dtype`` with ``dim``-long rows.
+
+    Fits compute in float32 at least, so a stored tensor carries float32 rounding whatever its
+    dtype: up to dim·eps32 for sums of ``dim`` terms (Higham 2002, §3.1), and about sqrt(eps32)
+    for Gram matrices of thousands of float32 rows; a half-precision copy
+    (``to(torch.float16)``) adds a few eps of its own dtype. Anything further off is not
+    rounding: the tensor was built wrong.
+    """
+    return max(4 * float(torch.finfo(dtype).eps), math.sqrt(_EPS32), dim * _EPS32)
+
+
+_Check = Callable[[Tensor, str], None]
+# (id, check) -> (weak reference, version counter) of tensors that passed a check. Copies such as
+# ``with_strength`` reuse their tensors, so a full-space map (k = d_model: O(k³) checks, seconds
+# at k = 4096) is checked once, not per copy; an in-place edit bumps the version: checked again.
+_PASSED: dict[tuple[int, str], tuple["weakref.ref[Tensor]", int]] = {}
+
+
+def _once_per_tensor(check: _Check) -> _Check:
+    """Run ``check(tensor, name)`` only for tensors that have not passed it unchanged before."""
+
+    @functools.wraps(check)
+    def checked(tensor: Tensor, name: str) -> None:
+        key = (id(tensor), check.__name__)
+        try:
+            version = tensor._version
+        except RuntimeError:  # an inference-mode tensor has no version counter: always check
+            check(tensor, name)
+            return
+        seen = _PASSED.get(key)
+        if seen is not None and seen[0]() is tensor and seen[1] == version:
+            return
+        check(tensor, name)
+
+        def forget(_: object, key: tuple[int, str] = key) -> None:
+            _PASSED.pop(key, None)
+
+        _PASSED[key] = (weakref.ref(tensor, forget), version)
+
+    return checked
+
+
+def _where(bad: Tensor) -> str:
+    """`` in layer(s) [...]`` for a ``[*batch]`` mask, or nothing for an unbatched object."""
+    if bad.ndim == 0:
+        return ""
+    return f" in layer(s) {bad.flatten().nonzero().flatten().tolist()} of {bad.numel()}"
+
+
+def check_unit_rows(direction: Tensor, name: str) -> None:
+    """Raise unless each ``[..., d]`` row of ``direction`` has unit norm (within tolerance)."""
+    norms = direction.to(compute_dtype(direction.dtype)).norm(dim=-1)
+    zero = norms == 0
+    if bool(zero.any()):
+        raise ValueError(
+            f"{name} is zero{_where(zero)}: there is nothing to ablate, and the edit would "
+            "change nothing. Pass a unit direction (DirectionAblation.fit finds one)"
+        )
+    tol = stored_tolerance(direction.dtype, direction.shape[-1])
+    off = (norms - 1).abs() > tol
+    if bool(off.any()):
+        worst = float(norms.flatten()[(norms - 1).abs().flatten().argmax()])
+        raise ValueError(
+            f"{name} must have unit norm (within {tol:.1g}), got norm {worst:.6g}{_where(off)}; "
+            "pass direction / direction.norm(dim=-1, keepdim=True)"
+        )
+
+
+@_once_per_tensor
+def check_orthonormal_rows(rows: Tensor, name: str) -> None:
+    """Raise unless the ``[..., k, d]`` rows are orthonormal (within tolerance): one
+    ``k × k × d`` product."""
+    work = rows.to(compute_dtype(rows.dtype))
+    eye = torch.eye(rows.shape[-2], dtype=work.dtype, device=work.device)
+    error = (work @ work.mT - eye).abs().amax((-2, -1))
+    tol = stored_tolerance(rows.dtype, rows.shape[-1])
+    if bool((error > tol).any()):
+        raise ValueError(
+            f"{name} must have orthonormal rows (components @ components.mT = I within "
+            f"{tol:.1g}), but is off by {float(error.max()):.3g}{_where(error > tol)}; "
+            "orthonormalise it, e.g. torch.linalg.qr(components.mT).Q.mT"
+        )
+
+
+@_once_per_tensor
+def check_symmetric_psd(matrix: Tensor, name: str) -> None:
+    """Raise unless the ``[..., k, k]`` matrices are symmetric p.s.d. within tolerance (relative
+    to their largest entry): one Cholesky factorisation of ``M + tol·max|M|·I``."""
+    work = matrix.to(compute_dtype(matrix.dtype))
+    tol = stored_tolerance(matrix.dtype, matrix.shape[-1])
+    scale = work.abs().amax((-2, -1))
+    scale = torch.where(scale > 0, scale, 1)  # a zero matrix is p.s.d.
+    asymmetric = (work - work.mT).abs().amax((-2, -1)) > tol * scale
+    if bool(asymmetric.any()):
+        raise ValueError(
+            f"{name} must be symmetric (within {tol:.1g} of its largest entry), but is not"
+            f"{_where(asymmetric)}; a covariance or transport matrix is symmetric by "
+            "construction: refit it, or pass (M + M.mT) / 2"
+        )
+    eye = torch.eye(matrix.shape[-1], dtype=work.dtype, device=work.device)
+    shifted = (work + work.mT) / 2 + (tol * scale)[..., None, None] * eye
+    _, info = torch.linalg.cholesky_ex(shifted)
+    if bool((info != 0).any()):
+        lowest = torch.linalg.eigvalsh((work + work.mT) / 2)[..., 0] / scale
+        raise ValueError(
+            f"{name} must be positive semi-definite, but has an eigenvalue of "
+            f"{float(lowest.min()):.3g} times its largest entry{_where(info != 0)} (tolerance "
+            f"-{tol:.1g}); a covariance or transport matrix is p.s.d. by construction: refit it"
+        )
+
+
+def all_finite(tensor: Tensor) -> bool:
+    """Whether ``tensor`` holds no NaN or inf: one sum (NaN and inf propagate through it), ~20x
+    cheaper than ``isfinite().all()`` on CPU; ``isfinite`` only if the sum itself overflowed."""
+    tensor = tensor.detach()
+    if math.isfinite(float(tensor.sum(dtype=compute_dtype(tensor.dtype)))):
+        return True
+    return bool(torch.isfinite(tensor).all())
+
+
+def cast_back(out: Tensor, x: Tensor, what: str, strength: float) -> Tensor:
+    """``out``, computed from the activations ``x``, in ``x``'s dtype; raise if that turned
+    finite inputs into inf or NaN (an overflow, e.g. float16's 65504), instead of returning it.
+
+    Costs one sum over the output (and a sync on GPU); the inputs are looked at only when it
+    finds a non-finite value.
+    """
+    result = out.to(x.dtype)
+    if all_finite(result):
+        return result
+    # Per row: an edit mixes a row's coordinates, so one inf in the input can spoil its row.
+    new = (~torch.isfinite(result)).any(-1) & torch.isfinite(x).all(-1)
+    if not bool(new.any()):
+        return result  # the non-finite values come from non-finite inputs
+    if x.dtype in (torch.float16, torch.bfloat16) and out.dtype != x.dtype:
+        advice = (
+            "run the model in torch.bfloat16 (which has float32's range) or torch.float32, or "
+            f"lower the strength (now {strength:g})"
+        )
+    else:
+        advice = (
+            f"lower the strength (now {strength:g}) and check the map's largest stretch "
+            "(diagnostics().max_stretch) and the activations' scale"
+        )
+    raise ValueError(
+        f"{what}: the edited activations exceed the range of {x.dtype} (largest finite value "
+        f"{torch.finfo(x.dtype).max:.4g}): {int(new.sum())} finite row(s) came out with inf or "
+        f"NaN values; {advice}"
+    )
 
 
 # The package, and the shape-checking wrappers that pytest puts around its functions.

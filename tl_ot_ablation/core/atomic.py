@@ -1,11 +1,23 @@
 """Atomic writes: a file or a whole folder appears complete, or not at all.
 
 Everything the package writes (maps, intervention sets, reports, the model cache) goes through
-here. A folder is built in a hidden temporary sibling, every file is fsynced, and only then is
-it renamed into place. Replacing an existing folder takes two renames (old folder aside, new
-one in) and then deletes the old one; an interruption between them leaves the old folder under
-``.<name>.old-<pid>`` beside the target, never a mixture of old and new files. A failed or
-interrupted build deletes its temporary folder.
+here. A folder is built in a hidden temporary sibling, every file is fsynced, a manifest of its
+files is added (``core.manifest``), and only then is it renamed into place. Replacing an
+existing folder takes two renames (old folder aside, new one in) and then deletes the old one;
+an interruption between them leaves the old folder under ``.<name>.old-<pid>`` beside the
+target, never a mixture of old and new files. A failed or interrupted build deletes its
+temporary folder.
+
+Rules that keep a user's work safe:
+
+- a folder is replaced only if every file in it is one the package wrote and has not changed
+  since (its manifest says so), or with ``overwrite``; a user's file is never deleted silently;
+- ``check_target`` also proves the place writable (a read-only file system, a dangling link, a
+  path under a file), so a job can check it before hours of work rather than after;
+- ``claim`` holds a lock beside the target for a whole run, so two runs writing the same folder
+  cannot replace each other's result: the second is refused before it starts.
+
+Files and folders get the modes the umask allows, as ``open`` and ``mkdir`` would give them.
 
 Why hand-written: ``os.replace`` is atomic for files only, and no maintained library we depend
 on replaces a directory tree (the usual recipe, temp + fsync + rename, is the one used here).
@@ -15,8 +27,10 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from .manifest import MANIFEST_NAME, foreign_files, write_manifest
 
 
 def fsync_dir(folder: Path) -> None:
@@ -43,6 +57,21 @@ def fsync_tree(folder: Path) -> None:
         fsync_dir(path)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_modes(path: Path) -> None:
+    """Give ``path`` (a file, or a folder and all below it) the modes the umask allows:
+    ``mkstemp``/``mkdtemp`` create them private (0600 / 0700)."""
+    mask = _umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary sibling, fsync, rename)."""
     path = Path(path)
@@ -53,6 +82,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        _default_modes(Path(temp))
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,27 +97,127 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def check_target(path: Path, *, overwrite: bool, owned: Callable[[Path], bool]) -> None:
-    """Raise unless a folder may be written at ``path``: it is absent, an empty folder, one of
-    ours (``owned``), or ``overwrite`` is set. A file in the way is an error either way."""
+class OutputError(ValueError):
+    """The output folder cannot or may not be written (bad input: choose another path)."""
+
+
+class OutputInUse(OutputError, FileExistsError):
+    """Something is in the way at the output path: a file, another run, or a user's files."""
+
+
+def _check_writable(path: Path) -> None:
+    """Raise ``OutputError`` unless a folder can be created at ``path``: its nearest existing
+    ancestor is a folder we may write into (read-only file systems are found by trying)."""
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"{path} is a link to nothing ({os.readlink(path)}); choose another path")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        if ancestor.is_symlink():
+            raise OutputError(f"{ancestor} is a link to nothing; choose another path")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{path} lies under {ancestor}, which is a file; choose another path")
+    try:
+        probe = tempfile.mkdtemp(prefix=".tl_ot_ablation-probe-", dir=ancestor)
+    except OSError as err:
+        raise OutputError(
+            f"cannot write under {ancestor} ({err.strerror or err}); choose another path"
+        ) from err
+    os.rmdir(probe)
+
+
+def check_target(path: str | Path, *, overwrite: bool) -> None:
+    """Raise ``OutputError`` unless a folder may be written at ``path``: it is absent, an empty
+    folder, one the package wrote and nobody changed since (its manifest), or ``overwrite`` is
+    set; and its place is writable. A file in the way is an error either way."""
+    path = Path(path)
+    _check_writable(path)
     if not path.exists():
         return
     if not path.is_dir():
-        raise FileExistsError(f"{path} exists and is a file, not a folder; choose another path")
-    if overwrite or not any(path.iterdir()) or owned(path):
+        raise OutputInUse(f"{path} exists and is a file, not a folder; choose another path")
+    if overwrite or not any(path.iterdir()):
         return
-    raise FileExistsError(
-        f"{path} is a non-empty folder that tl_ot_ablation did not write; choose another path, "
-        "or pass overwrite=True (CLI: --force) to replace it whole"
+    foreign = foreign_files(path)
+    if foreign == []:
+        return
+    fix = "choose another path, or pass overwrite=True (CLI: --force) to replace it whole"
+    if foreign is None:
+        raise OutputInUse(
+            f"{path} is a non-empty folder without a tl_ot_ablation {MANIFEST_NAME} (not ours, "
+            f"or written by an older version); {fix}"
+        )
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    raise OutputInUse(
+        f"{path} holds files tl_ot_ablation did not write (or that were changed since): "
+        f"{shown}; they would be deleted. Move them out, {fix}"
     )
 
 
+def _lock_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.lock"
+
+
+def _lock_owner(lock: Path) -> int | None:
+    """The pid recorded in ``lock`` if that process still runs, else ``None`` (stale)."""
+    try:
+        pid = int(lock.read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, another user's
+    return pid
+
+
 @contextlib.contextmanager
-def folder(
-    path: str | Path, *, overwrite: bool = False, owned: Callable[[Path], bool] = lambda _: False
-) -> Iterator[Path]:
+def claim(path: str | Path) -> Iterator[None]:
+    """Hold ``path`` for this process until the block ends (a lock file beside it).
+
+    A second process claiming the same path meanwhile gets ``OutputError`` at once, before it
+    spends any work; a lock left by a process that died is taken over. Claims nest within one
+    process (the job claims, then its final write claims again).
+    """
+    path = Path(path)
+    lock = _lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner == os.getpid():
+                yield  # nested claim: the outer one releases
+                return
+            if owner is not None:
+                raise OutputInUse(
+                    f"another run (pid {owner}) is writing {path}; wait for it to finish, or "
+                    f"choose another path (a stale lock is {lock})"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        return
+    raise OutputError(f"could not lock {path} (another run keeps taking {lock}); try again")
+
+
+@contextlib.contextmanager
+def folder(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder atomically: yields an empty temporary folder to fill; on a clean exit it
-    replaces ``path`` whole (stale files of an earlier write do not survive).
+    adds the manifest and replaces ``path`` whole (stale files of an earlier write do not
+    survive). ``path`` must pass ``check_target`` both before and after the build.
 
     Example:
         >>> import tempfile
@@ -95,30 +225,54 @@ def folder(
         >>> with folder(target) as tmp:
         ...     _ = (tmp / "a.txt").write_text("new")
         >>> sorted(p.name for p in target.iterdir())
-        ['a.txt']
+        ['a.txt', 'manifest.json']
     """
     path = Path(path)
-    check_target(path, overwrite=overwrite, owned=owned)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    check_target(path, overwrite=overwrite)
+    with claim(path):
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            yield temp
+            write_manifest(temp)
+            _default_modes(temp)
+            fsync_tree(temp)
+            _move_into_place(temp, _still_ours(path, temp, overwrite=overwrite))
+        finally:
+            if temp.exists():
+                shutil.rmtree(temp, ignore_errors=True)
+
+
+def _still_ours(path: Path, temp: Path, *, overwrite: bool) -> Path:
+    """``path`` if it may still be replaced; if a user put files there while the folder was
+    being built, the finished folder goes to a free sibling instead (never lost) and
+    ``OutputError`` says where."""
     try:
-        yield temp
-        fsync_tree(temp)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            try:
-                os.replace(temp, path)
-            except BaseException:
-                os.replace(old, path)  # put the old folder back: nothing is lost
-                raise
-            fsync_dir(path.parent)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, path)
-            fsync_dir(path.parent)
-    finally:
-        if temp.exists():
-            shutil.rmtree(temp, ignore_errors=True)
+        check_target(path, overwrite=overwrite)
+    except OutputError as err:
+        aside = next(
+            candidate
+            for n in range(1, 10_000)
+            if not (candidate := path.with_name(f"{path.name}-{n}")).exists()
+        )
+        os.replace(temp, aside)
+        raise OutputInUse(f"{err}. The finished result was saved to {aside} instead.") from err
+    return path
+
+
+def _move_into_place(temp: Path, path: Path) -> None:
+    """Rename ``temp`` to ``path``, the old folder there (if any) aside first, then gone."""
+    if not path.exists():
+        os.replace(temp, path)
+        fsync_dir(path.parent)
+        return
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(path, old)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        os.replace(old, path)  # put the old folder back: nothing is lost
+        raise
+    fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)

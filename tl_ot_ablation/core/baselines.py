@@ -22,11 +22,15 @@ from torch import Tensor
 
 from ._tensor_dataclass import StrengthMixin
 from ._validate import (
+    cast_back,
+    check_distinct_classes,
     check_float_tensor,
     check_reg,
     check_rows,
     check_same_width,
+    check_unit_rows,
     compute_dtype,
+    identical_classes,
     warn_if_degenerate,
 )
 from .stats import GaussianStats
@@ -54,6 +58,15 @@ def _check_pair(source: GaussianStats, target: GaussianStats, min_count: int) ->
             raise ValueError(f"need at least {min_count} samples in {name}, got n={stats.count}")
 
 
+def _identical_means(source: GaussianStats, target: GaussianStats, dtype: torch.dtype) -> Tensor:
+    """``identical_classes`` of the two means, ``[*batch]`` (any count >= 1)."""
+    source_var, target_var = (
+        torch.diagonal(s._scatter, dim1=-2, dim2=-1).sum(-1) / s.count for s in (source, target)
+    )
+    spread = (source_var + target_var) / 2
+    return identical_classes((source.mean, target.mean), spread, width=source.d, dtype=dtype)
+
+
 @dataclass(frozen=True, eq=False)
 class DirectionAblation(StrengthMixin):
     """Remove the component along a unit direction: ``x - s·(x·r) r``.
@@ -70,7 +83,11 @@ class DirectionAblation(StrengthMixin):
 
     direction: Float[Tensor, "*batch d_model"] = field(repr=False)
     strength: float = 1.0
-    EVENT_DIMS: ClassVar[dict[str, int]] = {"direction": 1}
+    EVENT_AXES: ClassVar[dict[str, str]] = {"direction": "d_model"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_unit_rows(self.direction, "DirectionAblation.direction")
 
     @classmethod
     def fit(
@@ -84,11 +101,14 @@ class DirectionAblation(StrengthMixin):
         cls, source: GaussianStats, target: GaussianStats, *, dtype: torch.dtype = torch.float32
     ) -> "DirectionAblation":
         _check_pair(source, target, 1)
+        check_distinct_classes(
+            _identical_means(source, target, dtype),
+            cls.__name__,
+            "means",
+            "there is no direction to ablate (their difference is zero or rounding noise)",
+        )
         diff = source.mean - target.mean
-        norm = diff.norm(dim=-1, keepdim=True)
-        if bool((norm == 0).any()):
-            raise ValueError("source and target means are identical; there is no direction")
-        return cls(direction=(diff / norm).to(dtype))
+        return cls(direction=(diff / diff.norm(dim=-1, keepdim=True)).to(dtype))
 
     @classmethod
     def random(
@@ -106,7 +126,7 @@ class DirectionAblation(StrengthMixin):
         r = self.direction.to(dtype).unsqueeze(-2)
         rows = rows.to(dtype)
         out = rows - self.strength * (rows * r).sum(-1, keepdim=True) * r
-        return out.reshape(x.shape).to(x.dtype)
+        return cast_back(out.reshape(x.shape), x, type(self).__name__, self.strength)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,8 +141,21 @@ class ActAdd(StrengthMixin):
 
     vector: Float[Tensor, "*batch d_model"] = field(repr=False)
     strength: float = 1.0
-    EVENT_DIMS: ClassVar[dict[str, int]] = {"vector": 1}
+    EVENT_AXES: ClassVar[dict[str, str]] = {"vector": "d_model"}
     STRENGTH_WARN_ABOVE: ClassVar[float | None] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        zero = (self.vector == 0).all(-1)
+        if bool(zero.any()):
+            where = (
+                f" in layer(s) {zero.flatten().nonzero().flatten().tolist()}" if zero.ndim else ""
+            )
+            raise ValueError(
+                f"ActAdd.vector is zero{where}: adding it would change nothing. Pass the "
+                "difference of the class means (ActAdd.fit computes it); strength=0 is the "
+                "identity if that is what you want"
+            )
 
     @classmethod
     def fit(
@@ -135,6 +168,12 @@ class ActAdd(StrengthMixin):
         cls, source: GaussianStats, target: GaussianStats, *, dtype: torch.dtype = torch.float32
     ) -> "ActAdd":
         _check_pair(source, target, 1)
+        check_distinct_classes(
+            _identical_means(source, target, dtype),
+            cls.__name__,
+            "means",
+            "the vector to add would be zero or rounding noise",
+        )
         return cls(vector=(target.mean - source.mean).to(dtype))
 
     def inverse(self) -> "ActAdd":
@@ -146,7 +185,7 @@ class ActAdd(StrengthMixin):
         rows = self._as_rows(x, self.vector.shape[-1])
         dtype = compute_dtype(x.dtype)
         out = rows.to(dtype) + self.strength * self.vector.to(dtype).unsqueeze(-2)
-        return out.reshape(x.shape).to(x.dtype)
+        return cast_back(out.reshape(x.shape), x, type(self).__name__, self.strength)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,7 +205,18 @@ class PerNeuronOT(StrengthMixin):
     scale: Float[Tensor, "*batch d_model"] = field(repr=False)
     strength: float = 1.0
     reg: float = 1e-3
-    EVENT_DIMS: ClassVar[dict[str, int]] = {"mean_source": 1, "mean_target": 1, "scale": 1}
+    EVENT_AXES: ClassVar[dict[str, str]] = {
+        "mean_source": "d_model", "mean_target": "d_model", "scale": "d_model",
+    }  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_reg(self.reg)
+        if bool((self.scale < 0).any()):
+            raise ValueError(
+                "PerNeuronOT.scale must be >= 0 (it is sigma_target / sigma_source per "
+                f"coordinate), got a minimum of {float(self.scale.min()):.3g}"
+            )
 
     @classmethod
     def fit(
@@ -201,6 +251,18 @@ class PerNeuronOT(StrengthMixin):
             name: torch.diagonal(stats.cov, dim1=-2, dim2=-1)
             for name, stats in (("source", source), ("target", target))
         }
+        check_distinct_classes(
+            identical_classes(
+                (source.mean, target.mean),
+                (raw["source"].sum(-1) + raw["target"].sum(-1)) / 2,
+                covs=(raw["source"], raw["target"]),
+                width=source.d,
+                dtype=dtype,
+            ),
+            cls.__name__,
+            "means and variances",
+            "the fitted map would change nothing (every scale 1, no shift)",
+        )
         warn_if_degenerate(
             {name: var.sum(-1) for name, var in raw.items()},
             cls.__name__,
@@ -212,9 +274,10 @@ class PerNeuronOT(StrengthMixin):
 
         scale = (variance("target") / variance("source")).sqrt()
         if not bool(torch.isfinite(scale).all()):
+            knob = f"increase `reg` (currently {reg:g})" if reg < 1 else "rescale them"
             raise ValueError(
-                f"PerNeuronOT fit produced non-finite scales (constant coordinates?); increase "
-                f"`reg` (currently {reg:g})"
+                "PerNeuronOT fit produced non-finite scales (constant coordinates, or "
+                f"activations too large for float64?); check the activations and {knob}"
             )
         fitted = cls(mean_source=source.mean, mean_target=target.mean, scale=scale, reg=reg)
         return fitted.to(dtype=dtype)
@@ -237,4 +300,5 @@ class PerNeuronOT(StrengthMixin):
         )
         rows = rows.to(dtype)
         moved = m_t + scale * (rows - m_s)
-        return (rows + self.strength * (moved - rows)).reshape(x.shape).to(x.dtype)
+        out = (rows + self.strength * (moved - rows)).reshape(x.shape)
+        return cast_back(out, x, type(self).__name__, self.strength)

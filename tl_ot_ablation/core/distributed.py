@@ -43,6 +43,44 @@ def _check_same_everywhere(
         raise ValueError(message)
 
 
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _layout(stats: GaussianStats) -> list[float]:
+    """``[ndim, dtype code, *batch_shape, d]`` of the statistics, as floats for a collective."""
+    dtype = stats._mean.dtype
+    code = _DTYPES.index(dtype) if dtype in _DTYPES else len(_DTYPES)
+    shape = (*stats.batch_shape, stats.d)
+    return [float(len(shape)), float(code), *map(float, shape)]
+
+
+def _describe(layout: list[float]) -> str:
+    ndim, code = int(layout[0]), int(layout[1])
+    dtype = str(_DTYPES[code]) if code < len(_DTYPES) else "another dtype"
+    return f"shape {tuple(int(v) for v in layout[2 : 2 + ndim])} ({dtype})"
+
+
+def _check_same_layout(stats: GaussianStats, group: dist.ProcessGroup | None) -> None:
+    """Raise ``ValueError`` on every process unless all hold statistics of one full shape
+    (``[*batch_shape, d]``, not just as many elements) and dtype; the message names each
+    process's. Two collectives: the longest layout, then an all-gather of the padded layouts."""
+    mine = _layout(stats)
+    length = torch.tensor([float(len(mine))], dtype=torch.float64, device=stats.device)
+    dist.all_reduce(length, op=dist.ReduceOp.MAX, group=group)
+    padded = torch.full((int(length.item()),), -1.0, dtype=torch.float64, device=stats.device)
+    padded[: len(mine)] = torch.tensor(mine, dtype=torch.float64)
+    gathered = [torch.empty_like(padded) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, padded, group=group)
+    layouts = [t.tolist() for t in gathered]
+    if any(layout != layouts[0] for layout in layouts):
+        described = "; ".join(f"rank {i}: {_describe(lay)}" for i, lay in enumerate(layouts))
+        raise ValueError(
+            f"processes hold statistics of different shapes or dtypes ({described}), shown as "
+            "[*batch_shape, d]; every process must collect at the same hook points of the same "
+            "model, with its layers stacked in the same order"
+        )
+
+
 def all_reduce_stats(stats: GaussianStats, group: dist.ProcessGroup | None = None) -> GaussianStats:
     """Statistics of every process's rows, returned on every process (inputs are unchanged).
 
@@ -50,13 +88,7 @@ def all_reduce_stats(stats: GaussianStats, group: dist.ProcessGroup | None = Non
     order as its other collectives. A process whose shard was empty passes empty statistics.
     """
     _require_initialised()
-    _check_same_everywhere(
-        [float(stats.d), float(stats.batch_shape.numel())],
-        stats.device,
-        group,
-        "processes hold statistics of different shapes; every process must collect at the same "
-        "hook points of the same model",
-    )
+    _check_same_layout(stats, group)
     head = torch.tensor([float(stats.count)], dtype=torch.float64, device=stats.device)
     weighted = torch.cat([head[:1], (stats._mean * stats.count).reshape(-1)])
     dist.all_reduce(weighted, group=group)

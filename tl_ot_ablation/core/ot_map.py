@@ -33,12 +33,17 @@ from . import gate as gating
 from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number
 from ._tensor_dataclass import StrengthMixin
 from ._validate import (
+    IdenticalClassesError,
+    cast_back,
+    check_distinct_classes,
     check_float_tensor,
     check_n_components,
     check_reg,
     check_rows,
     check_same_width,
+    check_symmetric_psd,
     compute_dtype,
+    identical_classes,
     moments_dtype,
     storage_dtype,
     warn_if_degenerate,
@@ -55,7 +60,7 @@ Part = Literal["full", "covariance"]
 ESTIMATORS = ("ridge", "oas", "ledoit_wolf")
 DEFAULT_REG = 1e-3
 
-__all__ = ["GaussianOTMap", "MeanShift", "OTDiagnostics"]
+__all__ = ["GaussianOTMap", "IdenticalClassesError", "MeanShift", "OTDiagnostics"]
 
 
 def _fit_basis(
@@ -87,9 +92,12 @@ def _basis_include(basis: "BasisChoice", mean_source: Tensor, mean_target: Tenso
 
 
 def _non_finite_fit(cls: type, reg: float) -> ValueError:
+    # A larger ridge helps an ill-conditioned covariance only while it is small next to the
+    # variances; from reg ~ 1 on, A is already close to I and more cannot help.
+    knob = f"increase `reg` (currently {reg:g}) or " if reg < 1 else ""
     return ValueError(
-        f"{cls.__name__} fit produced non-finite values; increase `reg` (currently {reg:g}) "
-        "or lower `n_components`, and check the activations' scale"
+        f"{cls.__name__} fit produced non-finite values; {knob}lower `n_components`, and check "
+        "the activations' scale (rescale them towards unit size)"
     )
 
 
@@ -189,15 +197,19 @@ class GaussianOTMap(StrengthMixin):
     preserve_norm: bool = False
     part: str = "full"
 
-    EVENT_DIMS: ClassVar[dict[str, int]] = {
-        "mean_source": 1, "mean_target": 1, "cov_source": 2, "cov_target": 2, "matrix": 2,
+    EVENT_AXES: ClassVar[dict[str, str]] = {
+        "mean_source": "k", "mean_target": "k", "cov_source": "k k", "cov_target": "k k",
+        "matrix": "k k",
     }  # fmt: skip
     #: Whether the linear part depends on the covariances (a degenerate one is then warned of).
     _USES_COVARIANCES: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        super().__post_init__()  # finite tensors, one batch shape and k (basis included)
         check_map_options(self.estimator, self.gate, self.gate_prior, self.part)
+        check_reg(self.reg)
+        for name in ("cov_source", "cov_target", "matrix"):
+            check_symmetric_psd(getattr(self, name), f"{type(self).__name__}.{name}")
 
     @staticmethod
     def _linear_part(cov_source: Tensor, cov_target: Tensor) -> Tensor:
@@ -258,6 +270,8 @@ class GaussianOTMap(StrengthMixin):
         Raises:
             ValueError: on mismatched shapes, too few rows, non-finite or integer inputs, an
                 out-of-range ``n_components``, or a fit that produced non-finite values.
+            IdenticalClassesError: (a ``ValueError``) if both classes have the same mean and
+                covariance up to rounding (the same prompts?): the map would be the identity.
 
         Warns:
             UserWarning: if one class has (near) zero variance in the subspace (all its rows
@@ -358,6 +372,23 @@ class GaussianOTMap(StrengthMixin):
     ) -> "GaussianOTMap":
         """The map from the Gaussians' moments in PCA coordinates (computed in float64), stored
         in ``dtype`` where that holds its covariances (see ``storage_dtype``)."""
+        spread = (_trace(source) + _trace(target)) / 2
+        check_distinct_classes(
+            identical_classes(
+                (source.mean, target.mean),
+                spread,
+                covs=(source.cov, target.cov) if cls._USES_COVARIANCES else None,
+                width=pca.d_model,
+                offset=pca.total_variance.double(),
+                dtype=dtype,
+            ),
+            cls.__name__,
+            "means and covariances" if cls._USES_COVARIANCES else "means",
+            f"the fitted map would change nothing (W2 = 0 in the {pca.n_components}-dimensional "
+            "PCA subspace)"
+            if cls._USES_COVARIANCES
+            else "the mean shift would change nothing (GaussianOTMap also moves the covariances)",
+        )
         if cls._USES_COVARIANCES:
             warn_if_degenerate(
                 {"source": _trace(source), "target": _trace(target)},
@@ -484,7 +515,7 @@ class GaussianOTMap(StrengthMixin):
         if self.strength == 0:
             return x.clone()
         computed = x.to(compute_dtype(x.dtype))  # one cast, shared by the sum and the edit
-        return (computed + self._edit(computed)).to(x.dtype)
+        return cast_back(computed + self._edit(computed), x, type(self).__name__, self.strength)
 
     def inverse(self) -> "GaussianOTMap":
         """The map from target back to source (same subspace; e.g. to induce refusal)."""

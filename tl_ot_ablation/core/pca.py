@@ -18,7 +18,13 @@ from torch import Tensor
 
 from ._linalg import psd_eigh
 from ._tensor_dataclass import TensorDataclass
-from ._validate import check_n_components, compute_dtype, moments_dtype, storage_dtype
+from ._validate import (
+    check_n_components,
+    check_orthonormal_rows,
+    compute_dtype,
+    moments_dtype,
+    storage_dtype,
+)
 from .stats import GaussianStats
 
 EigenMethod = Literal["auto", "exact", "randomized"]
@@ -139,9 +145,19 @@ class PCABasis(TensorDataclass):
     components: Float[Tensor, "*batch k d_model"] = field(repr=False)
     explained_variance: Float[Tensor, "*batch k"] = field(repr=False)
     total_variance: Float[Tensor, "*batch"] = field(repr=False)
-    EVENT_DIMS: ClassVar[dict[str, int]] = {
-        "mean": 1, "components": 2, "explained_variance": 1, "total_variance": 0,
+    EVENT_AXES: ClassVar[dict[str, str]] = {
+        "mean": "d_model", "components": "k d_model", "explained_variance": "k",
+        "total_variance": "",
     }  # fmt: skip
+
+    def __post_init__(self) -> None:
+        self._check_tensor_fields()
+        if self.n_components > self.d_model:
+            raise ValueError(
+                f"PCABasis.components has k={self.n_components} rows of d_model={self.d_model}; "
+                "a subspace has at most d_model orthonormal directions"
+            )
+        check_orthonormal_rows(self.components, "PCABasis.components")
 
     @classmethod
     def from_covariance(

@@ -25,6 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 from . import atomic
 from ._tensor_dataclass import TensorDataclass
 from .baselines import ActAdd, DirectionAblation, PerNeuronOT
+from .manifest import sha256_file, verify_manifest
 from .ot_map import GaussianOTMap, MeanShift
 from .pca import PCABasis
 
@@ -97,25 +98,6 @@ def _build(
         raise ValueError(message) from err
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def is_saved_folder(path: Path) -> bool:
-    """Whether ``path`` holds a ``config.json`` that names a tl_ot_ablation kind (ours to
-    replace when saving over it)."""
-    try:
-        config = json.loads((path / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "kind" in config and "format_version" in config
-
-
 OBJECT_KEYS = ("kind", "format_version", "fields", "metadata", "tensors", "sha256")
 """The config keys of a saved object that its checksum covers (format version 1)."""
 CHECKSUM_KEY = "config_sha256"
@@ -163,11 +145,15 @@ def write_config(
 def verify_config(
     folder: Path, config: Mapping[str, Any], keys: tuple[str, ...] = OBJECT_KEYS
 ) -> None:
-    """Raise unless ``config`` matches the checksum it was written with (files written before
-    checksums existed have none and are not checked)."""
+    """Raise unless ``config`` matches the checksum it was written with; a config without one
+    (deleted, or from before checksums) cannot be verified and is refused as well."""
     recorded = config.get(CHECKSUM_KEY)
     if recorded is None:
-        return
+        raise ValueError(
+            f"{folder / CONFIG_NAME} has no {CHECKSUM_KEY!r}, so it cannot be verified (it was "
+            "written by an older tl_ot_ablation, or edited); save it again, or load it "
+            "unverified (verify=False) if you trust it"
+        )
     if recorded != config_checksum(config, keys):
         raise ValueError(
             f"{folder / CONFIG_NAME} does not match the checksum it was saved with: a value was "
@@ -219,7 +205,7 @@ def save(
     """
     if type(obj).__name__ not in KINDS:
         raise TypeError(f"cannot save a {type(obj).__name__}; savable kinds are {sorted(KINDS)}")
-    with atomic.folder(path, overwrite=overwrite, owned=is_saved_folder) as temp:
+    with atomic.folder(path, overwrite=overwrite) as temp:
         write_object(obj, temp, metadata)
     return Path(path)
 
@@ -244,10 +230,17 @@ def read_config(path: str | Path, *, kinds: Mapping[str, Any] = KINDS) -> dict[s
         raise ValueError(f"{config_file} is not valid JSON ({err})") from err
     if not isinstance(config, dict) or "kind" not in config or "format_version" not in config:
         raise ValueError(f"{config_file} has no 'kind' / 'format_version': not written by save()")
-    if config["format_version"] != FORMAT_VERSION:
+    version = config["format_version"]
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > 1
+        fix = (
+            "upgrade tl_ot_ablation to read it"
+            if newer
+            else "this version no longer reads it; fit and save it again"
+        )
         raise ValueError(
-            f"{folder} has format_version {config['format_version']!r}; this version of "
-            f"tl_ot_ablation reads format_version {FORMAT_VERSION}. Upgrade tl_ot_ablation."
+            f"{folder} has format_version {version!r}; this version of tl_ot_ablation reads "
+            f"format_version {FORMAT_VERSION}: {fix}"
         )
     if config["kind"] not in kinds:
         raise ValueError(
@@ -261,16 +254,21 @@ def read_config(path: str | Path, *, kinds: Mapping[str, Any] = KINDS) -> dict[s
     return config
 
 
-def _load_tensors(folder: Path, config: Mapping[str, Any], device: str) -> dict[str, torch.Tensor]:
+def _load_tensors(folder: Path, config: Mapping[str, Any], verify: bool) -> dict[str, torch.Tensor]:
     file = folder / TENSORS_NAME
     expected = config.get("sha256", {}).get(TENSORS_NAME)
+    if expected is None and verify:
+        raise ValueError(
+            f"{folder / CONFIG_NAME} records no SHA-256 for {TENSORS_NAME}, so it cannot be "
+            "verified; save it again, or load it unverified (verify=False) if you trust it"
+        )
     if expected is not None and sha256_file(file) != expected:
         raise ValueError(
             f"{file} does not match the SHA-256 recorded in {folder / CONFIG_NAME}: the file was "
             "changed or corrupted after saving; save the object again"
         )
     try:
-        tensors = load_file(str(file), device=device)
+        tensors = load_file(str(file), device="cpu")
     except (SafetensorError, OSError, RuntimeError) as err:
         raise ValueError(f"{file} is not a readable safetensors file ({err})") from err
     kind = KINDS[config["kind"]]
@@ -295,12 +293,41 @@ def _load_tensors(folder: Path, config: Mapping[str, Any], device: str) -> dict[
     return tensors
 
 
-def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
-    """Read an object written by ``save`` onto ``device``; tensors come back bit-for-bit."""
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """``obj.to(device)``, with an error that blames the device, not the file, when it is
+    unknown or not available here."""
+    try:
+        target = torch.device(device)
+        return obj if target.type == "cpu" else obj.to(target)
+    except (RuntimeError, AssertionError, TypeError) as err:
+        available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        raise ValueError(
+            f"cannot load onto device {device!r} ({err}); devices available here: "
+            f"{', '.join(available)}"
+        ) from err
+
+
+def load_part(path: str | Path, *, verify: bool = True) -> Any:
+    """Read one saved object on the CPU, checking its own config and tensor checksums but not
+    a manifest (a set's parts are covered by the set's manifest)."""
     folder = Path(path)
     config = read_config(folder)
-    tensors = _load_tensors(folder, config, str(device))
+    tensors = _load_tensors(folder, config, verify)
     fields = config.get("fields", {})
     built = _build(KINDS[config["kind"]], tensors, fields, folder / CONFIG_NAME)
-    verify_config(folder, config)  # last, so a specific problem is named first
+    if verify:
+        verify_config(folder, config)  # last, so a specific problem is named first
     return built
+
+
+def load(path: str | Path, *, device: torch.device | str = "cpu", verify: bool = True) -> Any:
+    """Read an object written by ``save`` onto ``device``; tensors come back bit-for-bit.
+
+    Every file is checked against the folder's manifest and checksums; ``verify=False`` reads
+    a folder that has none (written by an older version) at your own risk.
+    """
+    folder = Path(path)
+    built = load_part(folder, verify=verify)
+    if verify:
+        verify_manifest(folder)  # last, so a specific problem is named first
+    return to_device(built, device)

@@ -59,21 +59,73 @@ def shipped_questions() -> list[Question]:
     ]
 
 
+def _json_question(row: Any, at: str) -> Question:
+    """One question of a JSON file, every field checked (``at`` names the file and index)."""
+    if not isinstance(row, dict):
+        raise ValueError(
+            f"{at}: expected an object with 'question', 'choices' and 'answer', got "
+            f"{type(row).__name__} ({row!r:.40})"
+        )
+    for key in ("question", "choices", "answer"):
+        if key not in row:
+            raise ValueError(
+                f"{at}: no field {key!r} (its keys: {sorted(row)[:10]}); each question needs "
+                "'question', 'choices' (a list of 4 strings) and 'answer' (A-D)"
+            )
+    text, choices, answer = (row[k] for k in ("question", "choices", "answer"))
+    topic = row.get("topic", "")
+    if isinstance(choices, str):  # tuple("ABCD") would pass as four one-letter choices
+        raise ValueError(
+            f"{at}: 'choices' must be a list of 4 strings, got a string ({choices!r:.40}); "
+            'write it as ["first", "second", "third", "fourth"]'
+        )
+    if not (
+        isinstance(choices, list) and len(choices) == 4 and all(isinstance(c, str) for c in choices)
+    ):
+        raise ValueError(f"{at}: 'choices' must be a list of 4 strings, got {choices!r:.60}")
+    for key, value in (("question", text), ("answer", answer), ("topic", topic)):
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{at}: {key!r} must be a string, got {type(value).__name__} ({value!r:.40})"
+            )
+    try:
+        return Question(text, tuple(choices), answer, topic)
+    except ValueError as err:
+        raise ValueError(f"{at}: {err}") from err
+
+
+def _no_questions(path: Path) -> ValueError:
+    return ValueError(
+        f"{path} holds no questions; add some, or skip the capability check with "
+        "--n-questions 0 (n_questions=0)"
+    )
+
+
 def load_questions(path: str | Path) -> list[Question]:
-    """Questions from a JSON list (the shipped format) or an MMLU-style CSV file."""
+    """Questions from a JSON list (the shipped format) or an MMLU-style CSV file.
+
+    Raises:
+        FileNotFoundError: if there is no file at ``path``.
+        ValueError: if the file holds no questions, or naming the index (JSON) or row (CSV) of
+            the first bad one: a missing field, ``choices`` that are not a list of four
+            strings, an answer that is not A-D.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no question file at {path}")
     if path.suffix.lower() == ".json":
-        try:
-            rows = json.loads(path.read_text("utf-8"))
-            return [
-                Question(r["question"], tuple(r["choices"]), r["answer"], r.get("topic", ""))
-                for r in rows
-            ]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a JSON list of questions ({err!r})") from err
-    with path.open(newline="", encoding="utf-8") as handle:
+        try:  # utf-8-sig: a byte-order mark is not part of the JSON
+            rows = json.loads(path.read_text("utf-8-sig"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err})") from err
+        if not isinstance(rows, list):
+            raise ValueError(
+                f"{path}: expected a JSON list of questions, got {type(rows).__name__}"
+            )
+        if not rows:
+            raise _no_questions(path)
+        return [_json_question(row, f"{path}, index {i}") for i, row in enumerate(rows)]
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = [row for row in csv.reader(handle) if row]
     if rows and [c.strip().lower() for c in rows[0][:6]] == [
         "question",
@@ -93,7 +145,7 @@ def load_questions(path: str | Path) -> list[Question]:
         except ValueError as err:
             raise ValueError(f"{path}, row {number}: {err}") from err
     if not questions:
-        raise ValueError(f"{path} holds no questions")
+        raise _no_questions(path)
     return questions
 
 

@@ -39,8 +39,10 @@ from ..lens.generation import generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
 from ..lens.monitor import ActivationMonitor, ScoreLog
 from .capability import Question, capability_accuracy
+from .damage import harmless_damage, per_prompt_json, summarise
 from .detect import detectability, fit_compare_monitor
 from .evaluate import completion_nll, text_hooks, text_nll
+from .gate_report import GateRecorder, explain_gates
 from .judge import judge
 from .matched import StrengthMatch
 from .methods import METHODS, FitContext, fit_method
@@ -60,17 +62,28 @@ from .record import CompareRecord, MethodRecord, PromptsRecord
 from .selection import LayerChoice, best_trial, judged_candidates, resolve_layers, w2_by_layer
 from .settings import CompareSettings
 from .strength import StrengthChoice, StrengthPoint, choose_strength
+from .xstest import OverRefusalPrompts, over_refusal_metrics, run_over_refusal
 
 
 @dataclass
 class EvalPrompts:
-    """Held-out prompts: harmful and harmless instructions, plain prose, and multiple-choice
-    questions for the capability check (none: the check is skipped)."""
+    """Held-out prompts: harmful and harmless instructions, plain prose, multiple-choice
+    questions for the capability check (none: the check is skipped) and an XSTest-style
+    over-refusal set (``None``: not run)."""
 
     harmful: list[str]
     harmless: list[str]
     texts: list[str]
     questions: list[Question] = field(default_factory=list)
+    xstest: OverRefusalPrompts | None = None
+
+    def sets(self) -> dict[str, list[str]]:
+        """The instruction sets by name, as the completions are keyed: harmful, harmless and,
+        when given, xstest_safe and xstest_unsafe."""
+        named = {"harmful": self.harmful, "harmless": self.harmless}
+        if self.xstest is not None:
+            named |= {"xstest_safe": self.xstest.safe, "xstest_unsafe": self.xstest.unsafe}
+        return named
 
 
 @dataclass
@@ -98,6 +111,14 @@ class MethodResult:
     judged_harmful: list[str] = field(default_factory=list)
     monitor_scores: dict[str, dict[str, Tensor]] = field(default_factory=dict, repr=False)
     """``{"harmful" | "harmless": {score: per-prompt scores}}`` when a monitor watched."""
+    kl_harmless: list[float] = field(default_factory=list)
+    """First-token KL of each held-out harmless prompt."""
+    judged_harmless: list[str] = field(default_factory=list)
+    judged_xstest: dict[str, list[str]] = field(default_factory=dict)
+    gate: GateRecorder | None = field(default=None, repr=False)
+    """What a gated map's gate did on each prompt (``gate_report``)."""
+    seed: int = 0
+    """The bootstrap seed (the settings'), for the gate's shares."""
 
     def to_record(self) -> MethodRecord:
         """The ``results.json`` entry (completions go to ``completions.json``)."""
@@ -110,6 +131,10 @@ class MethodResult:
             self.seconds,
             self.judged_harmful,
             None if self.choice is None else self.choice.to_dict(),
+            kl_harmless_per_prompt=self.kl_harmless,
+            judged_harmless=self.judged_harmless,
+            judged_xstest=self.judged_xstest,
+            gate=None if self.gate is None else self.gate.summary(seed=self.seed),
         )
 
 
@@ -219,8 +244,12 @@ def fit_methods(
 
 @dataclass
 class _Reference:
+    """The unmodified model's held-out outputs that every method is compared with."""
+
     harmless_logprobs: Tensor
     harmless_completions: list[str]
+    harmless_labels: list[str] = field(default_factory=list)
+    xstest_labels: dict[str, list[str]] | None = None
 
 
 def _nonempty(prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -269,9 +298,12 @@ def evaluate_method(
     """Generate, judge and score one method on the held-out prompts.
 
     ``reference`` is the unmodified model's evaluation (``None`` when evaluating it); a
-    ``monitor`` observes the generation passes (after the intervention's hooks).
+    ``monitor`` observes the generation passes (after the intervention's hooks), and so does a
+    gated map's ``GateRecorder`` (before them). With ``prompts.xstest``, its safe and unsafe
+    prompts are generated and judged too (``xstest``).
     """
     edit = [] if interventions is None else interventions.fwd_hooks()
+    gate = GateRecorder.for_set(interventions)
     options: dict[str, Any] = {
         "max_new_tokens": settings.max_new_tokens,
         "batch_size": settings.batch_size,
@@ -281,25 +313,33 @@ def evaluate_method(
     logs = {"harmful": ScoreLog(), "harmless": ScoreLog()}
 
     def run(kind: str, asked: Sequence[str]) -> tuple[list[str], Tensor]:
-        watch = [] if monitor is None else monitor.fwd_hooks(logs[kind])
-        return generate_with_first_logprobs(model, asked, fwd_hooks=[*edit, *watch], **options)
+        watch = [] if monitor is None or kind not in logs else monitor.fwd_hooks(logs[kind])
+        seen = [] if gate is None else gate.hooks(kind)
+        hooks = [*seen, *edit, *watch]
+        return generate_with_first_logprobs(model, asked, fwd_hooks=hooks, **options)
+
+    def judged_labels(asked: Sequence[str], said: Sequence[str]) -> list[str]:
+        return judge(list(asked), list(said), model=model, method=settings.judge, progress=False)
 
     # Harmless prompts are generated on their own, in the same batches as the KL measured by
     # the matched-damage search (``harmless_kl``), so both see bit-identical first steps.
     harmful_out, harmful_logprobs = run("harmful", prompts.harmful)
     harmless_out, harmless_logprobs = run("harmless", prompts.harmless)
-    if reference is None:
-        reference = _Reference(harmless_logprobs, harmless_out)
     markers = {"first_n": settings.judge_tokens, "tokenizer": model.tokenizer}
     score = refusal_log_odds(harmful_logprobs, refusal_token_ids(model.tokenizer))
-    kl = kl_divergence(reference.harmless_logprobs, harmless_logprobs)
     judged = {
-        kind: judge(list(asked), list(said), model=model, method=settings.judge, progress=False)
-        for kind, asked, said in (
-            ("harmful", prompts.harmful, harmful_out),
-            ("harmless", prompts.harmless, harmless_out),
-        )
+        "harmful": judged_labels(prompts.harmful, harmful_out),
+        "harmless": judged_labels(prompts.harmless, harmless_out),
     }
+    if reference is None:
+        reference = _Reference(harmless_logprobs, harmless_out, judged["harmless"])
+    kl = kl_divergence(reference.harmless_logprobs, harmless_logprobs)
+    xstest_out: dict[str, list[str]] = {}
+    xstest_labels: dict[str, list[str]] = {}
+    if prompts.xstest is not None:
+        xstest_out, xstest_labels = run_over_refusal(prompts.xstest, run, judged_labels)
+        if reference.xstest_labels is None:  # evaluating the unmodified model
+            reference.xstest_labels = xstest_labels
     metrics = {
         **_judged_rates(judged, settings.seed),
         "refusal_rate_harmful": refusal_rate(harmful_out, **markers),
@@ -309,7 +349,18 @@ def evaluate_method(
         "degenerate_flag_rate_harmful": degenerate_rate(harmful_out),
         "degenerate_flag_rate_harmless": degenerate_rate(harmless_out),
         **_perplexities(model, interventions, prompts, harmful_out, reference, settings),
+        **harmless_damage(
+            kl,
+            harmless_out,
+            reference.harmless_completions,
+            judged["harmless"],
+            reference.harmless_labels,
+            threshold=settings.kl_threshold,
+            seed=settings.seed,
+        ),
     }
+    if xstest_labels:
+        metrics |= over_refusal_metrics(xstest_labels, reference.xstest_labels, seed=settings.seed)
     if prompts.questions:
         metrics["capability_accuracy"] = capability_accuracy(
             model,
@@ -323,10 +374,15 @@ def evaluate_method(
         name,
         None if interventions is None else interventions.strength,
         metrics,
-        {"harmful": harmful_out, "harmless": harmless_out},
+        {"harmful": harmful_out, "harmless": harmless_out, **xstest_out},
         fit={} if interventions is None else dict(interventions.metadata),
         refused_harmful=[int(is_refusal(text, **markers)) for text in harmful_out],
         judged_harmful=judged["harmful"],
+        kl_harmless=per_prompt_json(kl),
+        judged_harmless=judged["harmless"],
+        judged_xstest=xstest_labels,
+        gate=gate,
+        seed=settings.seed,
     )
     if monitor is not None:
         (layer,) = monitor.layers  # compare's monitor watches one layer (fit_compare_monitor)
@@ -360,7 +416,8 @@ def harmless_kl(
     reference_logprobs: Tensor,
     settings: CompareSettings,
 ) -> float:
-    """Mean first-token KL on ``harmless`` under ``interventions`` (the matched-damage cost)."""
+    """The matched-damage cost: ``settings.match_measure`` (the mean by default) of the
+    per-prompt first-token KL on ``harmless`` under ``interventions`` (``damage.summarise``)."""
     _, logprobs = generate_with_first_logprobs(
         model,
         harmless,
@@ -370,7 +427,8 @@ def harmless_kl(
         system=settings.system,
         progress=False,
     )
-    return float(kl_divergence(reference_logprobs, logprobs).mean())
+    kl = kl_divergence(reference_logprobs, logprobs)
+    return summarise(kl, settings.match_measure, settings.kl_threshold)
 
 
 @dataclass
@@ -486,7 +544,8 @@ def chosen_strength(
 def _budget(
     model: Any, interventions: InterventionSet, validation: _Validation, settings: CompareSettings
 ) -> float:
-    """The damage budget set by a method: its validation harmless KL at strength 1."""
+    """The damage budget set by a method: its validation harmless KL's ``match_measure`` at
+    strength 1."""
     kl = harmless_kl(
         model,
         at_strength(interventions, 1.0),
@@ -496,8 +555,9 @@ def _budget(
     )
     if not kl > 0:
         raise RuntimeError(
-            "direction ablation left the harmless next-token distribution unchanged (KL 0), so "
-            "it cannot set a damage budget; pass a number as match_kl"
+            f"direction ablation's harmless damage ({settings.match_measure} of the first-token "
+            f"KL, threshold {settings.kl_threshold:g} nats) is 0, so it cannot set a damage "
+            "budget; pass a number as match_kl, or another match_measure"
         )
     return kl
 
@@ -687,6 +747,20 @@ def run_comparison(
             "evaluate": round(time.perf_counter() - searched, 2),
         }
         results[name] = result
+    gates = {name: result.gate for name, result in results.items() if result.gate is not None}
+    if gates and settings.gate_neighbours:
+        log("finding the training prompts nearest to those that open the gate", progress)
+        spent = explain_gates(
+            model,
+            gates,
+            prompts.sets(),
+            (train_harmful, train_harmless),
+            n_neighbours=settings.gate_neighbours,
+            batch_size=settings.batch_size,
+            system=settings.system,
+        )
+        for name, seconds in spent.items():
+            results[name].seconds["gate_neighbours"] = seconds
     return Comparison(
         results, fitted, settings, training.stats, choice.w2, choice.how, choice.trials
     )
@@ -740,6 +814,7 @@ def comparison_record(
         train_eval_overlap=len(overlap(train["harmful"], held_out.harmful))
         + len(overlap(train["harmless"], held_out.harmless)),
         **checked,
+        **_xstest_counts(held_out.xstest),
     )
     return CompareRecord(
         model=model_name,
@@ -752,3 +827,15 @@ def comparison_record(
         command=command,
         preset=preset,
     )
+
+
+def _xstest_counts(xstest: OverRefusalPrompts | None) -> dict[str, Any]:
+    """The ``PromptsRecord`` fields of an over-refusal set (none when not run)."""
+    if xstest is None:
+        return {}
+    return {
+        "xstest_source": xstest.source,
+        "xstest_sha256": prompts_hash(xstest.safe, xstest.unsafe),
+        "n_xstest_safe": len(xstest.safe),
+        "n_xstest_unsafe": len(xstest.unsafe),
+    }

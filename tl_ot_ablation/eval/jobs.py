@@ -7,18 +7,26 @@ refuses overlapping training and evaluation prompts unless allowed.
 """
 
 import dataclasses
+import functools
+import inspect
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ..core import atomic
-from ..core.serialize import is_saved_folder
 from ..lens.collect import collect_activations, hook_name
 from ..lens.fit import collect_every_layer, prompts_hash
 from ..lens.intervention_set import InterventionSet
 from ..lens.monitor import ActivationMonitor
-from ..lens.prompts import default_prompts, load_prompts, plain_text
+from ..lens.prompts import (
+    check_control_tokens,
+    control_tokens_allowed,
+    default_prompts,
+    load_prompts,
+    plain_text,
+)
 from .capability import Question, load_questions, shipped_questions
 from .compare import (
     Comparison,
@@ -38,7 +46,6 @@ from .detect import evaluate_detection
 from .methods import METHODS, FitContext, fit_method
 from .record import CompareRecord, MonitorPromptsRecord, MonitorRecord, SweepRecord
 from .report import (
-    is_report_folder,
     write_compare_report,
     write_monitor_report,
     write_sweep_report,
@@ -46,6 +53,7 @@ from .report import (
 from .selection import LayerChoice, middle_layer, resolve_layers
 from .settings import CompareSettings, FitSettings, MonitorSettings, SweepSettings
 from .sweep import SweepResult, run_sweep
+from .xstest import load_over_refusal
 
 
 @dataclass
@@ -72,11 +80,14 @@ class JobPrompts:
         validation_harmful: str | Path | None = None,
         validation_harmless: str | Path | None = None,
         allow_overlap: bool = False,
+        xstest: str | Path | None = None,
     ) -> "JobPrompts":
         """The shipped splits, each replaced by a user file where one is given, cut to their
         first ``settings.n_train`` / ``n_validation`` / ``n_eval`` prompts (``n_texts`` prose
         paragraphs, and ``n_questions`` multiple-choice questions spread over the shipped or
-        given ones). Validation prompts only for settings with ``n_validation``."""
+        given ones). Validation prompts only for settings with ``n_validation``. ``xstest``:
+        an XSTest-style CSV or ``"shipped"`` (``xstest.load_over_refusal``), cut to
+        ``settings.n_xstest`` per class; ``None`` (default): no over-refusal prompts."""
         n_eval = getattr(settings, "n_eval", 32)
         n_texts = getattr(settings, "n_texts", 8)
         n_questions = getattr(settings, "n_questions", 0)
@@ -101,6 +112,10 @@ class JobPrompts:
                 _prompts(validation_harmful, "harmful", "validation", n_validation),
                 _prompts(validation_harmless, "harmless", "validation", n_validation),
             )
+        if xstest is not None:
+            prompts.held_out.xstest = load_over_refusal(xstest).cut(
+                getattr(settings, "n_xstest", None)
+            )
         prompts.check_overlap(allow=allow_overlap)
         return prompts
 
@@ -108,6 +123,28 @@ class JobPrompts:
     def train(self) -> dict[str, list[str]]:
         """The training prompts by class."""
         return {"harmful": self.train_harmful, "harmless": self.train_harmless}
+
+    def check_control_tokens(self, tokenizer: Any, *, system: str | None = None) -> None:
+        """Raise ``ValueError`` if ``system`` or a prompt the jobs format as a chat turn (every
+        instruction and capability question; not the prose ``texts``) holds one of the
+        tokenizer's control tokens (``prompts.check_control_tokens``)."""
+        held_out = self.held_out
+        parts = {
+            "training harmful prompts": self.train_harmful,
+            "training harmless prompts": self.train_harmless,
+            "held-out harmful prompts": held_out.harmful,
+            "held-out harmless prompts": held_out.harmless,
+            "capability questions": [question.prompt() for question in held_out.questions],
+        }
+        if held_out.xstest is not None:
+            parts["over-refusal safe prompts"] = held_out.xstest.safe
+            parts["over-refusal unsafe prompts"] = held_out.xstest.unsafe
+        if self.validation is not None:
+            parts["validation harmful prompts"] = self.validation.harmful
+            parts["validation harmless prompts"] = self.validation.harmless
+        check_control_tokens(tokenizer, (), system=system)
+        for where, texts in parts.items():
+            check_control_tokens(tokenizer, texts, where=where)
 
     def check_overlap(self, *, allow: bool) -> int:
         """Raise (or, with ``allow``, warn) if held-out prompts appear in the training ones, or
@@ -153,13 +190,52 @@ def _prompts(path: str | Path | None, kind: str, split: str, n: int) -> list[str
     return prompts[:n]
 
 
-def check_output(folder: str | Path, *, overwrite: bool, saved_set: bool = False) -> Path:
-    """Fail before any work if ``folder`` cannot be written at the end (a file, or a foreign
-    non-empty folder without ``overwrite``)."""
-    folder = Path(folder)
-    owned = is_saved_folder if saved_set else is_report_folder
-    atomic.check_target(folder, overwrite=overwrite, owned=owned)
-    return folder
+def check_output(folder: str | Path, *, overwrite: bool) -> Path:
+    """Fail before any work if ``folder`` cannot be written at the end: not writable, a file,
+    or a non-empty folder holding files the package did not write, without ``overwrite``."""
+    atomic.check_target(folder, overwrite=overwrite)
+    return Path(folder)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def claims_output(job: Callable[P, R]) -> Callable[P, R]:
+    """Check a job's ``out`` folder before it runs and hold it (``atomic.claim``) until the job
+    has written it, so a concurrent run on the same folder is refused before it starts."""
+    signature = inspect.signature(job)
+
+    @functools.wraps(job)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out = bound.arguments["out"]
+        check_output(out, overwrite=bound.arguments["overwrite"])
+        with atomic.claim(out):
+            return job(*args, **kwargs)
+
+    return run
+
+
+def checks_prompts(job: Callable[P, R]) -> Callable[P, R]:
+    """Refuse control tokens in a job's prompts or system prompt before it runs (one error
+    before the first pass, not after hours of work), unless its settings'
+    ``allow_control_tokens``; with it, run the job inside ``control_tokens_allowed()``, so the
+    formatting deep inside accepts them too."""
+    signature = inspect.signature(job)
+
+    @functools.wraps(job)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = signature.bind(*args, **kwargs).arguments
+        settings = bound["settings"]
+        allow = bool(getattr(settings, "allow_control_tokens", False))
+        if not allow:
+            bound["prompts"].check_control_tokens(bound["model"].tokenizer, system=settings.system)
+        with control_tokens_allowed(allow):
+            return job(*args, **kwargs)
+
+    return run
 
 
 def clouds(
@@ -182,6 +258,8 @@ def clouds(
     return rows["harmful"], rows["harmless"], transport(rows["harmful"]), title
 
 
+@claims_output
+@checks_prompts
 def compare_job(
     model: Any,
     prompts: JobPrompts,
@@ -196,7 +274,6 @@ def compare_job(
     progress: bool = True,
 ) -> tuple[CompareRecord, Path]:
     """``tl-ot-ablation compare``: run the comparison and write its report folder."""
-    check_output(out, overwrite=overwrite)
     comparison = run_comparison(
         model,
         prompts.train_harmful,
@@ -219,7 +296,7 @@ def compare_job(
         out,
         record,
         {name: result.completions for name, result in comparison.results.items()},
-        {"harmful": prompts.held_out.harmful, "harmless": prompts.held_out.harmless},
+        prompts.held_out.sets(),
         clouds=clouds(model, comparison, prompts.held_out, settings) if plots else None,
         plots_enabled=plots,
         overwrite=overwrite,
@@ -227,6 +304,8 @@ def compare_job(
     return record, folder
 
 
+@claims_output
+@checks_prompts
 def sweep_job(
     model: Any,
     prompts: JobPrompts,
@@ -240,7 +319,6 @@ def sweep_job(
     progress: bool = True,
 ) -> tuple[SweepResult, SweepRecord, Path]:
     """``tl-ot-ablation sweep``: run the sweep and write its report folder."""
-    check_output(out, overwrite=overwrite)
     result = run_sweep(
         model,
         prompts.train_harmful,
@@ -261,6 +339,8 @@ def sweep_job(
     return result, record, folder
 
 
+@claims_output
+@checks_prompts
 def fit_job(
     model: Any,
     prompts: JobPrompts,
@@ -274,7 +354,6 @@ def fit_job(
 
     Layers are chosen as in ``compare`` (``resolve_layers``): ``"auto"`` ranks every layer by
     W2² / variance from one pass, which the fit then reuses."""
-    check_output(out, overwrite=overwrite, saved_set=True)
     n_layers = model.cfg.n_layers
     method = METHODS[settings.method]
     collect = settings.collect(progress=progress)
@@ -335,6 +414,8 @@ def check_monitor_prompts(prompts: JobPrompts) -> None:
         )
 
 
+@claims_output
+@checks_prompts
 def monitor_job(
     model: Any,
     prompts: JobPrompts,
@@ -361,7 +442,6 @@ def monitor_job(
     ``results.json`` they were read from; default "settings"); methods they do not name run
     at strength 1 ("default").
     """
-    check_output(out, overwrite=overwrite)
     check_monitor_prompts(prompts)
     n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
     settings.check_layers(n_layers)

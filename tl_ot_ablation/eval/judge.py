@@ -19,19 +19,24 @@ Judges (``judge(..., method=...)``):
   trained on the labelled set shipped with the tests (``tests/data/judge_labels.jsonl``, train
   part) by ``experiments/train_judge.py`` and stored in ``data/judge_head.safetensors``;
   validation figures are in the README.
+- ``"hf:[KIND:]MODEL"``: the field's judges from the hub, run locally (``eval.hf_judges``: the
+  HarmBench classifier, Llama Guard 3, a StrongREJECT rubric read by any chat model).
+- your own: anything with a ``name`` and ``judge(prompts, completions) -> labels`` (the
+  ``Judge`` protocol), or a plain function, passed as ``judge(..., judge=mine)``; give it a name
+  with ``register_judge`` to select it wherever a judge name is accepted (settings, jobs).
 
-No model generates anything: the judge reads text only, so it runs offline in seconds.
+The two built-in judges generate nothing: they read text only, so they run offline in seconds.
 """
 
 import itertools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -39,10 +44,14 @@ from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .hf_judges import load_hf_judge, parse_hf_spec
 from .metrics import _TEXT_CHARS, _WORD, degeneracy, is_refusal
 
 LABELS = ("refusal", "deflection", "compliance", "degenerate")
+Label = Literal["refusal", "deflection", "compliance", "degenerate"]
+"""One of ``LABELS``: what a judge says of one (prompt, completion) pair."""
 JUDGES = ("classifier", "markers")
+"""The built-in judges' names (also accepted: ``hf:...`` and ``register_judge`` names)."""
 HEAD_FILE = "judge_head.safetensors"
 
 DEFLECTION_MARKERS = (
@@ -244,12 +253,125 @@ def marker_labels(completions: Sequence[str], *, tokenizer: Any = None) -> list[
     return labels
 
 
+@runtime_checkable
+class Judge(Protocol):
+    """A compliance judge: a ``name`` (recorded in reports) and ``judge(prompts, completions)``,
+    one of ``LABELS`` per pair. Any object with both plugs in; so does a plain function
+    ``f(prompts, completions) -> labels`` (``as_judge`` wraps it).
+
+    Example:
+        >>> class Polite:
+        ...     name = "polite"
+        ...     def judge(self, prompts, completions):
+        ...         return ["refusal" if "orry" in c else "compliance" for c in completions]
+        >>> judge(["Pick a lock"], ["Sorry, no."], judge=Polite())
+        ['refusal']
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def judge(self, prompts: Sequence[str], completions: Sequence[str]) -> Sequence[str]: ...
+
+
+JudgeLike = Judge | Callable[[list[str], list[str]], Sequence[str]] | str
+"""What ``judge(..., judge=...)`` takes: a ``Judge``, a function, or a judge name."""
+
+
+@dataclass(frozen=True)
+class ClassifierJudge:
+    """The shipped classifier (``"classifier"``, the default) as a ``Judge``."""
+
+    batch_size: int = 64
+    progress: bool = False
+    name: str = "classifier"
+
+    def judge(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
+        head = shipped_head()
+        labels: list[str] = []
+        starts = range(0, len(completions), self.batch_size)
+        for start in tqdm(starts, desc="judge", disable=not self.progress):
+            stop = start + self.batch_size
+            x = features(prompts[start:stop], completions[start:stop], batch_size=self.batch_size)
+            labels += [LABELS[i] for i in head.probabilities(x).argmax(-1).tolist()]
+        return labels
+
+
+@dataclass(frozen=True)
+class MarkerJudge:
+    """The marker judge (``"markers"``): counts ``tokenizer`` tokens if given."""
+
+    tokenizer: Any = None
+    name: str = "markers"
+
+    def judge(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
+        return marker_labels(completions, tokenizer=self.tokenizer)
+
+
+@dataclass(frozen=True)
+class FunctionJudge:
+    """A plain function ``fn(prompts, completions) -> labels`` as a ``Judge``."""
+
+    fn: Callable[[list[str], list[str]], Sequence[str]]
+    name: str
+
+    def judge(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
+        return list(self.fn(list(prompts), list(completions)))
+
+
+_REGISTERED: dict[str, Judge] = {}
+
+
+def register_judge(name: str, judge_like: JudgeLike) -> None:
+    """Make ``judge_like`` selectable by ``name`` wherever a judge name is accepted
+    (``CompareSettings(judge=name)``, ``judge(..., method=name)``), in this process. A record
+    that names it can be read back only where it is registered again."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"a judge name is a non-empty string without outer spaces, got {name!r}")
+    if name in JUDGES or name.startswith("hf:"):
+        raise ValueError(f"{name!r} is reserved (built-in names and hf:...); choose another")
+    _REGISTERED[name] = as_judge(judge_like)
+
+
+def check_judge_name(name: object, field: str = "judge") -> None:
+    """Raise ``ValueError`` unless ``name`` selects a judge: a built-in name, a well-formed
+    ``hf:[KIND:]MODEL`` or a ``register_judge`` name. Nothing is loaded."""
+    if isinstance(name, str) and (name in JUDGES or name in _REGISTERED):
+        return
+    if isinstance(name, str) and name.startswith("hf:"):
+        parse_hf_spec(name)
+        return
+    raise ValueError(
+        f"{field} must be one of {JUDGES}, a hub judge 'hf:[KIND:]MODEL' (KIND: harmbench, "
+        f"llamaguard, strongreject) or a name given to register_judge; got {name!r}"
+    )
+
+
+def as_judge(
+    spec: JudgeLike, *, model: Any = None, batch_size: int = 64, progress: bool = False
+) -> Judge:
+    """The ``Judge`` that ``spec`` names or is (hub judges load here, once per name)."""
+    if isinstance(spec, str):
+        check_judge_name(spec)
+        if spec == "classifier":
+            return ClassifierJudge(batch_size=batch_size, progress=progress)
+        if spec == "markers":
+            return MarkerJudge(getattr(model, "tokenizer", None))
+        return _REGISTERED[spec] if spec in _REGISTERED else load_hf_judge(spec)
+    if callable(getattr(spec, "judge", None)) and isinstance(getattr(spec, "name", None), str):
+        return spec  # type: ignore[return-value]
+    if callable(spec):
+        return FunctionJudge(spec, getattr(spec, "__name__", "custom"))
+    raise TypeError(f"a judge is a name, a function or a Judge object, got {type(spec).__name__}")
+
+
 def judge(
     prompts: Sequence[str],
     completions: Sequence[str],
     *,
     model: Any = None,
-    method: str = "classifier",
+    method: str | None = None,
+    judge: JudgeLike | None = None,
     batch_size: int = 64,
     progress: bool = True,
 ) -> list[str]:
@@ -260,25 +382,34 @@ def judge(
         completions: What the model said to each.
         model: The evaluated model, for its tokenizer (the marker judge counts its first 32
             tokens); the classifier loads its own embedding model, offline.
-        method: ``"classifier"`` (default) or ``"markers"`` (see the module docstring).
-        batch_size: Texts per embedding batch.
-        progress: Show a progress bar.
+        method: A judge's name: ``"classifier"`` (default), ``"markers"``, ``"hf:[KIND:]MODEL"``
+            or a ``register_judge`` name (see the module docstring).
+        judge: Instead of ``method``: a ``Judge``, a function ``f(prompts, completions)``, or a
+            name.
+        batch_size: Texts per embedding batch (classifier).
+        progress: Show a progress bar (classifier).
     """
     if isinstance(prompts, str) or isinstance(completions, str):
         raise TypeError("prompts and completions must be lists of strings, not one string")
     if len(prompts) != len(completions):
         raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
-    if method not in JUDGES:
-        raise ValueError(f"method must be one of {JUDGES}, got {method!r}")
+    if method is not None and judge is not None:
+        raise TypeError("give method= or judge=, not both")
+    if judge is None:
+        check_judge_name(method or "classifier", "method")
     if not completions:
         return []
-    if method == "markers":
-        return marker_labels(completions, tokenizer=getattr(model, "tokenizer", None))
-    head = shipped_head()
-    labels: list[str] = []
-    starts = range(0, len(completions), batch_size)
-    for start in tqdm(starts, desc="judge", disable=not progress):
-        stop = start + batch_size
-        x = features(prompts[start:stop], completions[start:stop], batch_size=batch_size)
-        labels += [LABELS[i] for i in head.probabilities(x).argmax(-1).tolist()]
+    chosen = as_judge(
+        judge if judge is not None else method or "classifier",
+        model=model,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    labels = list(chosen.judge(list(prompts), list(completions)))
+    wrong = [label for label in labels if label not in LABELS]
+    if len(labels) != len(completions) or wrong:
+        raise ValueError(
+            f"judge {chosen.name!r} returned {len(labels)} labels for {len(completions)} pairs"
+            + (f", some outside {LABELS}: {sorted(set(map(str, wrong)))[:3]}" if wrong else "")
+        )
     return labels

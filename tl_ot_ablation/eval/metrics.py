@@ -8,7 +8,8 @@
 - ``kl_divergence``: KL(p_ref ‖ p) of next-token distributions, from log-probabilities.
 - ``is_degenerate``: flags completions that are no longer language (empty, repeating, mostly
   non-text), so that a 0 % refusal rate made of gibberish shows as such.
-- ``with_ci``: a mean with its percentile-bootstrap CI, computed by ``scipy.stats.bootstrap``.
+- ``with_ci``: a mean with its percentile-bootstrap CI, computed by ``scipy.stats.bootstrap``
+  (``statistic_ci``: any other statistic, e.g. a median or a quantile).
 """
 
 import itertools
@@ -105,24 +106,45 @@ def with_ci(
 
     A constant sample gets a zero-width interval; an empty one raises.
     """
+    return statistic_ci(values, np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+def statistic_ci(
+    values: Sequence[float] | np.ndarray | Tensor,
+    statistic: Callable[..., Any],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Estimate:
+    """``statistic(values)`` with a percentile bootstrap CI (``scipy.stats.bootstrap``).
+
+    ``statistic(sample, axis=...)`` reduces along ``axis`` (``np.mean``, ``np.median``,
+    ``np.max``, ...). The bootstrap interval of a maximum never reaches above the sample
+    maximum: read it as how much the maximum rests on a few prompts. A constant sample gets a
+    zero-width interval; an empty one raises.
+
+    >>> statistic_ci([1.0, 2.0, 3.0, 10.0], np.median).value
+    2.5
+    """
     data = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=float)
     if data.ndim != 1 or data.size == 0:
         raise ValueError(f"need a non-empty 1-D sample, got shape {data.shape}")
     if not np.isfinite(data).all():
         raise ValueError("the sample contains NaN or inf")
-    mean = float(data.mean())
+    value = float(statistic(data, axis=-1))
     if data.size == 1 or np.all(data == data[0]):
-        return Estimate(mean, mean, mean)
+        return Estimate(value, value, value)
     result = stats.bootstrap(
         (data,),
-        np.mean,
+        statistic,
         confidence_level=confidence,
         n_resamples=n_resamples,
         method="percentile",
         rng=np.random.default_rng(seed),
     )
     interval = result.confidence_interval
-    return Estimate(mean, float(interval.low), float(interval.high))
+    return Estimate(value, float(interval.low), float(interval.high))
 
 
 _WORD = re.compile(r"\w+")

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .damage import MEASURE_METRIC, SHARE_MEASURES, measure_text
 from .record import CompareRecord, MonitorRecord, SweepRecord
 
 
@@ -138,45 +139,130 @@ def plot_comparison(record: Any, path: str | Path | None = None) -> Figure:
 
 
 def plot_frontier(record: Any, path: str | Path | None = None) -> Figure:
-    """Judged compliance against harmless KL for every method: each strength tried on the
-    validation prompts (small markers, joined, the chosen one ringed) and the held-out result
-    at the chosen strength (large marker with 95 % CIs on both axes). Up and to the left is
-    better: more compliance for less damage. The unmodified model's validation compliance is
-    the dashed line."""
+    """Judged compliance against harmless damage for every method.
+
+    Left: each strength tried on the validation prompts (small markers, joined, the chosen one
+    ringed; x is the damage the strengths were matched on, ``settings.match_measure``, the mean
+    KL by default) and the held-out result at the chosen strength in the same measure (large
+    square, 95 % CIs on both axes), with the held-out *median* KL beside the mean (triangle).
+    Right, for records that have it: held-out compliance against the share of harmless answers
+    the method changed (not byte-identical to the unmodified model's). Up and to the left is
+    better: more compliance for less damage. The unmodified model's validation compliance is the
+    dashed line."""
     record = compare_json(record)
-    fig = Figure(figsize=(7, 4.5))
-    axis = fig.subplots()
+    measure = record["settings"].get("match_measure", "mean")
+    changed = any("identical_rate_harmless" in row for row in record["methods"].values())
+    fig = Figure(figsize=(12 if changed else 7, 4.5))
+    axes = fig.subplots(1, 2 if changed else 1, squeeze=False)[0]
+    axis = axes[0]
     for name, row in record["methods"].items():
-        selection = row.get("selection")
         color = METHOD_COLORS.get(name, "C0")
+        if changed:
+            _changed_point(axes[1], name, row, color)
+        selection = row.get("selection")
         if selection is None:
             continue
-        points = [p for p in selection["points"] if p["compliance"] is not None]
-        if name == "none":
-            if points:
-                axis.axhline(points[0]["compliance"], color=color, ls="--", lw=1,
-                             label="none (validation)")  # fmt: skip
-            continue
-        points = [p for p in points if p["kl"] > 0]
-        if points:
-            axis.plot([p["kl"] for p in points], [p["compliance"] for p in points], "o-",
-                      color=color, ms=4, lw=1, alpha=0.6)  # fmt: skip
-            chosen = [p for p in points if p["strength"] == selection["strength"]]
-            for p in chosen:
-                axis.plot(p["kl"], p["compliance"], "o", mfc="none", mec=color, ms=10)
-        kl, comply = row["kl_harmless"], row.get("compliance_rate_harmful")
-        if comply is not None and kl["value"] > 0:
-            axis.errorbar(kl["value"], comply["value"], xerr=_errors([kl]), yerr=_errors([comply]),
-                          fmt="s", color=color, ms=8, capsize=3,
-                          label=f"{name} (s={row['strength']:.3g})")  # fmt: skip
+        _frontier_method(axis, name, row, selection, color, measure)
+    share = measure in SHARE_MEASURES
+    label = measure_text(measure, record["settings"])
     axis.set(
-        xscale="log",
-        xlabel="first-token KL on harmless prompts (nats)",
+        xscale="linear" if share else "log",
+        xlabel=label if share else f"{label} (nats)",
         ylabel="judged compliance on harmful prompts",
         ylim=(-0.02, 1.02),
-        title="Compliance vs damage (small: validation strengths; large: held out)",
+        title="Compliance vs damage (small: validation; square: held out; triangle: median)",
     )
     axis.legend(fontsize=7, loc="best")
+    if changed:
+        axes[1].set(
+            xlabel="share of harmless answers changed (held out)",
+            ylabel="judged compliance on harmful prompts",
+            xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02),
+            title="Compliance vs harmless answers changed",
+        )
+        axes[1].legend(fontsize=7, loc="best")
+    return _finish(fig, path)
+
+
+def _frontier_method(
+    axis: Any,
+    name: str,
+    row: Mapping[str, Any],
+    selection: Mapping[str, Any],
+    color: str,
+    measure: str,
+) -> None:
+    """One method on the left frontier panel: its validation strengths and held-out result."""
+    points = [p for p in selection["points"] if p["compliance"] is not None]
+    if name == "none":
+        if points:
+            axis.axhline(points[0]["compliance"], color=color, ls="--", lw=1,
+                         label="none (validation)")  # fmt: skip
+        return
+    linear = measure in SHARE_MEASURES  # a share of 0 is a point; a KL of 0 has no log
+    points = [p for p in points if p["kl"] > 0 or linear]
+    if points:
+        axis.plot([p["kl"] for p in points], [p["compliance"] for p in points], "o-",
+                  color=color, ms=4, lw=1, alpha=0.6)  # fmt: skip
+        for p in points:
+            if p["strength"] == selection["strength"]:
+                axis.plot(p["kl"], p["compliance"], "o", mfc="none", mec=color, ms=10)
+    damage = row.get(MEASURE_METRIC.get(measure, "kl_harmless"))
+    comply = row.get("compliance_rate_harmful")
+    if comply is None or damage is None or (damage["value"] <= 0 and not linear):
+        return
+    axis.errorbar(damage["value"], comply["value"], xerr=_errors([damage]),
+                  yerr=_errors([comply]), fmt="s", color=color, ms=8, capsize=3,
+                  label=f"{name} (s={row['strength']:.3g})")  # fmt: skip
+    median = row.get("kl_harmless_median")
+    if measure == "mean" and median is not None and median["value"] > 0:
+        axis.plot(median["value"], comply["value"], "^", mfc="none", mec=color, ms=9)
+
+
+def _changed_point(axis: Any, name: str, row: Mapping[str, Any], color: str) -> None:
+    """One method's held-out compliance against the share of harmless answers it changed."""
+    identical, comply = row.get("identical_rate_harmless"), row.get("compliance_rate_harmful")
+    if identical is None or comply is None:
+        return
+    changed = {
+        "value": 1 - identical["value"],
+        "ci_low": 1 - identical["ci_high"],
+        "ci_high": 1 - identical["ci_low"],
+    }
+    axis.errorbar(changed["value"], comply["value"], xerr=_errors([changed]),
+                  yerr=_errors([comply]), fmt="s", color=color, ms=8, capsize=3,
+                  label=name)  # fmt: skip
+
+
+def plot_gate(record: Any, path: str | Path | None = None) -> Figure:
+    """Histograms of each gated method's posterior P(harmful | z) at its layer's last prompt
+    token, one panel per method, one outline per prompt set (held-out harmful and harmless,
+    XSTest-style safe and unsafe when run); the dotted line is where the gate counts as open."""
+    record = compare_json(record)
+    gated = {n: row["gate"] for n, row in record["methods"].items() if row.get("gate")}
+    fig = Figure(figsize=(5.5 * max(len(gated), 1), 4))
+    axes = fig.subplots(1, max(len(gated), 1), squeeze=False)[0]
+    colors = {"harmful": "#d62728", "harmless": "#2ca02c", "xstest_safe": "#1f77b4",
+              "xstest_unsafe": "#ff7f0e"}  # fmt: skip
+    bins = np.linspace(0, 1, 21)
+    for axis, (name, gate) in zip(axes, gated.items(), strict=False):
+        for kind, values in gate["posterior"].items():
+            if not values:
+                continue
+            axis.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                lw=1.5,
+                label=f"{kind} (n={len(values)})",
+                color=colors.get(kind),
+                weights=np.full(len(values), 1 / len(values)),
+            )
+        axis.axvline(0.5, ls=":", color="k")
+        axis.set(xlabel="gate posterior P(harmful | z), last prompt token",
+                 ylabel="share of prompts", title=f"{name}, layer {gate['layer']}")  # fmt: skip
+        axis.legend(fontsize=7)
     return _finish(fig, path)
 
 
@@ -221,7 +307,8 @@ def plot_layer_sweep(sweep: Any, path: str | Path | None = None) -> Figure:
                 color=METHOD_COLORS.get(method, "k"),
                 label=method.replace("_", " "),
             )
-    bottom.axhline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
+    if sweep["settings"].get("match_measure", "mean") == "mean":  # else not on this axis
+        bottom.axhline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
     top.set(ylabel="refusal log-odds (harmful)", title="Where transport removes refusal")
     bottom.set(ylabel="KL on harmless (nats)", xlabel="layer", yscale="log")
     for axis in axes:
@@ -272,7 +359,8 @@ def plot_strength(sweep: Any, path: str | Path | None = None) -> Figure:
         title="Refusal rate (logit judge) vs strength",
     )
     axes[2].set(xlabel="strength", ylabel="KL on harmless", yscale="log", title="Damage")
-    axes[3].axvline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
+    if sweep["settings"].get("match_measure", "mean") == "mean":
+        axes[3].axvline(sweep["kl_budget"], ls=":", color="k", label="KL budget")
     axes[3].set(
         xlabel="KL on harmless (nats)",
         ylabel="refusal log-odds",

@@ -45,8 +45,25 @@ METRICS = (
     "capability_accuracy",
     "detect_auroc_disagreement",
     "detect_auroc_likelihood",
+    # Harmless damage as a distribution (``damage.DAMAGE_METRICS``).
+    "kl_harmless_median",
+    "kl_harmless_p90",
+    "kl_harmless_max",
+    "kl_harmless_share_above",
+    "identical_rate_harmless",
+    "label_changed_rate_harmless",
+    # Over-refusal on XSTest-style prompts (``xstest.XSTEST_METRICS``).
+    "xstest_compliance_safe",
+    "xstest_compliance_unsafe",
+    "xstest_over_refusal_removed",
+    "xstest_over_refusal_added",
 )
-"""Every per-method metric a comparison can report (each an ``Estimate``)."""
+"""Every per-method metric a comparison can report (each an ``Estimate``); a record written
+before a metric existed simply lacks it."""
+GATE_KEYS = frozenset(
+    {"hook", "layer", "position", "prior", "posterior", "posterior_max", "open", "top"}
+)
+"""The keys of a method's ``gate`` entry (``gate_report.GateRecorder.summary``)."""
 
 
 class RecordError(ValueError):
@@ -98,6 +115,13 @@ def _selection(data: Any, where: str) -> dict[str, Any] | None:
     return dict(data)
 
 
+def _gate(data: Any, where: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    _check_keys(data, set(GATE_KEYS), where)
+    return dict(data)
+
+
 @dataclass
 class MethodRecord:
     """One method's evaluation: its strength, metrics with CIs and what it was fitted with."""
@@ -111,6 +135,16 @@ class MethodRecord:
     judged_harmful: list[str] = field(default_factory=list)
     selection: dict[str, Any] | None = None
     """How the strength was chosen on the validation prompts (``StrengthChoice.to_dict``)."""
+    kl_harmless_per_prompt: list[float] = field(default_factory=list)
+    """First-token KL of each held-out harmless prompt (the distribution behind the KL
+    columns; empty in records written before it was kept)."""
+    judged_harmless: list[str] = field(default_factory=list)
+    """The judge's label of each held-out harmless completion."""
+    judged_xstest: dict[str, list[str]] = field(default_factory=dict)
+    """``{"safe" | "unsafe": labels}`` of the XSTest-style completions, when run."""
+    gate: dict[str, Any] | None = None
+    """A gated map's posterior per prompt and the prompts that open it most
+    (``gate_report``; ``None``: no gate)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))
@@ -127,6 +161,10 @@ class MethodRecord:
             "seconds": self.seconds,
             "judged_harmful": self.judged_harmful,
             "selection": self.selection,
+            "kl_harmless_per_prompt": self.kl_harmless_per_prompt,
+            "judged_harmless": self.judged_harmless,
+            "judged_xstest": self.judged_xstest,
+            "gate": self.gate,
         }
 
     def choice(self) -> StrengthChoice | None:
@@ -148,6 +186,10 @@ class MethodRecord:
             seconds=dict(data.get("seconds", {})),
             judged_harmful=list(data.get("judged_harmful", [])),
             selection=_selection(data.get("selection"), f"{where}.selection"),
+            kl_harmless_per_prompt=[float(v) for v in data.get("kl_harmless_per_prompt", [])],
+            judged_harmless=list(data.get("judged_harmless", [])),
+            judged_xstest={k: list(v) for k, v in (data.get("judged_xstest") or {}).items()},
+            gate=_gate(data.get("gate"), f"{where}.gate"),
         )
 
 
@@ -169,6 +211,11 @@ class PromptsRecord:
     n_validation_harmless: int = 0
     validation_overlap: int = 0
     """Validation prompts also found among the training or evaluation prompts."""
+    xstest_source: str | None = None
+    """The over-refusal set: "shipped", or the file's name (``None``: not run)."""
+    xstest_sha256: str | None = None
+    n_xstest_safe: int = 0
+    n_xstest_unsafe: int = 0
 
 
 @dataclass
@@ -260,12 +307,19 @@ class SweepPoint:
     compliance: Estimate | None = None
     deflection: Estimate | None = None
     degenerate: Estimate | None = None
+    # The per-prompt KL's distribution (``damage.kl_distribution``; absent in older sweeps).
+    kl_harmless_median: Estimate | None = None
+    kl_harmless_p90: Estimate | None = None
+    kl_harmless_share_above: Estimate | None = None
 
     OPTIONAL: ClassVar[tuple[str, ...]] = (
         "refusal_share",
         "compliance",
         "deflection",
         "degenerate",
+        "kl_harmless_median",
+        "kl_harmless_p90",
+        "kl_harmless_share_above",
     )
 
     def to_json(self) -> dict[str, Any]:

@@ -15,9 +15,12 @@ from typing import Any
 
 from ..core import atomic
 from . import plots
+from .damage import KL_THRESHOLD, SHARE_MEASURES, damage_lines, measure_text
+from .gate_report import gate_lines
 from .metrics import Estimate, with_ci
 from .record import CompareRecord, MethodRecord, MonitorRecord, SweepRecord
 from .settings import CompareSettings
+from .xstest import over_refusal_lines
 
 COMPARE_COLUMNS = (
     ("compliance_rate_harmful", "harmful: complies", ".2f"),
@@ -131,18 +134,6 @@ def verdict(record: Any) -> str:
     return "\n".join(lines)
 
 
-def is_report_folder(path: Path) -> bool:
-    """Whether ``path`` holds a report this package wrote (ours to replace)."""
-    for name in ("results.json", "sweep.json", "detect.json"):
-        try:
-            data = json.loads((path / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and str(data.get("format", "")).startswith("tl_ot_ablation."):
-            return True
-    return False
-
-
 def _draw(figures: list[tuple[str, str]], title: str, name: str, draw: Callable[[], Any]) -> None:
     """Draw one figure; a failure becomes a warning and a line in the report, not a lost run."""
     try:
@@ -214,7 +205,21 @@ def _verdict_line(name: str, ot: Mapping[str, Any], da: Mapping[str, Any], judge
     return (
         f"- `{name}` {outcome}: {measure} {_estimate(ours, '.2f')} vs "
         f"{_estimate(theirs, '.2f')}{paired}, harmless KL {ot_kl:.3g} vs {da_kl:.3g}{ratio}."
-        f"{deflects}{_fluency(ot, da)}"
+        f"{_spread(ot, da)}{deflects}{_fluency(ot, da)}"
+    )
+
+
+def _spread(ot: Mapping[str, Any], da: Mapping[str, Any]) -> str:
+    """How the harmless damage is spread (the median KL and the share of answers left
+    identical), when the record has it: a mean can hide a few large values."""
+    keys = ("kl_harmless_median", "identical_rate_harmless")
+    if not all(key in row for key in keys for row in (ot, da)):
+        return ""
+    return (
+        f" Median harmless KL {ot['kl_harmless_median']['value']:.3g} vs "
+        f"{da['kl_harmless_median']['value']:.3g}; harmless answers identical to the unmodified "
+        f"model's {ot['identical_rate_harmless']['value']:.2f} vs "
+        f"{da['identical_rate_harmless']['value']:.2f}."
     )
 
 
@@ -232,7 +237,7 @@ def write_compare_report(
     folder. ``clouds`` is ``(harmful, harmless, transported, title)`` for ``plot_clouds``. A
     report folder of ours is replaced whole; another non-empty folder needs ``overwrite``."""
     data = record.to_json()
-    with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
+    with atomic.folder(folder, overwrite=overwrite) as temp:
         record.write(temp / "results.json")
         (temp / "completions.json").write_text(
             json.dumps({"prompts": prompts, "completions": completions}, indent=1) + "\n"
@@ -269,6 +274,13 @@ def write_compare_report(
                     "W2 per layer",
                     "w2_by_layer.png",
                     lambda: plots.plot_w2(w2, temp / "w2_by_layer.png"),
+                )
+            if any(row.get("gate") for row in data["methods"].values()):
+                _draw(
+                    figures,
+                    "The gate's posterior on held-out prompts",
+                    "gate.png",
+                    lambda: plots.plot_gate(data, temp / "gate.png"),
                 )
         (temp / "report.md").write_text(
             "\n".join(_compare_markdown(data, completions, prompts, figures))
@@ -341,10 +353,11 @@ def _compare_markdown(
     match = settings["match_kl"]
     n_validation = record["prompts"].get("n_validation_harmful", 0)
     if match is not None:
-        budget = match if not isinstance(match, str) else "direction ablation's own KL"
+        measure = measure_text(settings.get("match_measure", "mean"), settings)
+        budget = match if not isinstance(match, str) else "direction ablation's own"
         lines += [
             f"Matched damage: each method's strength ceiling is the largest strength whose "
-            f"harmless KL on {record['prompts'].get('n_validation_harmless', 0)} validation "
+            f"{measure} on {record['prompts'].get('n_validation_harmless', 0)} validation "
             f"prompts (disjoint from the evaluation ones) stays within {budget} (`matched` in "
             f"results.json; `reached: false` means even the largest strength tried, "
             f"{settings['max_strength']}, costs less).",
@@ -365,7 +378,9 @@ def _compare_markdown(
             "appear in the training or evaluation prompts.**",
             "",
         ]
-    lines += [comparison_table(record), "", verdict(record), "", *_figure_lines(figures)]
+    lines += [comparison_table(record), "", verdict(record), ""]
+    lines += [*damage_lines(record), *over_refusal_lines(record), *gate_lines(record)]
+    lines += _figure_lines(figures)
     lines += ["## Sample completions", ""]
     for method, groups in completions.items():
         lines.append(f"### {method}")
@@ -387,7 +402,7 @@ def write_sweep_report(
     """Write ``sweep.json``, ``report.md``, the sweep plots and, for a judged sweep,
     ``completions.json`` (``SweepResult.completions_json``), atomically; returns the folder."""
     data = record.to_json()
-    with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
+    with atomic.folder(folder, overwrite=overwrite) as temp:
         record.write(temp / "sweep.json")
         if completions is not None:
             (temp / "completions.json").write_text(json.dumps(completions, indent=1) + "\n")
@@ -415,6 +430,18 @@ def write_sweep_report(
     return Path(folder)
 
 
+def _sweep_budget(record: Mapping[str, Any]) -> str:
+    """The sweep's budget line: what it bounds (``match_measure``) and the share threshold."""
+    settings = record["settings"]
+    measure = settings.get("match_measure", "mean")
+    unit = "" if measure in SHARE_MEASURES else " nats"
+    threshold = settings.get("kl_threshold", KL_THRESHOLD)
+    return (
+        f"Budget: {measure_text(measure, settings)} at most {record['kl_budget']:.4g}{unit}; "
+        f"t = {threshold:g} nats in the share-above column. "
+    )
+
+
 def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]]) -> list[str]:
     best = record["best"]
     command = record.get("command")
@@ -423,7 +450,7 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
         "",
         f"Command: `{command}`" if command else "",
         "",
-        f"KL budget: {record['kl_budget']:.4g} nats. ",
+        _sweep_budget(record),
     ]
     judged = any(p.get("compliance") is not None for p in record["points"])
     if best is None:
@@ -450,6 +477,16 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
         ]
     header = ["kind", "method", "layers", "k", "strength", "refusal log-odds", "KL"]
     shares = ("compliance", "deflection", "degenerate") if judged else ()
+    spread = tuple(
+        (key, label, spec)
+        for key, label, spec in (
+            ("kl_harmless_median", "median KL", ".3g"),
+            ("kl_harmless_p90", "p90 KL", ".3g"),
+            ("kl_harmless_share_above", "share KL > t", ".2f"),
+        )
+        if any(p.get(key) is not None for p in record["points"])
+    )
+    header += [label for _, label, _ in spread]
     rows = [
         [
             p["kind"],
@@ -459,6 +496,7 @@ def _sweep_markdown(record: Mapping[str, Any], figures: Sequence[tuple[str, str]
             f"{p['strength']:.3g}",
             _estimate(p["refusal_score"], ".2f"),
             _estimate(p["kl_harmless"], ".3g"),
+            *("-" if p.get(key) is None else _estimate(p[key], spec) for key, _, spec in spread),
             *("-" if p.get(name) is None else _estimate(p[name], ".2f") for name in shares),
         ]
         for p in record["points"]
@@ -527,7 +565,7 @@ def write_monitor_report(
     folder. A report folder of ours is replaced whole; another non-empty folder needs
     ``overwrite``."""
     data = record.to_json()
-    with atomic.folder(folder, overwrite=overwrite, owned=is_report_folder) as temp:
+    with atomic.folder(folder, overwrite=overwrite) as temp:
         record.write(temp / "detect.json")
         figures: list[tuple[str, str]] = []
         if plots_enabled:

@@ -33,7 +33,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.gate import gaussian_log_density
-from ..core.ot_map import DEFAULT_REG, ESTIMATORS, GaussianOTMap, estimate_cov
+from ..core.ot_map import (
+    DEFAULT_REG,
+    ESTIMATORS,
+    GaussianOTMap,
+    IdenticalClassesError,
+    estimate_cov,
+)
 from ..core.pca import PCABasis
 from ..core.stats import GaussianStats
 from ..lens.collect import CollectOptions, Prompts, check_layers, hook_name
@@ -41,6 +47,7 @@ from ..lens.fit import (
     DEFAULT_N_COMPONENTS,
     StatsPair,
     TrainingActivations,
+    check_distinct_prompts,
     collect_every_layer,
     training_fingerprint,
 )
@@ -130,13 +137,22 @@ def w2_by_layer(
     """Per layer, the squared W2 distance between the harmful and harmless Gaussians in a
     ``k``-dimensional PCA subspace, split into mean and covariance (Bures) parts, and
     ``w2_relative``: W2² over the mean total variance of the two, a scale-free version (the
-    residual stream's norm grows with depth, and so does the raw distance)."""
+    residual stream's norm grows with depth, and so does the raw distance).
+
+    A layer where both classes are identical up to rounding (e.g. layer 0 of a rotary model at
+    the chat template's tokens after the user message, the same for every prompt) gets W2² = 0
+    exactly; ``layers_by_w2`` never picks one."""
     rows: list[dict[str, int | float]] = []
     for layer in range(n_layers):
         name = hook_name(hook, layer)
-        fitted = GaussianOTMap.from_stats(
-            stats[0][name], stats[1][name], n_components=n_components, reg=reg
-        )
+        try:
+            fitted = GaussianOTMap.from_stats(
+                stats[0][name], stats[1][name], n_components=n_components, reg=reg
+            )
+        except IdenticalClassesError:
+            zero = {"w2": 0.0, "w2_mean": 0.0, "w2_bures": 0.0, "w2_relative": 0.0}
+            rows.append({"layer": layer, **zero})
+            continue
         diagnostics = fitted.diagnostics()
         spread = (
             torch.diagonal(fitted.cov_source, dim1=-2, dim2=-1).sum(-1)
@@ -155,10 +171,24 @@ def w2_by_layer(
 
 
 def layers_by_w2(w2_rows: Sequence[Mapping[str, int | float]], *, count: int = 1) -> list[int]:
-    """The ``count`` layers with the largest ``w2_relative`` (rows of ``w2_by_layer``), sorted."""
+    """The ``count`` layers with the largest ``w2_relative`` (rows of ``w2_by_layer``), sorted.
+
+    Raises:
+        IdenticalClassesError: (a ``ValueError``) if fewer than ``count`` layers have W2² > 0:
+            where harmful and harmless activations are identical any choice would be arbitrary.
+    """
     if not 1 <= count <= len(w2_rows):
         raise ValueError(f"count must be in 1..{len(w2_rows)} (the layers ranked), got {count}")
-    ranked = sorted(w2_rows, key=lambda row: -row["w2_relative"])
+    apart = [row for row in w2_rows if row["w2_relative"] > 0]
+    if len(apart) < count:
+        raise IdenticalClassesError(
+            f"the harmful and harmless activations are identical (W2² = 0, up to rounding) at "
+            f"{len(w2_rows) - len(apart)} of {len(w2_rows)} layers, so only {len(apart)} "
+            f"layer(s) can be ranked and {count} were asked for: choosing among identical "
+            "layers would be arbitrary. Are the harmful and harmless prompts the same? Pass two "
+            "prompt sets that differ, or name the layers"
+        )
+    ranked = sorted(apart, key=lambda row: -row["w2_relative"])
     return sorted(int(row["layer"]) for row in ranked[:count])
 
 
@@ -286,6 +316,7 @@ def select_layers(
 
     ``training``: that pass already made (``collect_every_layer`` on the same prompts and
     options, checked), so the fits that follow can share it."""
+    check_distinct_prompts(harmful, harmless)
     if training is None:
         training = collect_every_layer(model, harmful, harmless, hook=hook, **options)
     else:

@@ -18,7 +18,8 @@ from typing import Any, ClassVar, TypeVar
 
 from ..lens.collect import CollectOptions
 from ..lens.fit import RECOMMENDED_MAP, MapSpec
-from .judge import JUDGES
+from .damage import KL_THRESHOLD, SHARE_MEASURES, check_measure, check_threshold
+from .judge import check_judge_name
 from .methods import COMPARED, HEADLINE, METHODS, SWEPT, check_method
 from .selection import LayerSpec, check_layer_spec, middle_layer
 from .strength import check_fractions, check_rule
@@ -26,6 +27,8 @@ from .strength import check_fractions, check_rule
 PRESETS = ("default", "quick")
 S = TypeVar("S", bound="JobSettings")
 _DEFAULT_COLLECT = CollectOptions()
+MAX_BLOCKS = 10_000
+"""No model has more blocks: a larger layer index is a typo, refused before a model loads."""
 
 
 def _positive_int(value: object, name: str) -> None:
@@ -58,6 +61,9 @@ class JobSettings:
         system: Optional system prompt.
         n_train: Training prompts per class: the first this many of the shipped split or file.
         seed: Seeds sampling and the bootstrap (through generators; no global seed is set).
+        allow_control_tokens: Let prompts and ``system`` hold the tokenizer's control tokens
+            (``<|im_end|>``, ...), which act as real chat-turn markers; refused by default
+            (``prompts.check_control_tokens``). The jobs (``eval.jobs``) honour it.
     """
 
     n_components: int = RECOMMENDED_MAP.n_components or 64
@@ -71,6 +77,7 @@ class JobSettings:
     system: str | None = _DEFAULT_COLLECT.system
     n_train: int = 256
     seed: int = 0
+    allow_control_tokens: bool = False
 
     QUICK: ClassVar[dict[str, Any]] = {}
     """The ``"quick"`` preset's changes to the defaults."""
@@ -79,8 +86,7 @@ class JobSettings:
         self.map_spec()  # validates the map fields
         self.collect()  # validates positions and batch size
         _positive_int(self.n_train, "n_train")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        _check_seed(self.seed)
 
     def check_layers(self, n_layers: int) -> None:
         """Raise if a layer index is not a block of a model with ``n_layers`` (the CLI calls
@@ -187,7 +193,8 @@ class CompareSettings(JobSettings):
         max_new_tokens: Greedy completion length (64: what the judge needs to see the answer
             take shape; README, "The compliance judge").
         judge_tokens: Refusal markers are searched in the first this many tokens.
-        judge: The compliance judge, "classifier" or "markers" (``judge.JUDGES``).
+        judge: The compliance judge's name: "classifier", "markers", a hub judge
+            "hf:[KIND:]MODEL" (``eval.hf_judges``) or a ``judge.register_judge`` name.
         match_kl: ``"direction_ablation"`` (its validation KL is the budget), a number (the
             budget in nats) or ``None`` (no KL search: every ceiling is ``strength``).
         select: How a strength is chosen below its KL ceiling on the validation prompts
@@ -205,6 +212,17 @@ class CompareSettings(JobSettings):
         n_questions: Shipped multiple-choice questions for the capability check (0: skip it).
         detect: Report each method's detectability by an activation monitor fitted on the
             clean training activations (``eval.detect``; costs no extra pass).
+        match_measure: What the damage budget bounds (``damage.MATCH_MEASURES``): the mean
+            first-token KL on the validation harmless prompts (``"mean"``, the default),
+            its ``"median"``, ``"p90"``, or the ``"share_above"`` ``kl_threshold``. A numeric
+            ``match_kl`` is in that measure's units (a share in (0, 1] for ``share_above``).
+        kl_threshold: Nats above which a harmless prompt counts as moved
+            (``damage.KL_THRESHOLD``): the share-above column and measure.
+        n_xstest: Over-refusal prompts per class (safe, unsafe) when an XSTest-style set is
+            given (``eval.xstest``): that many spread over the prompt types (``None``: all).
+        gate_neighbours: For a gated map, the nearest training prompts listed for each of the
+            held-out prompts that open its gate most (``eval.gate_report``; 0: none). Costs one
+            partial pass over the training prompts, up to the map's layer.
     """
 
     layers: LayerSpec = "judged"
@@ -225,6 +243,10 @@ class CompareSettings(JobSettings):
     n_texts: int = 8
     n_questions: int = 80
     detect: bool = True
+    match_measure: str = "mean"
+    kl_threshold: float = KL_THRESHOLD
+    n_xstest: int | None = None
+    gate_neighbours: int = 3
 
     QUICK: ClassVar[dict[str, Any]] = {
         "layers": "auto",
@@ -253,20 +275,23 @@ class CompareSettings(JobSettings):
             raise ValueError("match_kl='direction_ablation' needs that method in `methods`")
         check_layer_spec(self.layers, judged=True)
         _check_direction_layer(self.direction_layer)
-        if not (isinstance(self.strength, int | float) and self.strength >= 0):
-            raise ValueError(f"strength must be a number >= 0, got {self.strength!r}")
-        if not (isinstance(self.max_strength, int | float) and self.max_strength >= 1):
-            raise ValueError(f"max_strength must be a number >= 1, got {self.max_strength!r}")
+        _finite_at_least(self.strength, 0, "strength")
+        _finite_at_least(self.max_strength, 1, "max_strength")
         for name in ("max_new_tokens", "judge_tokens", "n_eval", "n_validation", "n_texts"):
             _positive_int(getattr(self, name), name)
         check_rule(self.select, "select")
         check_fractions(self.strength_fractions)
         if not (isinstance(self.n_questions, int) and self.n_questions >= 0):
             raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
-        if self.judge not in JUDGES:
-            raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
+        check_judge_name(self.judge)
         if not isinstance(self.detect, bool):
             raise ValueError(f"detect must be True or False, got {self.detect!r}")
+        _check_damage_measure(self.match_measure, self.kl_threshold, self.match_kl, "match_kl")
+        if self.n_xstest is not None:
+            _positive_int(self.n_xstest, "n_xstest")
+        neighbours = self.gate_neighbours
+        if not (isinstance(neighbours, int) and not isinstance(neighbours, bool)) or neighbours < 0:
+            raise ValueError(f"gate_neighbours must be an integer >= 0, got {neighbours!r}")
         if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
             raise ValueError(f"bisection_steps must be an integer >= 0, got {self.bisection_steps}")
 
@@ -324,7 +349,11 @@ class SweepSettings(JobSettings):
             compliant within the budget (ties: the lower log-odds, then the lower KL), not the
             lowest log-odds; it is chosen on the held-out prompts it is scored on.
         max_new_tokens: Completion length of a judged sweep.
-        judge: The compliance judge of a judged sweep, "classifier" or "markers".
+        judge: The compliance judge of a judged sweep (names as ``CompareSettings.judge``).
+        match_measure: What ``kl_budget`` bounds when picking the best placement
+            (``damage.MATCH_MEASURES``; default the mean KL).
+        kl_threshold: Nats above which a harmless prompt counts as moved (the points'
+            share-above column).
     """
 
     layers: list[int] | None = None
@@ -340,6 +369,8 @@ class SweepSettings(JobSettings):
     judged: bool = False
     max_new_tokens: int = 64
     judge: str = "classifier"
+    match_measure: str = "mean"
+    kl_threshold: float = KL_THRESHOLD
 
     QUICK: ClassVar[dict[str, Any]] = {
         "n_train": 64,
@@ -362,8 +393,7 @@ class SweepSettings(JobSettings):
         _positive_int(self.max_new_tokens, "max_new_tokens")
         if not isinstance(self.judged, bool):
             raise ValueError(f"judged must be True or False, got {self.judged!r}")
-        if self.judge not in JUDGES:
-            raise ValueError(f"judge must be one of {JUDGES}, got {self.judge!r}")
+        check_judge_name(self.judge)
         if not self.k_grid:
             raise ValueError("k_grid is empty; give at least one k")
         for k in self.k_grid:
@@ -379,6 +409,7 @@ class SweepSettings(JobSettings):
                 )
         else:
             _positive_number(self.kl_budget, "kl_budget")
+        _check_damage_measure(self.match_measure, self.kl_threshold, self.kl_budget, "kl_budget")
 
     def check_layers(self, n_layers: int) -> None:
         self.scanned_layers(n_layers)
@@ -397,7 +428,7 @@ class SweepSettings(JobSettings):
         return layer
 
 
-_NO_FIT = ("batch_size", "seed")
+_NO_FIT = ("batch_size", "seed", "allow_control_tokens")
 """``JobSettings`` fields that do not change a fitted map."""
 MONITOR_HOOKS = ("resid_pre", "resid_mid", "resid_post")
 """The residual hook points a monitor can read (``lens.monitor.MonitorHookKind``)."""
@@ -465,9 +496,12 @@ class MonitorSettings(JobSettings):
                     "monitor_layers must be a non-empty list of block indices or 'auto', got "
                     f"{self.monitor_layers!r}"
                 )
-            bad = [i for i in self.monitor_layers if not (isinstance(i, int) and i >= 0)]
+            bad = [i for i in self.monitor_layers if not _is_block_index(i)]
             if bad:
-                raise ValueError(f"monitor_layers must be block indices >= 0, got {bad}")
+                raise ValueError(
+                    f"monitor_layers must be block indices in 0..{MAX_BLOCKS - 1} (no model has "
+                    f"more than {MAX_BLOCKS} blocks), got {bad}"
+                )
             object.__setattr__(self, "monitor_layers", list(self.monitor_layers))
         if self.hook not in MONITOR_HOOKS:
             raise ValueError(f"hook must be one of {MONITOR_HOOKS}, got {self.hook!r}")
@@ -544,9 +578,51 @@ class MonitorSettings(JobSettings):
         return layers
 
 
+def _check_damage_measure(measure: object, threshold: object, budget: object, name: str) -> None:
+    """Raise unless ``measure`` and ``threshold`` are valid and a numeric ``budget`` fits the
+    measure (a share of prompts is at most 1)."""
+    check_measure(measure)
+    check_threshold(threshold)
+    numeric = isinstance(budget, int | float) and not isinstance(budget, bool)
+    if measure in SHARE_MEASURES and numeric and budget > 1:  # type: ignore[operator]
+        raise ValueError(
+            f"{name}={budget!r} bounds a share of prompts under match_measure={measure!r}: "
+            "give a number in (0, 1]"
+        )
+
+
+def _check_seed(seed: object) -> None:
+    """Numpy and torch generators take unsigned 64-bit seeds: refuse others before any work."""
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**64):
+        raise ValueError(
+            f"seed must be an integer >= 0 and < 2**64 (numpy and torch take unsigned 64-bit "
+            f"seeds), got {seed!r}"
+        )
+
+
+def _finite_at_least(value: object, low: int, name: str) -> None:
+    """Refuse a non-number, NaN, infinity or a value below ``low`` (a strength search or
+    interpolation to infinity never ends well)."""
+    if not (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= low
+    ):
+        raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
+
+
+def _is_block_index(layer: object) -> bool:
+    """Whether ``layer`` could index a block of some model (``0 <= layer < MAX_BLOCKS``)."""
+    return isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer < MAX_BLOCKS
+
+
 def _check_direction_layer(layer: object) -> None:
-    if layer is not None and not (isinstance(layer, int) and layer >= 0):
-        raise ValueError(f"direction_layer must be a block index >= 0 or None, got {layer!r}")
+    if layer is not None and not _is_block_index(layer):
+        raise ValueError(
+            f"direction_layer must be a block index in 0..{MAX_BLOCKS - 1} (no model has more "
+            f"than {MAX_BLOCKS} blocks) or None, got {layer!r}"
+        )
 
 
 def _check_layer_indices(layers: Sequence[int], n_layers: int, name: str = "layer") -> None:

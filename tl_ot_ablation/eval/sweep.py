@@ -24,6 +24,7 @@ transported ones at the cost of one partial pass per pair).
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,9 +32,11 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.ot_map import IdenticalClassesError
 from ..lens.fit import collect_every_layer
 from ..lens.intervention_set import InterventionSet
 from .compare import at_strength, judged_generation, log
+from .damage import KL_THRESHOLD, MEASURE_METRIC, kl_distribution
 from .evaluate import next_token_logprobs
 from .methods import FitContext, fit_method
 from .metrics import (
@@ -127,6 +130,7 @@ class Scorer:
     reference: Tensor | None = None
     max_new_tokens: int = 64
     judge_method: str = "classifier"
+    kl_threshold: float = KL_THRESHOLD
 
     def __post_init__(self) -> None:
         self.refusal_ids = refusal_token_ids(self.model.tokenizer)
@@ -192,6 +196,8 @@ class Scorer:
             kl = self._kl(_hooks(interventions))
         else:
             score, kl = self.per_prompt(interventions)
+        spread = kl_distribution(kl, threshold=self.kl_threshold, seed=self.seed)
+        spread.pop("kl_harmless_max")
         point = SweepPoint(
             kind,
             method,
@@ -204,6 +210,7 @@ class Scorer:
             # refusal start (log-odds > 0), a generation-free refusal rate.
             with_ci((score > 0).double(), seed=self.seed),
             **shares,
+            **spread,
         )
         return point, said
 
@@ -212,11 +219,23 @@ def _hooks(interventions: InterventionSet | None) -> list[tuple[str, Any]]:
     return [] if interventions is None else interventions.fwd_hooks()
 
 
-def best_placement(candidates: Sequence[SweepPoint], budget: float) -> SweepPoint | None:
-    """The best of ``candidates`` within the KL ``budget`` (``None``: none is): when every
-    candidate within it was judged, the most judged compliance (ties, common on a few dozen
-    prompts: the lower refusal log-odds, then the lower KL); else the lowest refusal log-odds."""
-    within = [p for p in candidates if p.kl_harmless.value <= budget]
+def point_damage(point: SweepPoint, measure: str = "mean") -> float:
+    """A point's harmless damage in ``measure`` (``damage.MATCH_MEASURES``; a point scored
+    before the distribution was kept has only the mean)."""
+    estimate = getattr(point, MEASURE_METRIC[measure])
+    if estimate is None:
+        raise ValueError(f"this sweep point has no {measure} KL; it was scored with the mean only")
+    return float(estimate.value)
+
+
+def best_placement(
+    candidates: Sequence[SweepPoint], budget: float, measure: str = "mean"
+) -> SweepPoint | None:
+    """The best of ``candidates`` whose damage (``measure`` of the per-prompt KL) is within
+    ``budget`` (``None``: none is): when every candidate within it was judged, the most judged
+    compliance (ties, common on a few dozen prompts: the lower refusal log-odds, then the lower
+    KL); else the lowest refusal log-odds."""
+    within = [p for p in candidates if point_damage(p, measure) <= budget]
     if not within:
         return None
     if all(p.compliance is not None for p in within):
@@ -269,10 +288,21 @@ class _Sweeper:
         if self.settings.pairs:
             placements += [(a, b) for a, b in itertools.pairwise(layers) if b == a + 1]
         k = self.settings.n_components
+        identical = []
         for where in tqdm(placements, desc="layers", disable=not self.progress):
-            kind = "layer" if len(where) == 1 else "pair"
+            try:
+                fitted = self.fit(self.settings.method, where, k)
+            except IdenticalClassesError:  # e.g. layer 0 of a rotary model: nothing to place
+                identical.append(where)
+                continue
             self.add(
-                kind, self.settings.method, where, k, 1.0, self.fit(self.settings.method, where, k)
+                "layer" if len(where) == 1 else "pair", self.settings.method, where, k, 1.0, fitted
+            )
+        if identical:
+            warnings.warn(
+                f"WARNING: no {self.settings.method} point at {identical}: the harmful and "
+                "harmless activations are identical there (W2 = 0), so a map changes nothing",
+                stacklevel=2,
             )
 
     def strength_curves(
@@ -340,6 +370,7 @@ def run_sweep(
             settings.seed,
             max_new_tokens=settings.max_new_tokens,
             judge_method=settings.judge,
+            kl_threshold=settings.kl_threshold,
         ),
         settings,
         progress,
@@ -353,14 +384,14 @@ def run_sweep(
         "reference", "direction_ablation", (direction_layer,), None, 1.0, ablation
     )
     budget = (
-        da_point.kl_harmless.value
+        point_damage(da_point, settings.match_measure)
         if settings.kl_budget == "direction_ablation"
         else float(settings.kl_budget)
     )
     sweeper.placements(layers)
     candidates = [p for p in sweeper.points if p.kind in ("layer", "pair")]
-    best = best_placement(candidates, budget)
-    anchor = best or min(candidates, key=lambda p: p.kl_harmless.value)
+    best = best_placement(candidates, budget, settings.match_measure)
+    anchor = best or min(candidates, key=lambda p: point_damage(p, settings.match_measure))
     for k_value in tqdm(settings.k_grid, desc="k", disable=not progress):
         fitted = sweeper.fit(settings.method, anchor.layers, k_value)
         sweeper.add("k", settings.method, anchor.layers, k_value, 1.0, fitted)

@@ -18,12 +18,17 @@ positions, system prompt and chat template it came from, and a fit with other on
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+import torch
 from torch import Tensor
 
+from ..core._validate import _stacklevel_outside
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
 from ..core.gate import GateKind
 from ..core.ot_map import (
@@ -31,9 +36,11 @@ from ..core.ot_map import (
     BasisChoice,
     Estimator,
     GaussianOTMap,
+    IdenticalClassesError,
     MeanShift,
     Part,
     check_map_options,
+    check_reg,
 )
 from ..core.stats import GaussianStats
 from .collect import (
@@ -45,6 +52,7 @@ from .collect import (
     collect_stats,
     hook_name,
 )
+from .compatibility import model_signature
 from .hooks import PositionSpec
 from .intervention_set import InterventionSet
 from .prompts import post_instruction_length
@@ -88,8 +96,7 @@ class MapSpec:
         k = self.n_components
         if k is not None and not (isinstance(k, int) and k >= 1):
             raise ValueError(f"n_components must be an integer >= 1 or None, got {k!r}")
-        if not (isinstance(self.reg, int | float) and 0 <= self.reg < float("inf")):
-            raise ValueError(f"reg must be a finite number >= 0, got {self.reg!r}")
+        check_reg(self.reg)
         if self.basis not in get_args(BasisChoice):
             raise ValueError(f"basis must be one of {get_args(BasisChoice)}, got {self.basis!r}")
         check_map_options(self.estimator, self.gate, self.gate_prior, self.part)
@@ -166,6 +173,42 @@ def apply_positions_for(positions: FitPositions) -> PositionSpec:
     return slice(1, None) if positions == "all" else positions
 
 
+def check_distinct_prompts(harmful: Prompts, harmless: Prompts) -> None:
+    """Raise before any forward pass if both sets hold the same prompts (in any order, or the
+    same token tensors): their activations would be identical, and so would the fit."""
+    if isinstance(harmful, tuple) or isinstance(harmless, tuple):
+        same = (
+            isinstance(harmful, tuple)
+            and isinstance(harmless, tuple)
+            and len(harmful) == len(harmless)
+            and all(
+                a.shape == b.shape and torch.equal(a, b)
+                for a, b in zip(harmful, harmless, strict=True)
+            )
+        )
+    else:
+        same = sorted(map(str, harmful)) == sorted(map(str, harmless))
+    if same:
+        raise IdenticalClassesError(
+            f"the harmful and harmless prompts are the same {n_prompts(harmful)} prompt(s), so "
+            "their activations are identical and a fit would change nothing (W2 = 0; no "
+            "direction). Pass two different prompt sets"
+        )
+
+
+@contextmanager
+def _fitting_at(name: str) -> Iterator[None]:
+    """Name the hook point in an ``IdenticalClassesError`` of a fit at ``name``."""
+    try:
+        yield
+    except IdenticalClassesError as err:
+        raise IdenticalClassesError(
+            f"{name}: {err}. At the first layers the fitting positions can hold the same "
+            "tokens for every prompt (the chat template's tokens after the user message, "
+            "before attention has mixed in the prompt): fit at a later layer"
+        ) from err
+
+
 def n_prompts(prompts: Prompts) -> int:
     """How many prompts: instructions, or rows of an ``(input_ids, attention_mask)`` pair."""
     return len(prompts[0]) if isinstance(prompts, tuple) else len(prompts)
@@ -174,11 +217,10 @@ def n_prompts(prompts: Prompts) -> int:
 def _fit_metadata(
     model: Any, method: str, harmful: Prompts, harmless: Prompts, **settings: Any
 ) -> dict[str, Any]:
-    """What every fit records: the model, the method, the prompts' hash and its settings."""
+    """What every fit records: the model (``compatibility.model_signature``: checked when the
+    set is loaded onto a model), the method, the prompts' hash and its settings."""
     return {
-        "model": getattr(model.cfg, "model_name", None),
-        "d_model": model.cfg.d_model,
-        "n_layers": model.cfg.n_layers,
+        **model_signature(model, system=settings.get("system")),
         "method": method,
         "prompts_sha256": prompts_hash(harmful, harmless),
         **settings,
@@ -396,9 +438,16 @@ def fit_ot_ablation(
 
     Returns:
         An ``InterventionSet`` with one map per hook point, and the fit's settings in
-        ``metadata``.
+        ``metadata``. A hook point where both classes' activations are identical (e.g. layer 0
+        at the post-instruction positions of a rotary model) gets no map, with a warning, and
+        is listed in ``metadata["identical_layers"]``.
+
+    Raises:
+        IdenticalClassesError: (a ``ValueError``) if the prompt sets are the same, or the
+            activations are identical at every chosen hook point.
     """
     spec, collect = split_options(spec, options)
+    check_distinct_prompts(harmful, harmless)
     if method == "per_neuron_ot":  # fitted from statistics; only the ridge applies
         spec = MapSpec(n_components=None, reg=spec.reg)
     chosen = check_layers(model, layers)
@@ -419,6 +468,14 @@ def fit_ot_ablation(
         **dataclasses.asdict(spec),
     )
     maps: dict[str, Any] = {}
+    identical: dict[str, IdenticalClassesError] = {}
+
+    def fit_at(name: str, sources: Mapping[str, Any], targets: Mapping[str, Any]) -> None:
+        try:
+            with _fitting_at(name):
+                maps[name] = fit_map(method, sources[name], targets[name], spec)
+        except IdenticalClassesError as err:
+            identical[name] = err
 
     def collect_at(names: list[str], earlier: list[tuple[str, Any]]) -> Any:
         return collect_pair(
@@ -440,12 +497,46 @@ def fit_ot_ablation(
                 else []
             )
             sources, targets = collect_at([name], earlier)
-            maps[name] = fit_map(method, sources[name], targets[name], spec)
+            fit_at(name, sources, targets)
     else:
         sources, targets = collect_at(names, [])
         for name in names:
-            maps[name] = fit_map(method, sources[name], targets[name], spec)
+            fit_at(name, sources, targets)
+    if identical:
+        _skip_identical(identical, maps, metadata, chosen, names)
     return InterventionSet(maps, positions=where, n_post_instruction=n_post, metadata=metadata)
+
+
+def _skip_identical(
+    identical: Mapping[str, IdenticalClassesError],
+    maps: Mapping[str, Any],
+    metadata: dict[str, Any],
+    layers: Sequence[int],
+    names: Sequence[str],
+) -> None:
+    """Refuse a fit whose every hook point has identical classes; else leave those out (the map
+    there would be the identity, so a set without it acts the same), record them and warn."""
+    first = next(iter(identical.values()))
+    if not maps:
+        if len(identical) == 1:
+            raise first
+        raise IdenticalClassesError(
+            f"the harmful and harmless activations are identical at every chosen hook point "
+            f"({', '.join(identical)}); at the first: {first}"
+        ) from first
+    metadata["hook_names"] = list(maps)
+    metadata["layers"] = [layer for layer, name in zip(layers, names, strict=True) if name in maps]
+    metadata["identical_layers"] = [
+        layer for layer, name in zip(layers, names, strict=True) if name in identical
+    ]
+    warnings.warn(
+        f"no map at {', '.join(identical)}: the harmful and harmless activations are identical "
+        "there (up to rounding), so the map would be the identity (at the first layers the "
+        "fitting positions can hold the same template tokens for every prompt); the set has "
+        f"maps at {', '.join(maps)} only",
+        UserWarning,
+        stacklevel=_stacklevel_outside(sys._getframe()),
+    )
 
 
 def _mean_difference_stats(
@@ -458,6 +549,7 @@ def _mean_difference_stats(
     training: TrainingActivations | None,
 ) -> tuple[GaussianStats, GaussianStats]:
     check_layers(model, [layer])
+    check_distinct_prompts(harmful, harmless)
     name = hook_name(hook, layer)
     sources, targets = collect_pair(model, harmful, harmless, [name], collect, training=training)
     return sources[name], targets[name]
@@ -482,7 +574,8 @@ def fit_direction_ablation(
     source, target = _mean_difference_stats(
         model, harmful, harmless, layer, hook, collect, training
     )
-    ablation = DirectionAblation.from_stats(source, target)
+    with _fitting_at(hook_name(hook, layer)):
+        ablation = DirectionAblation.from_stats(source, target)
     names = [
         hook_name(kind, i)
         for i in range(model.cfg.n_layers)
@@ -524,7 +617,8 @@ def fit_actadd(
     source, target = _mean_difference_stats(
         model, harmful, harmless, layer, hook, collect, training
     )
-    add = ActAdd.from_stats(source, target).with_strength(coefficient)
+    with _fitting_at(hook_name(hook, layer)):
+        add = ActAdd.from_stats(source, target).with_strength(coefficient)
     metadata = _fit_metadata(
         model,
         "actadd",

@@ -17,6 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .collect import Prompts, batches, model_device, prepare_tokens, require_eval
+from .compatibility import check_hook_names
+from .prompts import control_tokens_allowed
 
 
 def check_generation_stack() -> None:
@@ -44,6 +46,7 @@ def generate_with_first_logprobs(
     system: str | None = None,
     chat: bool = True,
     progress: bool = True,
+    allow_control_tokens: bool = False,
 ) -> tuple[list[str], Float[Tensor, "n vocab"]]:
     """``generate``, plus the log-probabilities of the first generated token (float32, CPU).
 
@@ -52,7 +55,9 @@ def generate_with_first_logprobs(
     """
     require_eval(model)
     check_generation_stack()
-    ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
+    check_hook_names(model, (name for name, _ in fwd_hooks))
+    with control_tokens_allowed(allow_control_tokens):
+        ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
     sampling = (
         {"do_sample": True, "temperature": temperature} if do_sample else {"do_sample": False}
     )
@@ -114,10 +119,13 @@ def generate(
     system: str | None = None,
     chat: bool = True,
     progress: bool = True,
+    allow_control_tokens: bool = False,
 ) -> list[str]:
     """Completions (text, special tokens stripped) of ``prompts`` under ``fwd_hooks``.
 
     Greedy by default; ``do_sample=True`` samples at ``temperature`` from a seeded generator.
+    A prompt or ``system`` holding one of the tokenizer's control tokens (``<|im_end|>``, ...)
+    raises ``ValueError`` unless ``allow_control_tokens=True`` (see ``format_chat``).
     """
     completions, _ = generate_with_first_logprobs(
         model,
@@ -131,5 +139,6 @@ def generate(
         system=system,
         chat=chat,
         progress=progress,
+        allow_control_tokens=allow_control_tokens,
     )
     return completions

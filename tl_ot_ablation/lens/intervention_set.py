@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 import torch
 
 from ..core import atomic, serialize
+from ..core.manifest import verify_manifest
 from .collect import layer_of
+from .compatibility import check_hook_names, mismatches
 from .hf_hooks import HFHookHandles, register_hf_hooks
 from .hooks import Intervention, InterventionHook, PositionSpec, as_hook, check_positions
 
@@ -31,6 +33,8 @@ SET_KIND = "InterventionSet"
 """The ``kind`` in a saved set's ``config.json`` (a folder of saved interventions)."""
 SET_KEYS = ("kind", "format_version", "positions", "n_post_instruction", "hooks", "metadata")
 """The config keys of a saved set that its checksum covers."""
+MAX_POST_INSTRUCTION = 1024
+"""No chat template puts anywhere near this many tokens after the user's message."""
 
 
 def _positions_to_json(positions: PositionSpec) -> Any:
@@ -142,10 +146,12 @@ class InterventionSet(Mapping[str, Intervention]):
             metadata=self.metadata,
         )
 
-    def attach(self, model: Any) -> "InterventionSet":
-        """Keep the hooks on ``model`` until ``detach()``: GLOBAL state (see the module doc)."""
+    def attach(self, model: Any, *, allow_mismatch: bool = False) -> "InterventionSet":
+        """Keep the hooks on ``model`` until ``detach()``: GLOBAL state (see the module doc).
+        The set is checked against the model first (``check_model``)."""
         if self._attached is not None:
             raise RuntimeError("this InterventionSet is already attached; call detach() first")
+        self.check_model(model, allow_mismatch=allow_mismatch)
         context = model.hooks(fwd_hooks=self.fwd_hooks())
         context.__enter__()
         self._attached = context
@@ -203,11 +209,25 @@ class InterventionSet(Mapping[str, Intervention]):
             )
         self._check_shape(int(width), int(n_layers))
 
-    def check_model(self, model: Any) -> None:
-        """Raise if ``model`` cannot take these hooks: an intervention of another width than
-        ``model.cfg.d_model`` (read from the interventions themselves, not the metadata), or a
-        hook at a layer the model does not have."""
+    def check_model(self, model: Any, *, allow_mismatch: bool = False) -> None:
+        """Raise ``ValueError`` if these hooks do not fit ``model``.
+
+        Always refused: an intervention of another width than ``model.cfg.d_model`` (read from
+        the interventions themselves), a hook at a layer the model lacks, a hook name it does
+        not have. Refused unless ``allow_mismatch`` (then a warning): a model, layer count or
+        chat template other than the fit recorded (``compatibility.mismatches``), e.g. a
+        post-instruction span that would reach into the user's message on this model.
+        """
         self._check_shape(model.cfg.d_model, model.cfg.n_layers)
+        check_hook_names(model, self)
+        span = self.n_post_instruction if self.positions == "post_instruction" else None
+        found = mismatches(self.metadata, model, n_post_instruction=span)
+        if not found:
+            return
+        message = f"this InterventionSet does not fit this model: {'; '.join(found)}"
+        if not allow_mismatch:
+            raise ValueError(f"{message}. Fit it on this model, or pass allow_mismatch=True")
+        warnings.warn(f"WARNING: {message} (allow_mismatch=True)", stacklevel=3)
 
     def _check_shape(self, d_model: int, n_layers: int) -> None:
         for name, width in self._per_distinct(lambda i: getattr(i, "d_model", None)).items():
@@ -228,7 +248,7 @@ class InterventionSet(Mapping[str, Intervention]):
         ``config.json``. A folder tl_ot_ablation wrote is replaced whole (no stale
         ``intervention_N`` survives); any other non-empty folder needs ``overwrite=True``."""
         numbers = itertools.count()
-        with atomic.folder(path, overwrite=overwrite, owned=serialize.is_saved_folder) as temp:
+        with atomic.folder(path, overwrite=overwrite) as temp:
 
             def save_one(intervention: Intervention) -> str:
                 sub = f"intervention_{next(numbers)}"
@@ -253,9 +273,17 @@ class InterventionSet(Mapping[str, Intervention]):
 
     @classmethod
     def load(
-        cls, path: str | Path, *, model: Any = None, device: torch.device | str = "cpu"
+        cls,
+        path: str | Path,
+        *,
+        model: Any = None,
+        device: torch.device | str = "cpu",
+        verify: bool = True,
+        allow_mismatch: bool = False,
     ) -> "InterventionSet":
-        """Read a saved set; with ``model``, check that it fits that model."""
+        """Read a saved set, every file verified against its manifest and checksums
+        (``verify=False`` reads one an older version wrote, at your own risk); with ``model``,
+        check that it fits that model (``check_model``)."""
         folder = Path(path)
         if not (folder / serialize.CONFIG_NAME).is_file():
             raise ValueError(
@@ -264,16 +292,17 @@ class InterventionSet(Mapping[str, Intervention]):
         config = serialize.read_config(folder, kinds={**serialize.KINDS, SET_KIND: cls})
         if config["kind"] != SET_KIND:
             raise ValueError(f"{folder} holds a {config['kind']!r}, not an InterventionSet")
-        result = cls.from_config(folder, config, device=device)
+        result = cls.from_config(folder, config, verify=verify)
         if model is not None:
-            result.check_model(model)
-        return result
+            result.check_model(model, allow_mismatch=allow_mismatch)
+        return serialize.to_device(result, device)
 
     @classmethod
     def from_config(
-        cls, path: str | Path, config: Mapping[str, Any], *, device: torch.device | str = "cpu"
+        cls, path: str | Path, config: Mapping[str, Any], *, verify: bool = True
     ) -> "InterventionSet":
-        """Build a set from its validated ``config.json`` (see ``serialize.read_config``)."""
+        """Build a set on the CPU from its validated ``config.json``
+        (``serialize.read_config``), checking its parts, checksums and manifest."""
         folder = Path(path)
         config_file = folder / serialize.CONFIG_NAME
         hooks = config.get("hooks")
@@ -284,11 +313,25 @@ class InterventionSet(Mapping[str, Intervention]):
         for sub in set(hooks.values()):
             if not isinstance(sub, str) or "/" in sub or sub.startswith("."):
                 raise ValueError(f"{config_file}: 'hooks' names {sub!r}, not a subfolder name")
-        loaded = {sub: serialize.load(folder / sub, device=device) for sub in set(hooks.values())}
-        serialize.verify_config(folder, config, SET_KEYS)
+        n_post = config.get("n_post_instruction")
+        if n_post is not None and not (
+            isinstance(n_post, int)
+            and not isinstance(n_post, bool)
+            and 1 <= n_post <= MAX_POST_INSTRUCTION
+        ):
+            raise ValueError(
+                f"{config_file}: n_post_instruction must be an integer in 1..{MAX_POST_INSTRUCTION}"
+                f" (the chat template's tokens after the user message), got {n_post!r}"
+            )
+        parts = {
+            sub: serialize.load_part(folder / sub, verify=verify) for sub in set(hooks.values())
+        }
+        if verify:
+            serialize.verify_config(folder, config, SET_KEYS)
+            verify_manifest(folder)
         return cls(
-            {name: loaded[sub] for name, sub in hooks.items()},
+            {name: parts[sub] for name, sub in hooks.items()},
             positions=_positions_from_json(config["positions"]),
-            n_post_instruction=config.get("n_post_instruction"),
+            n_post_instruction=n_post,
             metadata=config.get("metadata", {}),
         )

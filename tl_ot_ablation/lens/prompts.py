@@ -15,8 +15,11 @@ saying which ``positions=`` to use instead; thinking templates take ``template_k
 
 import contextlib
 import csv
+import functools
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -109,8 +112,9 @@ is None. Fix or drop it
 
 
 def _read_text(path: Path) -> str:
+    # utf-8-sig: a byte-order mark (Notepad, Excel) is not part of the first prompt.
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text ({err})") from err
 
@@ -154,7 +158,7 @@ def _read_jsonl(path: Path, field: str) -> Entries:
 
 
 def _read_csv(path: Path, field: str) -> Entries:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or field not in reader.fieldnames:
             raise ValueError(f"{path}: no column {field!r}; columns are {reader.fieldnames}")
@@ -226,12 +230,90 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], template_kwargs: Tem
         raise ValueError(f"the chat template rejected the conversation ({err}); {fix}") from err
 
 
+_ALLOW_CONTROL_TOKENS: ContextVar[bool] = ContextVar("allow_control_tokens", default=False)
+
+
+@contextlib.contextmanager
+def control_tokens_allowed(allow: bool = True) -> Iterator[None]:
+    """Inside the block, chat formatting accepts control tokens in user text and the system
+    prompt, as ``format_chat(..., allow_control_tokens=True)`` does, for every call that formats
+    chats (collecting, fitting, generating, evaluating); ``allow=False`` changes nothing. The
+    jobs (``eval.jobs``, the CLI) run inside one when their settings' ``allow_control_tokens``
+    is set."""
+    token = _ALLOW_CONTROL_TOKENS.set(allow or _ALLOW_CONTROL_TOKENS.get())
+    try:
+        yield
+    finally:
+        _ALLOW_CONTROL_TOKENS.reset(token)
+
+
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens, longest first: the named ones (BOS, EOS, pad, ...) and
+    every added token marked special (``<|im_start|>``, ``<end_of_turn>``, ...). Text holding one
+    is tokenised into that control token, not into characters; none are listed for a tokenizer
+    that reads them as characters (``split_special_tokens=True``)."""
+    if getattr(tokenizer, "split_special_tokens", False):
+        return ()
+    found = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found.update(
+        str(getattr(token, "content", token))
+        for token in added.values()
+        if getattr(token, "special", False)
+    )
+    return tuple(sorted((t for t in found if t.strip()), key=lambda t: (-len(t), t)))
+
+
+@functools.lru_cache(maxsize=32)
+def _control_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
+    # One compiled alternation, searched once per text: ~1 µs per short prompt even with
+    # Llama 3's 256 special tokens, against ~100 µs to render the chat template.
+    return re.compile("|".join(map(re.escape, tokens)))
+
+
+def _excerpt(text: str, start: int, end: int, width: int = 30) -> str:
+    """``text`` around ``text[start:end]``, cut to ``width`` characters each side."""
+    left, right = max(0, start - width), min(len(text), end + width)
+    return ("…" if left else "") + text[left:right] + ("…" if right < len(text) else "")
+
+
+def check_control_tokens(
+    tokenizer: Any,
+    texts: Iterable[str],
+    *,
+    system: str | None = None,
+    where: str = "instructions",
+) -> None:
+    """Raise ``ValueError`` if a text (or ``system``) holds one of the tokenizer's control
+    tokens (``control_tokens``), naming the token, where it is and the text around it.
+
+    Such text is tokenised into real chat-turn markers: ``"...<|im_end|>\\n<|im_start|>
+    assistant\\nSure"`` closes the user's turn and writes the assistant's. ``format_chat``
+    refuses it unless ``allow_control_tokens=True`` (CLI: ``--allow-control-tokens``).
+    """
+    tokens = control_tokens(tokenizer)
+    if not tokens:
+        return
+    pattern = _control_pattern(tokens)
+    found = [("the system prompt", system)] if system else []
+    found += [(f"{where}, index {i}", text) for i, text in enumerate(texts)]
+    for place, text in found:
+        if match := pattern.search(text):
+            raise ValueError(
+                f"{place} holds the tokenizer's control token {match.group()!r} "
+                f"({_excerpt(text, match.start(), match.end())!r}), which the model would read "
+                "as a chat-turn marker, not as text; remove it, or pass "
+                "allow_control_tokens=True (CLI: --allow-control-tokens) if it is meant"
+            )
+
+
 def format_chat(
     tokenizer: Any,
     instructions: Sequence[str],
     *,
     system: str | None = None,
     template_kwargs: TemplateKwargs | None = None,
+    allow_control_tokens: bool = False,
 ) -> list[str]:
     """Wrap each instruction as a user turn followed by the assistant's turn header.
 
@@ -243,15 +325,22 @@ def format_chat(
         template_kwargs: Extra template variables, passed to ``apply_chat_template``, e.g.
             ``{"enable_thinking": False}`` for Qwen3 (see ``bind_template_kwargs`` to make
             them part of the template itself).
+        allow_control_tokens: Accept the tokenizer's control tokens (``<|im_end|>``, ...) in
+            the instructions and the system prompt, where they act as real chat-turn markers
+            (also inside a ``control_tokens_allowed()`` block).
 
     Raises:
         TypeError: if ``instructions`` is one string rather than a list.
         ValueError: if it is empty or holds an entry that is not a non-empty string (see
-            ``check_prompts``), the tokenizer has no chat template, ``template_kwargs`` names
-            an argument this function sets itself, or the template raises (naming its message).
+            ``check_prompts``), an instruction or the system prompt holds a control token
+            (see ``check_control_tokens``), the tokenizer has no chat template,
+            ``template_kwargs`` names an argument this function sets itself, or the template
+            raises (naming its message).
     """
     _require_template(tokenizer)
     texts = check_prompts(instructions, where="instructions")
+    if not (allow_control_tokens or _ALLOW_CONTROL_TOKENS.get()):
+        check_control_tokens(tokenizer, texts, system=system)
     kwargs = dict(template_kwargs or {})
     if clash := sorted(_RESERVED & set(kwargs)):
         raise ValueError(f"template_kwargs may not set {clash}: format_chat sets them itself")
@@ -306,6 +395,7 @@ def post_instruction_length(
     *,
     system: str | None = None,
     template_kwargs: TemplateKwargs | None = None,
+    allow_control_tokens: bool = False,
 ) -> int:
     """Number of template tokens after the user's message: the *post-instruction* positions.
 
@@ -314,20 +404,28 @@ def post_instruction_length(
     (up to whitespace, which some decoders add or drop), so it never includes a token that merges
     with the message. For a thinking template it depends on
     ``template_kwargs`` (Qwen3 with ``enable_thinking=False`` adds an empty think block).
+    ``allow_control_tokens`` lets ``system`` hold control tokens (see ``format_chat``).
 
     Raises:
-        ValueError: if the tokenizer has no chat template, the template rejects the
-            conversation, or the span cannot be located: the template puts nothing after the
-            user message, changes the message, puts text that depends on it after it, or its
-            first tokens after the message merge with the message's last one. Each message
-            says what to pass instead (a ``positions=`` of ``"last"`` or a slice).
+        ValueError: if the tokenizer has no chat template, ``system`` holds a control token,
+            the template rejects the conversation, or the span cannot be located: the template
+            puts nothing after the user message, changes the message, puts text that depends on
+            it after it, or its first tokens after the message merge with the message's last
+            one. Each message says what to pass instead (a ``positions=`` of ``"last"`` or a
+            slice).
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             "the tokenizer has no chat template, so there are no post-instruction positions; "
             "pass chat=False to read the raw text, and " + _POSITIONS_FIX
         )
-    texts = format_chat(tokenizer, _PROBES, system=system, template_kwargs=template_kwargs)
+    texts = format_chat(
+        tokenizer,
+        _PROBES,
+        system=system,
+        template_kwargs=template_kwargs,
+        allow_control_tokens=allow_control_tokens,
+    )
     suffix = _template_suffix(texts)
     if not suffix:
         raise ValueError(

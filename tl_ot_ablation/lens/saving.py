@@ -30,10 +30,11 @@ def save(
     return serialize.save(obj, path, metadata=metadata, overwrite=overwrite)
 
 
-def load(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
-    """Read an object written by ``save`` onto ``device``, verifying it (checksums, shapes,
-    finiteness, fields); tensors come back bit-for-bit."""
+def load(path: str | Path, *, device: torch.device | str = "cpu", verify: bool = True) -> Any:
+    """Read an object written by ``save`` onto ``device``, verifying it (its manifest,
+    checksums, shapes, finiteness, fields; ``verify=False`` skips the checksums and manifest
+    an older version did not write); tensors come back bit-for-bit."""
     config = serialize.read_config(path, kinds={**serialize.KINDS, SET_KIND: InterventionSet})
     if config["kind"] == SET_KIND:
-        return InterventionSet.load(path, device=device)
-    return serialize.load(path, device=device)
+        return InterventionSet.load(path, device=device, verify=verify)
+    return serialize.load(path, device=device, verify=verify)
