@@ -30,7 +30,7 @@ from tl_ot_ablation.eval.damage import (
 from tl_ot_ablation.eval.evaluate import next_token_logprobs
 from tl_ot_ablation.eval.gate_report import GateRecorder, gate_lines
 from tl_ot_ablation.eval.metrics import Estimate, kl_divergence, statistic_ci
-from tl_ot_ablation.eval.record import METRICS, CompareRecord, SweepPoint
+from tl_ot_ablation.eval.record import METRICS, CompareRecord, SweepPoint, SweepRecord
 from tl_ot_ablation.eval.report import write_compare_report
 from tl_ot_ablation.eval.settings import SweepSettings
 from tl_ot_ablation.eval.sweep import best_placement, point_damage
@@ -126,6 +126,15 @@ def test_committed_records_load_and_render_without_the_new_fields(path: Path) ->
     for method in record.methods.values():
         assert method.kl_harmless_per_prompt == [] and method.gate is None
     assert damage_lines(data) == [] and gate_lines(data) == []
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments" / "results").glob("*/sweep.json")), ids=str
+)
+def test_committed_sweeps_load_without_the_distribution(path: Path) -> None:
+    record = SweepRecord.read(path)
+    assert all(p.kl_harmless_median is None for p in record.points)
+    assert SweepRecord.from_json(record.to_json()).to_json() == record.to_json()
 
 
 # --- compare on the tiny model ---------------------------------------------------------------

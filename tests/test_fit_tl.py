@@ -7,6 +7,7 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 from tl_ot_ablation import (
+    PLAIN_MAP,
     DirectionAblation,
     GaussianOTMap,
     GaussianStats,
@@ -36,7 +37,7 @@ def test_one_map_per_layer_with_recorded_settings(tiny_bridge) -> None:
 def test_sequential_fit_sees_the_earlier_maps(tiny_bridge) -> None:
     # Not layer 0: its post-instruction rows are the template's token embeddings, identical for
     # every prompt, so the map there would be the identity.
-    kwargs = {"layers": [1, 2], "n_components": 6, "reg": 0.01, **QUIET}
+    kwargs = {"layers": [1, 2], "n_components": 6, "reg": 0.01, "spec": PLAIN_MAP, **QUIET}
     sequential = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=True, **kwargs)
     independent = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, sequential=False, **kwargs)
     first, second = "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"

@@ -4,7 +4,13 @@ import pytest
 import torch
 from conftest import HARMFUL, HARMLESS
 
-from tl_ot_ablation import ActAdd, InterventionSet, fit_direction_ablation, fit_ot_ablation
+from tl_ot_ablation import (
+    PLAIN_MAP,
+    ActAdd,
+    InterventionSet,
+    fit_direction_ablation,
+    fit_ot_ablation,
+)
 from tl_ot_ablation.lens.generation import generate, prepare_tokens
 from tl_ot_ablation.lens.hf_hooks import decoder_layers, hf_hooks, register_hf_hooks
 from tl_ot_ablation.lens.testing import tiny_hf_model, tiny_model
@@ -48,7 +54,9 @@ def _assert_same_edit(tl_logits, hf_logits, baseline) -> None:
 @pytest.mark.parametrize("architecture", ["qwen2", "gpt2"])
 def test_transport_map_gives_the_tl_logits(architecture: str) -> None:
     bridge, plain = _pair(architecture)
-    fitted = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, **QUIET)
+    fitted = fit_ot_ablation(
+        bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, spec=PLAIN_MAP, **QUIET
+    )
     fitted = fitted.with_strength(3.0)  # a visible edit on a random model
     _assert_same_edit(*_logits_both_ways(bridge, plain, fitted.fwd_hooks(), fitted.hf_hooks(plain)))
 
@@ -123,7 +131,9 @@ def test_hooks_come_off_after_the_block_even_on_error() -> None:
 
 def test_attach_hf_until_detach_hf() -> None:
     bridge, plain = _pair("qwen2")
-    fitted = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, **QUIET)
+    fitted = fit_ot_ablation(
+        bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, spec=PLAIN_MAP, **QUIET
+    )
     fitted = fitted.with_strength(3.0)
     ids, mask = prepare_tokens(bridge, PROMPTS)
     with torch.no_grad():
@@ -170,7 +180,9 @@ def test_a_model_dispatched_by_accelerate_takes_the_hooks() -> None:
     device_map["model.rotary_emb"] = "cpu"
     dispatched = accelerate.dispatch_model(plain, device_map=device_map, force_hooks=True)
     assert hasattr(decoder_layers(dispatched)[1], "_hf_hook")  # accelerate's wrapper is on
-    fitted = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, **QUIET)
+    fitted = fit_ot_ablation(
+        bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, spec=PLAIN_MAP, **QUIET
+    )
     fitted = fitted.with_strength(3.0)
     _assert_same_edit(
         *_logits_both_ways(bridge, dispatched, fitted.fwd_hooks(), fitted.hf_hooks(dispatched))

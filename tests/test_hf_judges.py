@@ -20,6 +20,7 @@ from tl_ot_ablation.eval.hf_judges import (
     JudgeModelMissing,
     LlamaGuardJudge,
     StrongRejectJudge,
+    check_available,
     load_causal_lm,
     not_compliance,
     parse_hf_spec,
@@ -187,7 +188,8 @@ def test_batches_give_the_same_outputs_as_one_by_one(llama) -> None:
     assert len(set(said[1])) > 1  # the echo judge's outputs differ: order is checked too
 
 
-def test_hub_judges_are_chosen_by_name() -> None:
+def test_hub_judges_are_chosen_by_name(monkeypatch) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # online: may load
     assert parse_hf_spec("hf:harmbench:/models/cls") == ("harmbench", "/models/cls")
     assert parse_hf_spec("hf:llamaguard") == ("llamaguard", "meta-llama/Llama-Guard-3-8B")
     assert parse_hf_spec("hf:cais/HarmBench-Mistral-7b-val-cls")[0] == "harmbench"
@@ -252,3 +254,8 @@ def test_an_absent_judge_model_says_how_to_get_it(monkeypatch, tmp_path) -> None
     message = str(caught.value)
     assert name in message and f"hf download {name}" in message and "\n" not in message
     assert isinstance(caught.value, FileNotFoundError)  # the CLI's "bad input", exit code 2
+    with pytest.raises(JudgeModelMissing, match=f"{name}' is not in the Hugging Face cache"):
+        check_available(f"hf:harmbench:{name}")  # said before any work is done
+    check_available(f"hf:harmbench:{tmp_path}")  # a local folder is enough
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--judge", f"hf:{name}"])

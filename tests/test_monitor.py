@@ -17,7 +17,7 @@ from conftest import gaussian_rows, random_spd
 from scipy.stats import multivariate_normal
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation import GaussianOTMap, fit_ot_ablation, fwd_hooks, generate
+from tl_ot_ablation import PLAIN_MAP, GaussianOTMap, fit_ot_ablation, fwd_hooks, generate
 from tl_ot_ablation.core.monitor import GaussianMonitor, LinearProbe
 from tl_ot_ablation.eval.detect import (
     DetectionReport,
@@ -467,7 +467,9 @@ def test_disagreement_detects_ot_ablation_on_the_model(tiny_bridge) -> None:
     Each comparison is against clean runs of one class (null: AUROC 1/2 ± null_sd(40, 40))."""
     train_h, train_b = prompts(N, 1, HARMFUL_WORDS), prompts(N, 2, HARMLESS_WORDS)
     eval_h, eval_b = prompts(N, 3, HARMFUL_WORDS), prompts(N, 4, HARMLESS_WORDS)
-    ot = fit_ot_ablation(tiny_bridge, train_h, train_b, layers=[1], n_components=4, **QUIET)
+    ot = fit_ot_ablation(
+        tiny_bridge, train_h, train_b, layers=[1], n_components=4, spec=PLAIN_MAP, **QUIET
+    )
     monitor = ActivationMonitor.fit(
         tiny_bridge, train_h, train_b, layers=[1], n_components=4, hook="resid_pre", **QUIET
     )

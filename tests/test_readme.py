@@ -167,6 +167,7 @@ def test_the_readme_is_short_and_its_links_resolve() -> None:
 def test_quickstart_runs_on_the_embedded_model(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(ROOT / "demos" / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert out.count("[none     ]") == 6 and out.count("[OT       ]") == 6
-    assert out.count("[OT gated ]") == 6 and "selected layers: [" in out
-    assert "I'm sorry" in out
+    assert out.count("[none     ]") == 6 and out.count("[direction]") == 6
+    assert out.count("[gated OT ]") == 6
+    assert "InterventionSet(1 hook points, GaussianOTMap" in out and "strength=2.0" in out
+    assert "I'm sorry" in out or "I can't" in out

@@ -2,9 +2,10 @@
 
 Three layers (``docs/architecture.md``): ``core`` (``GaussianStats``, ``GaussianOTMap``, the
 baselines: pure tensors in and out), ``lens`` (``collect_*``, ``fit_*``, ``InterventionSet``,
-``generate``: TransformerLens 4.x bridges) and ``eval`` (``judge``, ``compare``, ``sweep``,
-reports); ``metrics`` gathers the measurements (``tlo.metrics.judge``, ``kl_divergence``, ...).
-See the README for the formula and a quickstart.
+``generate``: TransformerLens 4.x bridges) and ``eval`` (``judge``, the jobs ``compare``,
+``sweep``, ``monitor`` and ``choose_layer``, reports); ``metrics`` gathers the measurements
+(``tlo.metrics.judge``, ``kl_divergence``, ...). ``fit_ot_ablation`` fits ``RECOMMENDED_MAP``
+(the gated Ledoit-Wolf map) unless given ``spec=PLAIN_MAP``. See the README for a quickstart.
 """
 
 from . import metrics
@@ -13,10 +14,14 @@ from .core.distributed import all_reduce_stats
 from .core.ot_map import GaussianOTMap, MeanShift, OTDiagnostics
 from .core.pca import PCABasis
 from .core.stats import GaussianStats
+from .eval.api import choose_layer, compare, monitor, sweep
 from .eval.judge import judge
 from .eval.selection import select_layers
 from .lens.collect import collect_activations, collect_stats
 from .lens.fit import (
+    PLAIN_MAP,
+    RECOMMENDED_MAP,
+    MapSpec,
     collect_every_layer,
     fit_actadd,
     fit_direction_ablation,
@@ -33,12 +38,15 @@ from .lens.saving import load, save
 __version__ = "0.1.0"
 
 __all__ = [
+    "PLAIN_MAP",
+    "RECOMMENDED_MAP",
     "ActAdd",
     "ActivationMonitor",
     "DirectionAblation",
     "GaussianOTMap",
     "GaussianStats",
     "InterventionSet",
+    "MapSpec",
     "MeanShift",
     "OTDiagnostics",
     "PCABasis",
@@ -46,9 +54,11 @@ __all__ = [
     "__version__",
     "all_reduce_stats",
     "as_hook",
+    "choose_layer",
     "collect_activations",
     "collect_every_layer",
     "collect_stats",
+    "compare",
     "default_prompts",
     "fit_actadd",
     "fit_direction_ablation",
@@ -61,7 +71,9 @@ __all__ = [
     "load_model",
     "load_prompts",
     "metrics",
+    "monitor",
     "post_instruction_length",
     "save",
     "select_layers",
+    "sweep",
 ]

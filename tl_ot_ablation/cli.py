@@ -26,6 +26,7 @@ import torch
 
 from .core import atomic
 from .eval.damage import KL_THRESHOLD, MATCH_MEASURES
+from .eval.hf_judges import check_available
 from .eval.jobs import (
     JobPrompts,
     check_monitor_prompts,
@@ -428,10 +429,13 @@ def _add_monitor(commands: Any) -> None:
 
 
 def _judge_name(value: str) -> str:
-    """``--judge``: a built-in name, ``hf:[KIND:]MODEL`` or a registered name (nothing loads)."""
+    """``--judge``: a built-in name or ``hf:[KIND:]MODEL`` (nothing loads; an offline hub
+    judge must be downloaded already)."""
     try:
         check_judge_name(value, "--judge")
-    except ValueError as err:
+        if value.startswith("hf:"):  # offline and not downloaded: say so before any work
+            check_available(value)
+    except (ValueError, FileNotFoundError) as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return value
 
@@ -671,7 +675,7 @@ def _command_line(argv: Sequence[str] | None) -> str:
 
 def run_compare(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
     """``compare``: the job, then the table and the verdict."""
-    record, folder = compare_job(
+    record, _ = compare_job(
         model,
         job.prompts,
         job.settings,
@@ -686,13 +690,13 @@ def run_compare(args: argparse.Namespace, job: _Job, model: Any, command: str) -
     print(comparison_table(record))
     print()
     print(verdict(record))
-    print(f"\nReport: {folder / 'report.md'}")
-    return folder
+    print(f"\nReport: {job.out / 'report.md'}")
+    return job.out
 
 
 def run_sweep(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
     """``sweep``: the job, then the best placement."""
-    result, record, folder = sweep_job(
+    result, record, _ = sweep_job(
         model,
         job.prompts,
         job.settings,
@@ -713,8 +717,8 @@ def run_sweep(args: argparse.Namespace, job: _Job, model: Any, command: str) -> 
             f"log-odds {best.refusal_score:.2f}, KL {best.kl_harmless:.3g} "
             f"({record.sweet_spot_depth_fraction:.0%} of depth)."
         )
-    print(f"Report: {folder / 'report.md'}")
-    return folder
+    print(f"Report: {job.out / 'report.md'}")
+    return job.out
 
 
 def run_fit(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
@@ -737,7 +741,7 @@ def run_fit(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Pa
 
 def run_monitor(args: argparse.Namespace, job: _Job, model: Any, command: str) -> Path:
     """``monitor``: the job, then the detection table."""
-    record, folder = monitor_job(
+    record, _ = monitor_job(
         model,
         job.prompts,
         job.settings,
@@ -750,8 +754,8 @@ def run_monitor(args: argparse.Namespace, job: _Job, model: Any, command: str) -
         progress=not args.no_progress,
     )
     print(detection_table(record))
-    print(f"\nReport: {folder / 'report.md'}")
-    return folder
+    print(f"\nReport: {job.out / 'report.md'}")
+    return job.out
 
 
 _BIDI_CONTROLS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"

@@ -632,6 +632,28 @@ def judge_layers(
     return chosen, LayerChoice([best], "judged", w2, trials), budget
 
 
+def choose_layer(
+    model: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    validation: ValidationPrompts,
+    settings: CompareSettings | None = None,
+    *,
+    progress: bool = True,
+) -> LayerChoice:
+    """The layer ``compare`` judges best (``layers="judged"``), from Python: fit on ``harmful``
+    / ``harmless``, then for each candidate layer one KL search and one judged generation pass
+    over ``validation`` (``judge_layers``). Its ``trials`` hold every candidate's numbers."""
+    settings = dataclasses.replace(settings or CompareSettings(), layers="judged")
+    settings = settings.resolve(model.cfg.n_layers)
+    training = collect_training_activations(model, harmful, harmless, settings, progress=progress)
+    checked = _validation_reference(model, validation, settings)
+    _, choice, _ = judge_layers(
+        model, harmful, harmless, settings, training, checked, progress=progress
+    )
+    return choice
+
+
 def run_comparison(
     model: Any,
     train_harmful: Sequence[str],

@@ -211,6 +211,8 @@ def claims_output(job: Callable[P, R]) -> Callable[P, R]:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         out = bound.arguments["out"]
+        if out is None:  # nothing to write (a Python caller wants the record only)
+            return job(*args, **kwargs)
         check_output(out, overwrite=bound.arguments["overwrite"])
         with atomic.claim(out):
             return job(*args, **kwargs)
@@ -264,7 +266,7 @@ def compare_job(
     model: Any,
     prompts: JobPrompts,
     settings: CompareSettings,
-    out: str | Path,
+    out: str | Path | None,
     *,
     model_name: str,
     command: str | None = None,
@@ -272,8 +274,9 @@ def compare_job(
     plots: bool = True,
     overwrite: bool = False,
     progress: bool = True,
-) -> tuple[CompareRecord, Path]:
-    """``tl-ot-ablation compare``: run the comparison and write its report folder."""
+) -> tuple[CompareRecord, Path | None]:
+    """``tl-ot-ablation compare``: run the comparison and write its report folder (none when
+    ``out`` is ``None``: the record only)."""
     comparison = run_comparison(
         model,
         prompts.train_harmful,
@@ -292,6 +295,8 @@ def compare_job(
         command=command,
         preset=preset,
     )
+    if out is None:
+        return record, None
     folder = write_compare_report(
         out,
         record,
@@ -310,15 +315,16 @@ def sweep_job(
     model: Any,
     prompts: JobPrompts,
     settings: SweepSettings,
-    out: str | Path,
+    out: str | Path | None,
     *,
     model_name: str,
     command: str | None = None,
     plots: bool = True,
     overwrite: bool = False,
     progress: bool = True,
-) -> tuple[SweepResult, SweepRecord, Path]:
-    """``tl-ot-ablation sweep``: run the sweep and write its report folder."""
+) -> tuple[SweepResult, SweepRecord, Path | None]:
+    """``tl-ot-ablation sweep``: run the sweep and write its report folder (none when ``out``
+    is ``None``)."""
     result = run_sweep(
         model,
         prompts.train_harmful,
@@ -329,6 +335,8 @@ def sweep_job(
         progress=progress,
     )
     record = result.to_record(model=model_name, command=command)
+    if out is None:
+        return result, record, None
     folder = write_sweep_report(
         out,
         record,
@@ -420,7 +428,7 @@ def monitor_job(
     model: Any,
     prompts: JobPrompts,
     settings: MonitorSettings,
-    out: str | Path,
+    out: str | Path | None,
     *,
     model_name: str,
     command: str | None = None,
@@ -428,7 +436,7 @@ def monitor_job(
     plots: bool = True,
     overwrite: bool = False,
     progress: bool = True,
-) -> tuple[MonitorRecord, Path]:
+) -> tuple[MonitorRecord, Path | None]:
     """``tl-ot-ablation monitor``: how well an activation monitor detects each method.
 
     The methods are fitted exactly as ``compare`` fits them (one pass over every layer, the
@@ -436,7 +444,7 @@ def monitor_job(
     (``settings.strength``); an ``ActivationMonitor`` is fitted on the clean training prompts
     at the monitored layers and ``evaluate_detection`` scores the held-out prompts, clean and
     intervened (with a ``probe`` per method when ``settings.probe``). Writes ``detect.json``,
-    ``report.md`` and ``detection.png`` atomically.
+    ``report.md`` and ``detection.png`` atomically (nothing when ``out`` is ``None``).
 
     ``strengths_source`` says where ``settings.strengths`` came from (e.g. the compare
     ``results.json`` they were read from; default "settings"); methods they do not name run
@@ -510,6 +518,8 @@ def monitor_job(
         w2_by_layer=choice.w2,
         command=command,
     )
+    if out is None:
+        return record, None
     folder = write_monitor_report(out, record, plots_enabled=plots, overwrite=overwrite)
     return record, folder
 

@@ -69,8 +69,9 @@ likelihood on the embedded model; experiments/README.md)."""
 class MapSpec:
     """How each transport map is fitted and applied (``GaussianOTMap`` / ``MeanShift``).
 
-    The default is the paper's plain map (sample covariances with a small ridge, no gate);
-    ``RECOMMENDED_MAP`` is the variant every job (fit, compare, sweep) uses by default.
+    ``MapSpec()`` is the paper's plain map (sample covariances with a small ridge, no gate:
+    ``PLAIN_MAP``); ``RECOMMENDED_MAP`` (Ledoit-Wolf covariances, the posterior gate) is what
+    ``fit_ot_ablation`` and every job (fit, compare, sweep) use by default.
 
     Attributes:
         n_components: PCA subspace size ``k`` (``None``: the full space).
@@ -117,8 +118,11 @@ class MapSpec:
 
 
 RECOMMENDED_MAP = MapSpec(estimator="ledoit_wolf", gate="posterior")
-"""The map every job fits by default: Ledoit-Wolf covariances and the posterior gate, the
-variant that did best at matched damage (experiments/README.md)."""
+"""The map ``fit_ot_ablation`` and every job fit by default: Ledoit-Wolf covariances and the
+posterior gate, the variant that did best at matched damage (docs/results.md)."""
+PLAIN_MAP = MapSpec()
+"""The paper's plain map: sample covariances with a small ridge, every edit applied in full
+(``fit_ot_ablation(..., spec=PLAIN_MAP)``); at matched damage it deflects far more."""
 
 
 def split_options(
@@ -423,7 +427,8 @@ def fit_ot_ablation(
         harmful: Instructions (or tokens) to move away from: the source distribution.
         harmless: Instructions (or tokens) to move towards: the target distribution.
         layers: Block indices to intervene at.
-        spec: How to fit and apply each map (default ``MapSpec()``, the paper's plain map).
+        spec: How to fit and apply each map (default ``RECOMMENDED_MAP``, the gated
+            Ledoit-Wolf map; ``PLAIN_MAP`` is the paper's plain one).
         method: Map kind: "ot" (the Bures-Wasserstein map), "mean_shift" (A = I) or
             "per_neuron_ot" (uses ``spec.reg`` only).
         hook: ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``.
@@ -446,7 +451,7 @@ def fit_ot_ablation(
         IdenticalClassesError: (a ``ValueError``) if the prompt sets are the same, or the
             activations are identical at every chosen hook point.
     """
-    spec, collect = split_options(spec, options)
+    spec, collect = split_options(RECOMMENDED_MAP if spec is None else spec, options)
     check_distinct_prompts(harmful, harmless)
     if method == "per_neuron_ot":  # fitted from statistics; only the ridge applies
         spec = MapSpec(n_components=None, reg=spec.reg)
