@@ -236,3 +236,16 @@ def test_fuzzed_arguments_exit_cleanly_before_the_model_loads(command, argv, no_
         assert "model was loaded" in str(error)
     else:
         assert code == BAD_INPUT
+
+
+def test_a_bug_is_not_reported_as_bad_input(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Every TypeError used to be "bad input" (exit 2, one line), hiding real bugs."""
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(cli, "_check_before_loading", broken)
+    assert main(["compare", *TINY]) == cli.FAILED
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "unsupported operand" in err
+    assert "this is a bug in tl_ot_ablation: please report it" in err

@@ -16,6 +16,7 @@ import math
 import re
 import shlex
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -806,7 +807,13 @@ JOBS: dict[str, Callable[[argparse.Namespace, _Job, Any, str], Path]] = {
     "fit": run_fit,
     "monitor": run_monitor,
 }
-BAD_INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, RecordError)
+BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RecordError)
+"""What bad input raises: one line, exit 2. A ``TypeError`` (or anything else not listed here
+or below) is a bug in the package, not the user's input: it shows its traceback."""
+REPORT_BUG = (
+    "this is a bug in tl_ot_ablation: please report it with the command line and the "
+    "traceback above"
+)
 
 
 def _check_generate_strength(strength: float | None) -> None:
@@ -869,5 +876,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
     except (RuntimeError, OSError, MemoryError) as error:
         print(f"{name}: failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return FAILED
+    except Exception:
+        traceback.print_exc()
+        print(f"{name}: {REPORT_BUG}", file=sys.stderr)
         return FAILED
     return 0
