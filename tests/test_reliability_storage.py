@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -651,3 +652,13 @@ def test_cli_refuses_an_out_folder_with_a_users_file_before_loading(
     assert (out / "analysis.ipynb").read_text() == "{}"
     for unwritable in ("/proc/tl_ot_ablation/report", str(out / "analysis.ipynb" / "x")):
         assert cli.main(["compare", "--model", "tiny", "--out", unwritable]) == cli.BAD_INPUT
+
+
+def test_a_lock_still_being_written_is_not_taken_over(tmp_path: Path) -> None:
+    """Between creating its lock and writing its pid, a run's lock is empty: not stale."""
+    (tmp_path / ".out.lock").write_text("")
+    with pytest.raises(atomic.OutputInUse, match="another run is writing"):
+        tlo.save(_ot_map(), tmp_path / "out")
+    old = time.time() - 2 * atomic.LOCK_GRACE_SECONDS
+    os.utime(tmp_path / ".out.lock", (old, old))  # an empty lock left long ago: stale
+    tlo.save(_ot_map(), tmp_path / "out")

@@ -282,7 +282,8 @@ def _add_compare(commands: Any) -> None:
         "--gate-neighbours",
         type=int,
         help="nearest training prompts listed for the benign prompts that open a gated map's "
-        "gate most (default 3; 0 skips their pass over the training prompts)",
+        "gate most (default 0: none; each costs a pass over the training prompts up to the "
+        "map's layer)",
     )
     _add_map_options(group)
     group.add_argument(

@@ -27,6 +27,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,14 +159,24 @@ def _lock_path(path: Path) -> Path:
     return path.parent / f".{path.name}.lock"
 
 
+LOCK_GRACE_SECONDS = 10.0
+"""A lock file younger than this without a pid yet is being written by its owner, not stale."""
+
+
 def _lock_owner(lock: Path) -> int | None:
-    """The pid recorded in ``lock`` if that process still runs, else ``None`` (stale)."""
+    """The pid recorded in ``lock`` if that process still runs, else ``None`` (stale); ``-1``
+    for a lock just created whose pid is not written yet."""
     try:
-        pid = int(lock.read_text().strip() or "0")
+        text = lock.read_text().strip()
+        pid = int(text or "0")
     except (OSError, ValueError):
         return None
     if pid <= 0:
-        return None
+        try:
+            young = time.time() - lock.stat().st_mtime < LOCK_GRACE_SECONDS
+        except OSError:
+            return None
+        return -1 if young and not text else None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -179,7 +190,7 @@ def _lock_owner(lock: Path) -> int | None:
 def claim(path: str | Path) -> Iterator[None]:
     """Hold ``path`` for this process until the block ends (a lock file beside it).
 
-    A second process claiming the same path meanwhile gets ``OutputError`` at once, before it
+    A second process claiming the same path meanwhile gets ``OutputInUse`` at once, before it
     spends any work; a lock left by a process that died is taken over. Claims nest within one
     process (the job claims, then its final write claims again).
     """
@@ -195,9 +206,10 @@ def claim(path: str | Path) -> Iterator[None]:
                 yield  # nested claim: the outer one releases
                 return
             if owner is not None:
+                who = "another run" if owner < 0 else f"another run (pid {owner})"
                 raise OutputInUse(
-                    f"another run (pid {owner}) is writing {path}; wait for it to finish, or "
-                    f"choose another path (a stale lock is {lock})"
+                    f"{who} is writing {path}; wait for it to finish, or choose another path "
+                    f"(its lock is {lock})"
                 ) from None
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()  # stale: its process is gone

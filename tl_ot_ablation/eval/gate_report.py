@@ -17,7 +17,7 @@ when given):
 ``nearest_training`` then lists, for the benign prompts (harmless, XSTest safe) with the
 largest posterior, the training prompts nearest to them (cosine of last-token PCA coordinates)
 and their class: "which prompts open it and why". It costs one partial pass (up to the map's
-layer) over the training prompts, so ``CompareSettings.gate_neighbours=0`` skips it.
+layer) over the training prompts, so it runs only when ``CompareSettings.gate_neighbours`` > 0.
 """
 
 import statistics

@@ -221,8 +221,9 @@ class CompareSettings(JobSettings):
         n_xstest: Over-refusal prompts per class (safe, unsafe) when an XSTest-style set is
             given (``eval.xstest``): that many spread over the prompt types (``None``: all).
         gate_neighbours: For a gated map, the nearest training prompts listed for each of the
-            held-out prompts that open its gate most (``eval.gate_report``; 0: none). Costs one
-            partial pass over the training prompts, up to the map's layer.
+            held-out prompts that open its gate most (``eval.gate_report``; 0, the default:
+            none). Costs one partial pass over the training prompts, up to the map's layer
+            (minutes for the embedded model on a CPU, so it is off unless asked for).
     """
 
     layers: LayerSpec = "judged"
@@ -246,7 +247,7 @@ class CompareSettings(JobSettings):
     match_measure: str = "mean"
     kl_threshold: float = KL_THRESHOLD
     n_xstest: int | None = None
-    gate_neighbours: int = 3
+    gate_neighbours: int = 0
 
     QUICK: ClassVar[dict[str, Any]] = {
         "layers": "auto",
