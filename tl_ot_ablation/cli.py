@@ -16,7 +16,6 @@ import math
 import re
 import shlex
 import sys
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -810,10 +809,11 @@ JOBS: dict[str, Callable[[argparse.Namespace, _Job, Any, str], Path]] = {
 }
 BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RecordError)
 """What bad input raises: one line, exit 2. A ``TypeError`` (or anything else not listed here
-or below) is a bug in the package, not the user's input: it shows its traceback."""
+or in ``main``) is a bug in the package, not the user's input: it propagates, traceback and
+all, after a line asking to report it."""
 REPORT_BUG = (
     "this is a bug in tl_ot_ablation: please report it with the command line and the "
-    "traceback above"
+    "traceback below"
 )
 
 
@@ -878,8 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, MemoryError) as error:
         print(f"{name}: failed: {type(error).__name__}: {error}", file=sys.stderr)
         return FAILED
-    except Exception:
-        traceback.print_exc()
+    except Exception:  # a bug: say so, then let Python print the traceback (exit code 1)
         print(f"{name}: {REPORT_BUG}", file=sys.stderr)
-        return FAILED
+        raise
     return 0
