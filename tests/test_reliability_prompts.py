@@ -427,6 +427,26 @@ def test_an_empty_question_file_is_refused(tmp_path: Path) -> None:
     assert skipped.held_out.questions == []
 
 
+def test_fewer_questions_than_asked_are_recorded_as_asked(tmp_path: Path) -> None:
+    """A file of 2 questions with n_questions=4 ran 2 while results.json said 4."""
+    import tl_ot_ablation as tlo
+    from tl_ot_ablation.eval.jobs import JobPrompts
+    from tl_ot_ablation.eval.settings import CompareSettings
+    from tl_ot_ablation.lens.testing import tiny_model
+
+    question = {"question": "2 + 2?", "choices": ["3", "4", "5", "6"], "answer": "B"}
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps([question, {**question, "question": "3 + 3?"}]))
+    settings = CompareSettings(
+        n_questions=4, n_train=4, n_eval=2, n_texts=1, methods=("none", "direction_ablation"),
+        layers=[1], n_components=4, match_kl=None, select="kl", max_new_tokens=2, detect=False,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"hold\(s\) 2 questions, fewer than n_questions=4"):
+        prompts = JobPrompts.shipped(settings, questions=path)
+    record = tlo.compare(tiny_model(n_ctx=512), settings=settings, prompts=prompts, progress=False)
+    assert record.settings.n_questions == 4 and record.prompts.n_questions == 2
+
+
 def test_an_empty_question_file_fails_the_cli_before_loading(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -833,6 +833,7 @@ def comparison_record(
         n_eval_harmful=len(held_out.harmful),
         n_eval_harmless=len(held_out.harmless),
         n_texts=len(held_out.texts),
+        n_questions=len(held_out.questions),
         train_eval_overlap=len(overlap(train["harmful"], held_out.harmful))
         + len(overlap(train["harmless"], held_out.harmless)),
         **checked,

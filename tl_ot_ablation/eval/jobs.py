@@ -93,9 +93,15 @@ class JobPrompts:
         n_questions = getattr(settings, "n_questions", 0)
         asked: list[Question] = []
         if n_questions > 0:  # read questions only when the job asks them
-            asked = spread(
-                load_questions(questions) if questions else shipped_questions(), n_questions
-            )
+            pool = load_questions(questions) if questions else shipped_questions()
+            if len(pool) < n_questions:
+                warnings.warn(
+                    f"WARNING: {questions or 'the shipped questions'} hold(s) {len(pool)} "
+                    f"questions, fewer than n_questions={n_questions}: asking all {len(pool)} "
+                    "(results.json records the number asked)",
+                    stacklevel=2,
+                )
+            asked = spread(pool, n_questions)
         prompts = cls(
             _prompts(harmful, "harmful", "train", settings.n_train),
             _prompts(harmless, "harmless", "train", settings.n_train),

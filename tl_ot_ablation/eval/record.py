@@ -216,6 +216,9 @@ class PromptsRecord:
     xstest_sha256: str | None = None
     n_xstest_safe: int = 0
     n_xstest_unsafe: int = 0
+    n_questions: int | None = None
+    """Capability questions asked (fewer than ``settings.n_questions`` when a file holds fewer;
+    ``None`` in records written before this field)."""
 
 
 @dataclass
