@@ -147,7 +147,7 @@ def storage_dtype(dtype: torch.dtype, variance: Tensor, what: str) -> torch.dtyp
         "fit is stored in float64 (its outputs keep the activations' dtype); rescale the "
         "activations towards unit scale to store it in float32",
         UserWarning,
-        stacklevel=_stacklevel_outside(sys._getframe()),
+        stacklevel=stacklevel_outside(sys._getframe()),
     )
     return torch.float64
 
@@ -173,7 +173,7 @@ def warn_if_degenerate(variances: dict[str, Tensor], what: str, knobs: str) -> N
                 f"degenerates (it sends every row to one point, or stretches by huge factors). "
                 f"Check the {name} activations (all rows equal? the wrong positions?); {knobs}",
                 UserWarning,
-                stacklevel=_stacklevel_outside(sys._getframe()),
+                stacklevel=stacklevel_outside(sys._getframe()),
             )
 
 
@@ -412,7 +412,7 @@ def cast_back(out: Tensor, x: Tensor, what: str, strength: float) -> Tensor:
 _INTERNAL_MODULES = ("tl_ot_ablation.", "jaxtyping.", "beartype.")
 
 
-def _stacklevel_outside(frame: FrameType) -> int:
+def stacklevel_outside(frame: FrameType) -> int:
     """``stacklevel`` for a ``warnings.warn`` called in ``frame`` (pass ``sys._getframe()``) that
     points at the first frame outside the package: the user's line, whatever route led there."""
     level = 1

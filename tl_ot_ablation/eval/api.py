@@ -21,7 +21,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .compare import choose_layer as _choose_layer_on
+from .compare import choose_layer as judged_layer_choice
 from .jobs import JobPrompts, compare_job, monitor_job, sweep_job
 from .record import CompareRecord, MonitorRecord, SweepRecord
 from .selection import LayerChoice
@@ -135,7 +135,7 @@ def choose_layer(
     prompts = prompts or JobPrompts.shipped(chosen)
     if prompts.validation is None:
         raise ValueError("choose_layer needs validation prompts: JobPrompts(validation=...)")
-    return _choose_layer_on(
+    return judged_layer_choice(
         model,
         prompts.train_harmful,
         prompts.train_harmless,

@@ -45,7 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .hf_judges import load_hf_judge, parse_hf_spec
-from .metrics import _TEXT_CHARS, _WORD, degeneracy, is_refusal
+from .metrics import TEXT_CHARS, WORD, degeneracy, is_refusal
 
 LABELS = ("refusal", "deflection", "compliance", "degenerate")
 Label = Literal["refusal", "deflection", "compliance", "degenerate"]
@@ -110,10 +110,10 @@ def _hand_features(prompt: str, completion: str) -> list[float]:
     """The hand features of one pair, in ``HAND_FEATURES`` order but ``prompt_similarity``."""
     text = completion.strip()
     lowered = text.lower()
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = [w.lower() for w in WORD.findall(text)]
     trigrams = list(zip(words, words[1:], words[2:], strict=False))
     distinct = len(set(trigrams)) / len(trigrams) if trigrams else 1.0
-    printable = sum(ch in _TEXT_CHARS for ch in text) / len(text) if text else 0.0
+    printable = sum(ch in TEXT_CHARS for ch in text) / len(text) if text else 0.0
     # Loops: the share of word 4-grams seen before, the longest run of one word, and the share
     # of non-blank lines that repeat an earlier line.
     fourgrams = list(zip(words, words[1:], words[2:], words[3:], strict=False))
@@ -125,7 +125,7 @@ def _hand_features(prompt: str, completion: str) -> list[float]:
     lines = [_LIST_MARK.sub("", line.strip()) for line in text.splitlines() if line.strip()]
     repeated_lines = 1 - len(set(lines)) / len(lines) if lines else 0.0
     # On topic: the share of the prompt's content words (4+ letters) the completion uses.
-    asked = {w.lower() for w in _WORD.findall(prompt) if len(w) >= 4}
+    asked = {w.lower() for w in WORD.findall(prompt) if len(w) >= 4}
     used = len(asked & set(words)) / len(asked) if asked else 0.0
     return [
         float(is_refusal(text)),

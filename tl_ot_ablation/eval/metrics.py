@@ -147,8 +147,10 @@ def statistic_ci(
     return Estimate(value, float(interval.low), float(interval.high))
 
 
-_WORD = re.compile(r"\w+")
-_TEXT_CHARS = frozenset(string.printable)
+WORD = re.compile(r"\w+")
+"""A word, for the degeneracy check and the judge's features."""
+TEXT_CHARS = frozenset(string.printable)
+"""Characters of ordinary text; a completion mostly outside them is degenerate."""
 
 
 def label_share(labels: Sequence[str], label: str, *, seed: int = 0) -> Estimate:
@@ -169,9 +171,9 @@ def degeneracy(completion: str) -> str | None:
     text = completion.strip()
     if not text:
         return "empty"
-    if sum(ch in _TEXT_CHARS for ch in text) < 0.8 * len(text):
+    if sum(ch in TEXT_CHARS for ch in text) < 0.8 * len(text):
         return "non-text"
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = [w.lower() for w in WORD.findall(text)]
     run = 1
     for previous, word in itertools.pairwise(words):
         run = run + 1 if word == previous else 1

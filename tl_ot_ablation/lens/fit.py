@@ -28,7 +28,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from ..core._validate import _stacklevel_outside
+from ..core._validate import stacklevel_outside
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
 from ..core.gate import GateKind
 from ..core.ot_map import (
@@ -540,7 +540,7 @@ def _skip_identical(
         "fitting positions can hold the same template tokens for every prompt); the set has "
         f"maps at {', '.join(maps)} only",
         UserWarning,
-        stacklevel=_stacklevel_outside(sys._getframe()),
+        stacklevel=stacklevel_outside(sys._getframe()),
     )
 
 

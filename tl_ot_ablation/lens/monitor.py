@@ -36,7 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..core._validate import _stacklevel_outside
+from ..core._validate import stacklevel_outside
 from ..core.monitor import DEFAULT_PROBE_L2, GaussianMonitor, LinearProbe, MonitorEstimator
 from ..core.ot_map import DEFAULT_REG
 from .collect import (
@@ -398,7 +398,7 @@ class ActivationMonitor:
                     f"hook (the first is at layer {first[0]}), so it cannot see the edit; "
                     "monitor a later layer or a later hook point",
                     UserWarning,
-                    stacklevel=_stacklevel_outside(sys._getframe()),
+                    stacklevel=stacklevel_outside(sys._getframe()),
                 )
 
     def collect_rows(
