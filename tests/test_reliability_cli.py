@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from tl_ot_ablation import cli
 from tl_ot_ablation.cli import BAD_INPUT, _layers, main
+from tl_ot_ablation.core.devices import resolve_device
 from tl_ot_ablation.lens import models
-from tl_ot_ablation.lens.devices import resolve_device
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from .core import atomic
+from .core.devices import resolve_device
 from .eval.damage import KL_THRESHOLD, MATCH_MEASURES
 from .eval.hf_judges import check_available
 from .eval.jobs import (
@@ -51,7 +52,6 @@ from .eval.settings import (
     SweepSettings,
 )
 from .eval.strength import RULES
-from .lens.devices import resolve_device
 from .lens.generation import generate
 from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model

@@ -25,6 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 from . import atomic
 from ._tensor_dataclass import TensorDataclass
 from .baselines import ActAdd, DirectionAblation, PerNeuronOT
+from .devices import resolve_device
 from .manifest import sha256_file, verify_manifest
 from .ot_map import GaussianOTMap, MeanShift
 from .pca import PCABasis
@@ -295,16 +296,12 @@ def _load_tensors(folder: Path, config: Mapping[str, Any], verify: bool) -> dict
 
 def to_device(obj: Any, device: torch.device | str) -> Any:
     """``obj.to(device)``, with an error that blames the device, not the file, when it is
-    unknown or not available here."""
+    unknown or not available here (``devices.resolve_device``)."""
     try:
-        target = torch.device(device)
-        return obj if target.type == "cpu" else obj.to(target)
-    except (RuntimeError, AssertionError, TypeError) as err:
-        available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        raise ValueError(
-            f"cannot load onto device {device!r} ({err}); devices available here: "
-            f"{', '.join(available)}"
-        ) from err
+        target = resolve_device(device)
+    except ValueError as err:
+        raise ValueError(f"cannot load onto device {device!r}: {err}") from err
+    return obj if target.type == "cpu" else obj.to(target)
 
 
 def load_part(path: str | Path, *, verify: bool = True) -> Any:

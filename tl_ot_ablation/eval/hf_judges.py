@@ -121,7 +121,7 @@ def load_causal_lm(name: str, device: str | torch.device | None = None) -> tuple
     ``JudgeModelMissing`` with a one-line fix when it cannot be loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..lens.devices import resolve_device
+    from ..core.devices import resolve_device
 
     target = resolve_device(device, option="judge device")
     dtype = torch.bfloat16 if target.type == "cuda" else torch.float32

@@ -33,7 +33,8 @@ from typing import Any, Literal
 import torch
 
 from ..core import atomic
-from .devices import resolve_device
+from ..core.devices import resolve_device
+from ..core.manifest import sha256_file
 
 
 @dataclass(frozen=True)
@@ -186,14 +187,6 @@ def _set_aside(entry: Path) -> None:
 _CHECKSUMS = "tl_ot_ablation-checksums.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_files(folder: Path) -> dict[str, Path]:
     """The files of a cache entry by their ``/``-separated relative name, the record excluded."""
     files = {path.relative_to(folder).as_posix(): path for path in sorted(folder.rglob("*"))}
@@ -203,7 +196,7 @@ def _cache_files(folder: Path) -> dict[str, Path]:
 def _write_checksums(folder: Path) -> None:
     """Record the size and SHA-256 of every file in the cache entry ``folder``."""
     files = {
-        name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+        name: {"size": path.stat().st_size, "sha256": sha256_file(path)}
         for name, path in _cache_files(folder).items()
     }
     (folder / _CHECKSUMS).write_text(json.dumps({"format": 1, "files": files}, indent=1))
@@ -229,7 +222,7 @@ def _checksum_problem(folder: Path) -> str | None:
         if (actual_size := present[name].stat().st_size) != size:
             return f"{name} is {actual_size} bytes, {size} recorded"
     for name, (_, sha256) in expected.items():
-        if (actual := _sha256(present[name])) != sha256:
+        if (actual := sha256_file(present[name])) != sha256:
             return f"{name} has SHA-256 {actual[:12]}…, {sha256[:12]}… recorded"
     return None
 
@@ -284,7 +277,7 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     target = cache_dir() / f"{model.name}-{model.sha256[:12]}.gguf"
     if target.is_file():
         # ~1 s for the 1.5B model's GGUF; reached only to (re)build the de-quantised copy.
-        if (digest := _sha256(target)) == model.sha256:
+        if (digest := sha256_file(target)) == model.sha256:
             return target
         warnings.warn(
             f"WARNING: the cached {target} has SHA-256 {digest[:12]}…, not the pinned "
