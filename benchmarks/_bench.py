@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tl_ot_ablation.core import atomic
+from tl_ot_ablation.io import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

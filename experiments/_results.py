@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tl_ot_ablation.core import atomic
+from tl_ot_ablation.io import atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -53,11 +53,11 @@ from typing import Any
 from _results import RESULTS, write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.compare import at_strength
 from tl_ot_ablation.eval.judge import LABELS
 from tl_ot_ablation.eval.metrics import with_ci
 from tl_ot_ablation.eval.sweep import Scorer
+from tl_ot_ablation.io import atomic
 from tl_ot_ablation.lens.collect import hook_name
 from tl_ot_ablation.lens.fit import collect_training
 from tl_ot_ablation.lens.intervention_set import InterventionSet

@@ -26,7 +26,7 @@ import json
 import random
 from pathlib import Path
 
-from tl_ot_ablation.core import atomic
+from tl_ot_ablation.io import atomic
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.gate_report import OPEN, nearest_training, training_rows
 from tl_ot_ablation.eval.metrics import with_ci
+from tl_ot_ablation.io import atomic
 from tl_ot_ablation.lens.collect import collect_activations
 
 ROOT = Path(__file__).resolve().parents[1]

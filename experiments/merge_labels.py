@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.judge import LABELS
+from tl_ot_ablation.io import atomic
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_labels.jsonl"
 FIELDS = ("config", "source", "kind", "prompt", "completion", "label")

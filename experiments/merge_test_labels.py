@@ -26,8 +26,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.judge import LABELS
+from tl_ot_ablation.io import atomic
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_labels_0.5b.jsonl"
 

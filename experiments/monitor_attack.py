@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.detect import evaluate_detection
 from tl_ot_ablation.eval.evaluate import next_token_logprobs
 from tl_ot_ablation.eval.metrics import (
@@ -36,6 +35,7 @@ from tl_ot_ablation.eval.metrics import (
     refusal_token_ids,
     with_ci,
 )
+from tl_ot_ablation.io import atomic
 from tl_ot_ablation.lens.fit import RECOMMENDED_MAP
 
 FIT = "validation"

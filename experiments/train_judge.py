@@ -28,7 +28,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection import GroupKFold, cross_val_score
 
-from tl_ot_ablation.core import atomic
 from tl_ot_ablation.eval.judge import (
     HAND_FEATURES,
     HEAD_FILE,
@@ -37,6 +36,7 @@ from tl_ot_ablation.eval.judge import (
     features,
     marker_labels,
 )
+from tl_ot_ablation.io import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = {

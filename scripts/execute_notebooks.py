@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from tl_ot_ablation.core import atomic
+from tl_ot_ablation.io import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ROOT / "demos"

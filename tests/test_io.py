@@ -16,8 +16,8 @@ from tl_ot_ablation import (
     load,
     save,
 )
-from tl_ot_ablation.core.manifest import write_manifest
-from tl_ot_ablation.core.serialize import read_config
+from tl_ot_ablation.io.manifest import write_manifest
+from tl_ot_ablation.io.serialize import read_config
 
 
 def _rows() -> tuple[torch.Tensor, torch.Tensor]:

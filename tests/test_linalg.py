@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import random_spd
 
-from tl_ot_ablation.core._linalg import (
+from tl_ot_ablation.core.linalg import (
     bures_distance_squared,
     bures_ot_matrix,
     psd_sqrt,

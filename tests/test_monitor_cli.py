@@ -12,7 +12,6 @@ import torch
 
 from tl_ot_ablation import cli
 from tl_ot_ablation.cli import BAD_INPUT, main
-from tl_ot_ablation.core.manifest import foreign_files
 from tl_ot_ablation.eval.record import (
     COMPARE_FORMAT,
     CompareRecord,
@@ -22,6 +21,7 @@ from tl_ot_ablation.eval.record import (
     RecordError,
 )
 from tl_ot_ablation.eval.settings import MONITORED, CompareSettings, MonitorSettings
+from tl_ot_ablation.io.manifest import foreign_files
 
 TINY = ["--model", "tiny", "--no-progress", "--batch-size", "4"]
 SMALL = ["--n-train", "4", "--n-eval", "3", "-k", "4"]

@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from tl_ot_ablation.cli import main
-from tl_ot_ablation.core.atomic import OutputInUse
-from tl_ot_ablation.core.manifest import foreign_files
 from tl_ot_ablation.eval.metrics import Estimate
 from tl_ot_ablation.eval.reading import (
     KEY_NAME,
@@ -28,6 +26,8 @@ from tl_ot_ablation.eval.reading_score import (
 from tl_ot_ablation.eval.record import METRICS, CompareRecord, MethodRecord, PromptsRecord
 from tl_ot_ablation.eval.report import write_compare_report
 from tl_ot_ablation.eval.settings import CompareSettings
+from tl_ot_ablation.io.atomic import OutputInUse
+from tl_ot_ablation.io.manifest import foreign_files
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("none", "direction_ablation", "ot_selective")

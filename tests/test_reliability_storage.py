@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation import DirectionAblation, GaussianOTMap, InterventionSet, PerNeuronOT
-from tl_ot_ablation.core import atomic, serialize
-from tl_ot_ablation.core.manifest import write_manifest
+from tl_ot_ablation.io import atomic, serialize
+from tl_ot_ablation.io.manifest import write_manifest
 from tl_ot_ablation.lens.intervention_set import SET_KEYS
 
 D = 6

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import torch
 
-from .core import atomic
 from .core.devices import resolve_device
 from .eval.damage import KL_THRESHOLD, MATCH_MEASURES
 from .eval.hf_judges import check_available
@@ -52,6 +51,7 @@ from .eval.settings import (
     SweepSettings,
 )
 from .eval.strength import RULES
+from .io import atomic
 from .lens.generation import generate
 from .lens.intervention_set import InterventionSet
 from .lens.models import DEFAULT_MODEL, load_model

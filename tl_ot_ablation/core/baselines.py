@@ -20,8 +20,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._tensor_dataclass import StrengthMixin
-from ._validate import (
+from .stats import GaussianStats
+from .tensor_dataclass import StrengthMixin
+from .validate import (
     cast_back,
     check_distinct_classes,
     check_float_tensor,
@@ -33,7 +34,6 @@ from ._validate import (
     identical_classes,
     warn_if_degenerate,
 )
-from .stats import GaussianStats
 
 
 def _stats_pair(source: Tensor, target: Tensor) -> tuple[GaussianStats, GaussianStats]:

@@ -5,7 +5,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from ._tensor_dataclass import TensorDataclass
+from .tensor_dataclass import TensorDataclass
 
 
 @dataclass(frozen=True, eq=False)

@@ -55,18 +55,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._tensor_dataclass import TensorDataclass
-from ._validate import (
+from .gate import gaussian_log_density
+from .ot_map import DEFAULT_REG, estimate_cov
+from .pca import EigenMethod, PCABasis
+from .stats import GaussianStats, check_stats_pair
+from .tensor_dataclass import TensorDataclass
+from .validate import (
     check_finite,
     check_float_tensor,
     check_n_components,
     check_reg,
     check_rows,
 )
-from .gate import gaussian_log_density
-from .ot_map import DEFAULT_REG, estimate_cov
-from .pca import EigenMethod, PCABasis
-from .stats import GaussianStats, check_stats_pair
 
 MonitorEstimator = Literal["oas", "ridge"]
 SCORES = ("likelihood", "disagreement", "probe")

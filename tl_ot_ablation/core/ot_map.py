@@ -30,9 +30,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import gate as gating
-from ._linalg import bures_distance_squared, bures_ot_matrix, condition_number
-from ._tensor_dataclass import StrengthMixin
-from ._validate import (
+from .diagnostics import OTDiagnostics
+from .linalg import bures_distance_squared, bures_ot_matrix, condition_number
+from .pca import EigenMethod, PCABasis
+from .shrinkage import ledoit_wolf_covariance, oas_covariance
+from .stats import GaussianStats, check_stats_pair
+from .tensor_dataclass import StrengthMixin
+from .validate import (
     IdenticalClassesError,
     cast_back,
     check_distinct_classes,
@@ -48,10 +52,6 @@ from ._validate import (
     storage_dtype,
     warn_if_degenerate,
 )
-from .diagnostics import OTDiagnostics
-from .pca import EigenMethod, PCABasis
-from .shrinkage import ledoit_wolf_covariance, oas_covariance
-from .stats import GaussianStats, check_stats_pair
 
 BasisChoice = Literal["pca", "pca+mean_diff"]
 Route = Literal["auto", "covariance", "rows"]

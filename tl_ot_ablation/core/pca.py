@@ -16,16 +16,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._linalg import psd_eigh
-from ._tensor_dataclass import TensorDataclass
-from ._validate import (
+from .linalg import psd_eigh
+from .stats import GaussianStats
+from .tensor_dataclass import TensorDataclass
+from .validate import (
     check_n_components,
     check_orthonormal_rows,
     compute_dtype,
     moments_dtype,
     storage_dtype,
 )
-from .stats import GaussianStats
 
 EigenMethod = Literal["auto", "exact", "randomized"]
 

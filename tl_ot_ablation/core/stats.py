@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._validate import check_finite, check_float_tensor, moments_dtype
+from .validate import check_finite, check_float_tensor, moments_dtype
 
 
 class GaussianStats:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from ..core import atomic
+from ..io import atomic
 from ..lens.collect import collect_activations, hook_name
 from ..lens.fit import collect_every_layer, prompts_hash
 from ..lens.intervention_set import InterventionSet

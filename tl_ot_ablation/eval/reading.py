@@ -8,7 +8,7 @@ so that they cannot know which method wrote them, and reads their labels back, s
   ``completion`` only: no method, no judge label), shuffled with ``seed`` and keyed by opaque
   ids, with the rubric beside them (``out/readers/rubric.md``, package data). The key from ids
   to method and prompt goes to ``out/key.json``, which the readers must not get: hand them the
-  ``readers/`` folder only. The folder is written atomically (``core.atomic.folder``).
+  ``readers/`` folder only. The folder is written atomically (``io.atomic.folder``).
 - ``read_key`` and ``read_labels`` load a key and a reader's JSON-lines labels; every problem
   (invalid JSON, an unknown id, a label outside the four, an id twice in one file) raises
   ``LabelError`` naming the file and line.
@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..core import atomic
+from ..io import atomic
 from .judge import LABELS
 
 KEY_FORMAT = "tl_ot_ablation.read-key/1"

@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import atomic
-from ..core.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest, sha256_file
+from ..io import atomic
+from ..io.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest, sha256_file
 from .judge import LABELS
 from .metrics import Estimate, with_ci
 from .reading import LabelError, ReadItem, find_key, read_key, read_labels, rubric_text

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core import atomic
 from ..core.monitor import SCORES
+from ..io import atomic
 from .detect import DetectionResult, find_result
 from .matched import StrengthMatch
 from .methods import check_method

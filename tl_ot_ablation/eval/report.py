@@ -3,7 +3,7 @@ plots.
 
 The JSON records are the stable interface (``record``; documented in the README's
 "results.json" section); ``report.md`` is for people and is rebuilt from the records alone.
-A folder is written atomically (``core.atomic``), records first: a plot that fails leaves a
+A folder is written atomically (``io.atomic``), records first: a plot that fails leaves a
 warning in the report, never a lost run; an interrupted write leaves the old folder as it was.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core import atomic
+from ..io import atomic
 from . import plots
 from .damage import KL_THRESHOLD, SHARE_MEASURES, damage_lines, measure_text
 from .gate_report import gate_lines

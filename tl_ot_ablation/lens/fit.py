@@ -28,7 +28,6 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from ..core._validate import stacklevel_outside
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
 from ..core.gate import GateKind
 from ..core.ot_map import (
@@ -43,6 +42,7 @@ from ..core.ot_map import (
     check_reg,
 )
 from ..core.stats import GaussianStats
+from ..core.validate import stacklevel_outside
 from .collect import (
     CollectOptions,
     FitPositions,

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..core import atomic, serialize
-from ..core.manifest import verify_manifest
+from ..io import atomic, serialize
+from ..io.manifest import verify_manifest
 from .collect import layer_of
 from .compatibility import check_hook_names, mismatches
 from .hf_hooks import HFHookHandles, register_hf_hooks

@@ -32,9 +32,9 @@ from typing import Any, Literal
 
 import torch
 
-from ..core import atomic
 from ..core.devices import resolve_device
-from ..core.manifest import sha256_file
+from ..io import atomic
+from ..io.manifest import sha256_file
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..core._validate import stacklevel_outside
 from ..core.monitor import DEFAULT_PROBE_L2, GaussianMonitor, LinearProbe, MonitorEstimator
 from ..core.ot_map import DEFAULT_REG
+from ..core.validate import stacklevel_outside
 from .collect import (
     CollectOptions,
     Prompts,

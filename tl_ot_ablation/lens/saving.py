@@ -1,6 +1,6 @@
 """``tlo.save`` / ``tlo.load``: one entry point for a single fitted object or a whole set.
 
-Tensor objects (maps, baselines, bases) are stored by ``core.serialize``; an
+Tensor objects (maps, baselines, bases) are stored by ``io.serialize``; an
 ``InterventionSet`` is a folder of those plus its own config, written by
 ``InterventionSet.save``. Both are written atomically and verified when read.
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..core import serialize
+from ..io import serialize
 from .intervention_set import SET_KIND, InterventionSet
 
 
@@ -22,7 +22,7 @@ def save(
     overwrite: bool = False,
 ) -> Path:
     """Write ``obj`` (a fitted map, baseline, basis or InterventionSet) to the folder ``path``,
-    atomically; see ``core.serialize.save`` for what is checked and replaced."""
+    atomically; see ``io.serialize.save`` for what is checked and replaced."""
     if isinstance(obj, InterventionSet):
         if metadata:
             raise ValueError("an InterventionSet keeps its metadata itself: set obj.metadata")

@@ -2,7 +2,7 @@
 
 Everything the package writes (maps, intervention sets, reports, the model cache) goes through
 here. A folder is built in a hidden temporary sibling, every file is fsynced, a manifest of its
-files is added (``core.manifest``), and only then is it renamed into place. Replacing an
+files is added (``io.manifest``), and only then is it renamed into place. Replacing an
 existing folder takes two renames (old folder aside, new one in) and then deletes the old one;
 an interruption between them leaves the old folder under ``.<name>.old-<pid>`` beside the
 target, never a mixture of old and new files. A failed or interrupted build deletes its

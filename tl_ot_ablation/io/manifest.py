@@ -9,7 +9,7 @@ Two jobs rest on it:
   (``verify_manifest``), sub-folders included, so a swapped or corrupted part cannot load.
 
 The manifest names itself ``manifest.json`` and is written last, inside the temporary folder,
-just before the folder is renamed into place (``core.atomic.folder``).
+just before the folder is renamed into place (``io.atomic.folder``).
 """
 
 import hashlib

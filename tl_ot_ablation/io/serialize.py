@@ -7,7 +7,7 @@ the tensor file and each tensor's shape and dtype. Loading never unpickles. It c
 the file and field of any failure: the kind and format version, the checksum, that every tensor
 the kind needs is present with the recorded shape and is finite, that no tensor belongs to
 another kind, and that every required field is given. Unknown config keys are ignored, so files
-from newer minor versions still load. Folders are written atomically (``core.atomic``).
+from newer minor versions still load. Folders are written atomically (``io.atomic``).
 """
 
 import dataclasses
@@ -22,13 +22,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
+from ..core.devices import resolve_device
+from ..core.ot_map import GaussianOTMap, MeanShift
+from ..core.pca import PCABasis
+from ..core.tensor_dataclass import TensorDataclass
 from . import atomic
-from ._tensor_dataclass import TensorDataclass
-from .baselines import ActAdd, DirectionAblation, PerNeuronOT
-from .devices import resolve_device
 from .manifest import sha256_file, verify_manifest
-from .ot_map import GaussianOTMap, MeanShift
-from .pca import PCABasis
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
-from ._validate import all_finite
+from .validate import all_finite
 
 Self = TypeVar("Self", bound="TensorDataclass")
 
