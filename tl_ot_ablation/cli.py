@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from .core.devices import resolve_device
+from .core.errors import UserInputError
 from .eval.damage import KL_THRESHOLD, MATCH_MEASURES
 from .eval.hf_judges import check_available
 from .eval.jobs import (
@@ -38,7 +39,7 @@ from .eval.jobs import (
 )
 from .eval.judge import check_judge_name
 from .eval.methods import COMPARED, HEADLINE, METHODS, SWEPT
-from .eval.record import RecordError, compare_strengths
+from .eval.record import compare_strengths
 from .eval.report import comparison_table, detection_table, verdict
 from .eval.settings import (
     MAX_BLOCKS,
@@ -549,7 +550,7 @@ def _settings(args: argparse.Namespace, compared: Any = None) -> JobSettings:
         return _monitor_settings(args, preset, fields, optional, compared)
     if args.command == "sweep":
         if not args.judged and (args.judge is not None or args.max_new_tokens is not None):
-            raise ValueError("--judge and --max-new-tokens only apply to a --judged sweep")
+            raise UserInputError("--judge and --max-new-tokens only apply to a --judged sweep")
         optional |= {
             "k_grid": None if args.k_grid is None else tuple(args.k_grid),
             "strengths": None if args.strengths is None else tuple(args.strengths),
@@ -807,10 +808,11 @@ JOBS: dict[str, Callable[[argparse.Namespace, _Job, Any, str], Path]] = {
     "fit": run_fit,
     "monitor": run_monitor,
 }
-BAD_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RecordError)
-"""What bad input raises: one line, exit 2. A ``TypeError`` (or anything else not listed here
-or in ``main``) is a bug in the package, not the user's input: it propagates, traceback and
-all, after a line asking to report it."""
+BAD_INPUT_ERRORS = (UserInputError, FileNotFoundError, FileExistsError)
+"""What bad input raises: one line, exit 2. Anything else not listed here or in ``main`` (a
+plain ``ValueError`` or ``TypeError`` from inside the package or torch) is a bug in the
+package, not the user's input: it propagates, traceback and all, after a line asking to report
+it."""
 REPORT_BUG = (
     "this is a bug in tl_ot_ablation: please report it with the command line and the "
     "traceback below"
@@ -820,7 +822,7 @@ REPORT_BUG = (
 def _check_generate_strength(strength: float | None) -> None:
     """``generate --strength``: finite and >= 0, as every intervention requires."""
     if strength is not None and not (math.isfinite(strength) and strength >= 0):
-        raise ValueError(
+        raise UserInputError(
             f"--strength must be a finite number >= 0 (0: no edit, 1: the fitted edit), got "
             f"{strength}"
         )
@@ -830,13 +832,13 @@ def _check_before_loading(args: argparse.Namespace) -> _Job | None:
     """Everything that can be checked without the model: settings, device, files, the output
     folder."""
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     resolve_device(args.device, option="--device")
     if args.command == "generate":
         if not args.prompt and not args.prompts:
-            raise ValueError("give --prompt TEXT (repeatable) or --prompts FILE")
+            raise UserInputError("give --prompt TEXT (repeatable) or --prompts FILE")
         if args.max_new_tokens < 1:
-            raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+            raise UserInputError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
         _check_generate_strength(args.strength)
         InterventionSet.load(args.map)  # a broken map fails before the model loads
         return None

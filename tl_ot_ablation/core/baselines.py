@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import UserInputError
 from .stats import GaussianStats
 from .tensor_dataclass import StrengthMixin
 from .validate import (
@@ -49,13 +50,15 @@ def _fit_dtype(source: Tensor, target: Tensor) -> torch.dtype:
 
 def _check_pair(source: GaussianStats, target: GaussianStats, min_count: int) -> None:
     if source.d != target.d or source.batch_shape != target.batch_shape:
-        raise ValueError(
+        raise UserInputError(
             "source and target statistics must share d_model and batch shape; got "
             f"{(*source.batch_shape, source.d)} and {(*target.batch_shape, target.d)}"
         )
     for name, stats in (("source", source), ("target", target)):
         if stats.count < min_count:
-            raise ValueError(f"need at least {min_count} samples in {name}, got n={stats.count}")
+            raise UserInputError(
+                f"need at least {min_count} samples in {name}, got n={stats.count}"
+            )
 
 
 def _identical_means(source: GaussianStats, target: GaussianStats, dtype: torch.dtype) -> Tensor:
@@ -151,7 +154,7 @@ class ActAdd(StrengthMixin):
             where = (
                 f" in layer(s) {zero.flatten().nonzero().flatten().tolist()}" if zero.ndim else ""
             )
-            raise ValueError(
+            raise UserInputError(
                 f"ActAdd.vector is zero{where}: adding it would change nothing. Pass the "
                 "difference of the class means (ActAdd.fit computes it); strength=0 is the "
                 "identity if that is what you want"
@@ -213,7 +216,7 @@ class PerNeuronOT(StrengthMixin):
         super().__post_init__()
         check_reg(self.reg)
         if bool((self.scale < 0).any()):
-            raise ValueError(
+            raise UserInputError(
                 "PerNeuronOT.scale must be >= 0 (it is sigma_target / sigma_source per "
                 f"coordinate), got a minimum of {float(self.scale.min()):.3g}"
             )
@@ -275,7 +278,7 @@ class PerNeuronOT(StrengthMixin):
         scale = (variance("target") / variance("source")).sqrt()
         if not bool(torch.isfinite(scale).all()):
             knob = f"increase `reg` (currently {reg:g})" if reg < 1 else "rescale them"
-            raise ValueError(
+            raise UserInputError(
                 "PerNeuronOT fit produced non-finite scales (constant coordinates, or "
                 f"activations too large for float64?); check the activations and {knob}"
             )

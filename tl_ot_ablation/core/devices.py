@@ -9,6 +9,8 @@ machine has and what to pass instead.
 
 import torch
 
+from .errors import UserInputError
+
 _EXAMPLES = "e.g. cpu, cuda, cuda:1 or mps"
 _ALWAYS = ("cpu", "meta")
 """Device types every PyTorch build can use."""
@@ -42,11 +44,13 @@ def resolve_device(device: str | torch.device | None, option: str = "device") ->
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(device, str | torch.device):
-        raise ValueError(f"{option} must be a name ({_EXAMPLES}) or torch.device, got {device!r}")
+        raise UserInputError(
+            f"{option} must be a name ({_EXAMPLES}) or torch.device, got {device!r}"
+        )
     try:
         parsed = torch.device(device)
     except RuntimeError:
-        raise ValueError(
+        raise UserInputError(
             f"{option} {device!r} is not a device: expected {_EXAMPLES} "
             f"(available here: {', '.join(available_devices())})"
         ) from None
@@ -55,7 +59,7 @@ def resolve_device(device: str | torch.device | None, option: str = "device") ->
         available = available_devices()
         instead = _suggestion(parsed, available)
         fix = f"{option} {instead}" if option.startswith("--") else f"{option}={instead!r}"
-        raise ValueError(
+        raise UserInputError(
             f"{option} {str(device)!r}: {problem}; available here: {', '.join(available)}; "
             f"use {fix}"
         )

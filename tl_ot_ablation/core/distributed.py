@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
+from .errors import UserInputError
 from .stats import GaussianStats
 
 
@@ -40,7 +41,7 @@ def _check_same_everywhere(
     dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
     dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
     if not torch.equal(high, low):
-        raise ValueError(message)
+        raise UserInputError(message)
 
 
 _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -74,7 +75,7 @@ def _check_same_layout(stats: GaussianStats, group: dist.ProcessGroup | None) ->
     layouts = [t.tolist() for t in gathered]
     if any(layout != layouts[0] for layout in layouts):
         described = "; ".join(f"rank {i}: {_describe(lay)}" for i, lay in enumerate(layouts))
-        raise ValueError(
+        raise UserInputError(
             f"processes hold statistics of different shapes or dtypes ({described}), shown as "
             "[*batch_shape, d]; every process must collect at the same hook points of the same "
             "model, with its layers stacked in the same order"

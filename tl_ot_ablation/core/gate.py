@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import UserInputError
+
 GateKind = Literal["none", "posterior", "hard"]
 GATES = ("none", "posterior", "hard")
 
@@ -57,11 +59,13 @@ def gate_weight(log_odds: Tensor, kind: GateKind) -> Tensor:
         return torch.sigmoid(log_odds)
     if kind == "hard":
         return (log_odds > 0).to(log_odds.dtype)
-    raise ValueError(f"gate must be one of {GATES}, got {kind!r}")
+    raise UserInputError(f"gate must be one of {GATES}, got {kind!r}")
 
 
 def check_gate(kind: object, prior: object) -> None:
     if kind not in GATES:
-        raise ValueError(f"gate must be one of {GATES}, got {kind!r}")
+        raise UserInputError(f"gate must be one of {GATES}, got {kind!r}")
     if not (isinstance(prior, int | float) and 0 < prior < 1):
-        raise ValueError(f"gate_prior must be a probability strictly between 0 and 1, got {prior}")
+        raise UserInputError(
+            f"gate_prior must be a probability strictly between 0 and 1, got {prior}"
+        )

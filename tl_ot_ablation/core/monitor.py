@@ -55,6 +55,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import UserInputError
 from .gate import gaussian_log_density
 from .ot_map import DEFAULT_REG, estimate_cov
 from .pca import EigenMethod, PCABasis
@@ -81,7 +82,7 @@ def _check_stats(harmful: GaussianStats, harmless: GaussianStats) -> None:
     for name, stats in (("harmful", harmful), ("harmless", harmless)):
         # |S_ij| <= sqrt(S_ii S_jj): any non-finite entry shows on the diagonal (O(d) check).
         if not bool(torch.isfinite(torch.diagonal(stats._scatter, dim1=-2, dim2=-1)).all()):
-            raise ValueError(
+            raise UserInputError(
                 f"the {name} statistics hold NaN or inf; check the activations you collected "
                 "(e.g. fp16 overflow, or pad positions that were not masked out)"
             )
@@ -104,7 +105,7 @@ def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
 def _cholesky(cov: Tensor, what: str, reg: float) -> Tensor:
     chol, info = torch.linalg.cholesky_ex(cov)
     if not bool((info == 0).all()):
-        raise ValueError(
+        raise UserInputError(
             f"the {what} covariance in the subspace is not positive definite; increase `reg` "
             f"(currently {reg:g}) or lower `n_components`"
         )
@@ -184,11 +185,11 @@ class GaussianMonitor(TensorDataclass):
 
     def __post_init__(self) -> None:
         if not (isinstance(self.prior, int | float) and 0 < self.prior < 1):
-            raise ValueError(
+            raise UserInputError(
                 f"prior must be a probability strictly between 0 and 1, got {self.prior!r}"
             )
         if self.estimator not in ("oas", "ridge"):
-            raise ValueError(f"estimator must be 'oas' or 'ridge', got {self.estimator!r}")
+            raise UserInputError(f"estimator must be 'oas' or 'ridge', got {self.estimator!r}")
 
     @classmethod
     def fit(
@@ -205,7 +206,7 @@ class GaussianMonitor(TensorDataclass):
         """Fit from clean activation rows of both classes (see ``from_stats``)."""
         harmful, harmless = check_rows(harmful, "harmful"), check_rows(harmless, "harmless")
         if harmful.shape[-1] != harmless.shape[-1] or harmful.shape[:-2] != harmless.shape[:-2]:
-            raise ValueError(
+            raise UserInputError(
                 "harmful and harmless activations must share d_model and leading dimensions; "
                 f"got {tuple(harmful.shape)} and {tuple(harmless.shape)}"
             )
@@ -254,17 +255,17 @@ class GaussianMonitor(TensorDataclass):
         d = harmful.d
         k = check_n_components(n_components, d)
         if k >= d:
-            raise ValueError(
+            raise UserInputError(
                 f"n_components must be below d_model={d} so that the complement is not empty, "
                 f"got {k}"
             )
         reg = check_reg(reg)
         if estimator not in ("oas", "ridge"):
-            raise ValueError(f"estimator must be 'oas' or 'ridge', got {estimator!r}")
+            raise UserInputError(f"estimator must be 'oas' or 'ridge', got {estimator!r}")
         trace_h, trace_b = _trace(harmful.cov), _trace(harmless.cov)
         for name, trace in (("harmful", trace_h), ("harmless", trace_b)):
             if bool((trace <= 0).any()):
-                raise ValueError(
+                raise UserInputError(
                     f"the {name} activations have zero variance (all rows equal?); check the "
                     "positions and prompts they were collected at"
                 )
@@ -285,7 +286,7 @@ class GaussianMonitor(TensorDataclass):
         var_h = ((trace_h - _trace(sub_h.cov)) / (d - k)).clamp_min(0) + reg * trace_h / d
         var_b = ((trace_b - _trace(sub_b.cov)) / (d - k)).clamp_min(0) + reg * trace_b / d
         if bool((var_h <= 0).any() or (var_b <= 0).any()):
-            raise ValueError(
+            raise UserInputError(
                 "the activations have no variance outside the top-k subspace, so the complement "
                 f"density is degenerate; set `reg` > 0 (currently {reg:g}) or lower n_components"
             )
@@ -408,7 +409,7 @@ class GaussianMonitor(TensorDataclass):
 def _check_probe_rows(rows: object, name: str) -> Tensor:
     tensor = check_float_tensor(rows, name)
     if tensor.ndim != 2 or tensor.shape[0] < 1:
-        raise ValueError(
+        raise UserInputError(
             f"{name} must have shape [n, d_model] with n >= 1, got {tuple(tensor.shape)}"
         )
     check_finite(tensor, name)
@@ -474,14 +475,14 @@ class LinearProbe(TensorDataclass):
         clean = _check_probe_rows(clean, "clean")
         intervened = _check_probe_rows(intervened, "intervened")
         if clean.shape[-1] != intervened.shape[-1]:
-            raise ValueError(
+            raise UserInputError(
                 "clean and intervened activations must share d_model; got "
                 f"{tuple(clean.shape)} and {tuple(intervened.shape)}"
             )
         if not (isinstance(l2, int | float) and 0 < l2 < math.inf):
-            raise ValueError(f"l2 must be a finite number > 0, got {l2!r}")
+            raise UserInputError(f"l2 must be a finite number > 0, got {l2!r}")
         if not (isinstance(max_iter, int) and max_iter >= 1):
-            raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+            raise UserInputError(f"max_iter must be an integer >= 1, got {max_iter!r}")
         with torch.inference_mode(False), torch.enable_grad():
             # Clones made outside inference mode: inputs collected under it cannot take part.
             x = torch.cat([clean, intervened]).detach().to(torch.float64).clone()
@@ -489,7 +490,7 @@ class LinearProbe(TensorDataclass):
             std = x.std(0, correction=0)
             top = float(std.max())
             if top == 0:
-                raise ValueError("every feature is constant across the rows; nothing to probe")
+                raise UserInputError("every feature is constant across the rows; nothing to probe")
             scale = std.clamp_min(cls._SCALE_FLOOR * top)
             features = (x - mean) / scale
             n = clean.shape[0]
@@ -541,7 +542,7 @@ class LinearProbe(TensorDataclass):
         check_float_tensor(x, "x")
         check_finite(x, "x")
         if x.shape[-1] != self.d_model:
-            raise ValueError(
+            raise UserInputError(
                 f"LinearProbe expects activations with d_model={self.d_model}, got {tuple(x.shape)}"
             )
         probe = self.to(device=x.device, dtype=torch.float64)

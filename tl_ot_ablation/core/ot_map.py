@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import gate as gating
 from .diagnostics import OTDiagnostics
+from .errors import UserInputError
 from .linalg import bures_distance_squared, bures_ot_matrix, condition_number
 from .pca import EigenMethod, PCABasis
 from .shrinkage import ledoit_wolf_covariance, oas_covariance
@@ -72,7 +73,7 @@ def _fit_basis(
 ) -> PCABasis:
     if isinstance(basis, PCABasis):
         if basis.d_model != source.d or basis.batch_shape != source.batch_shape:
-            raise ValueError(
+            raise UserInputError(
                 f"the given basis has d_model={basis.d_model} and batch shape "
                 f"{tuple(basis.batch_shape)}; the statistics have d_model={source.d} and "
                 f"batch shape {tuple(source.batch_shape)}"
@@ -88,7 +89,7 @@ def _basis_include(basis: "BasisChoice", mean_source: Tensor, mean_target: Tenso
         return None
     if basis == "pca+mean_diff":
         return mean_source - mean_target
-    raise ValueError(f"basis must be 'pca', 'pca+mean_diff' or a PCABasis, got {basis!r}")
+    raise UserInputError(f"basis must be 'pca', 'pca+mean_diff' or a PCABasis, got {basis!r}")
 
 
 def _non_finite_fit(cls: type, reg: float) -> ValueError:
@@ -123,10 +124,10 @@ def _regularize(cov: Tensor, reg: float) -> Tensor:
 def check_map_options(estimator: object, gate: object, gate_prior: object, part: object) -> None:
     """Raise unless the estimator, gate (and its prior) and part name valid choices."""
     if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        raise UserInputError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     gating.check_gate(gate, gate_prior)
     if part not in ("full", "covariance"):
-        raise ValueError(f"part must be 'full' or 'covariance', got {part!r}")
+        raise UserInputError(f"part must be 'full' or 'covariance', got {part!r}")
 
 
 def estimate_cov(stats: GaussianStats, rows: Tensor | None, estimator: str, reg: float) -> Tensor:
@@ -138,13 +139,13 @@ def estimate_cov(stats: GaussianStats, rows: Tensor | None, estimator: str, reg:
         cov, _ = oas_covariance(stats.scatter / stats.count, stats.count)
     elif estimator == "ledoit_wolf":
         if rows is None:
-            raise ValueError(
+            raise UserInputError(
                 "estimator='ledoit_wolf' needs the rows (fourth moments), not streamed "
                 "statistics: use GaussianOTMap.fit(rows, ..., route='rows'), or estimator='oas'"
             )
         cov, _ = ledoit_wolf_covariance(rows)
     else:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        raise UserInputError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     return _regularize(cov, reg)
 
 
@@ -299,7 +300,7 @@ class GaussianOTMap(StrengthMixin):
                 estimator=estimator,
             )
         if route != "rows":
-            raise ValueError(f"route must be 'auto', 'covariance' or 'rows', got {route!r}")
+            raise UserInputError(f"route must be 'auto', 'covariance' or 'rows', got {route!r}")
         reg = check_reg(reg)
         work = _work_dtype(dtype, source, target)
         source, target = source.to(work), target.to(work)
@@ -564,7 +565,7 @@ class MeanShift(GaussianOTMap):
         k = self.matrix.shape[-1]
         eye = torch.eye(k, dtype=self.matrix.dtype, device=self.matrix.device)
         if not torch.equal(self.matrix, eye.expand(self.matrix.shape)):
-            raise ValueError(
+            raise UserInputError(
                 "a MeanShift's matrix must be the identity (A = I); this one is not, so it is "
                 "a GaussianOTMap's matrix: load or build it as a GaussianOTMap"
             )

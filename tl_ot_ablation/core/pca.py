@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import UserInputError
 from .linalg import psd_eigh
 from .stats import GaussianStats
 from .tensor_dataclass import TensorDataclass
@@ -36,7 +37,7 @@ _POWER_ITERATIONS = 2  # 99.5 % of the exact top-k variance on activation-like s
 
 def _use_randomized(method: EigenMethod, d: int, k: int) -> bool:
     if method not in ("auto", "exact", "randomized"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'randomized', got {method!r}")
+        raise UserInputError(f"method must be 'auto', 'exact' or 'randomized', got {method!r}")
     if method == "auto":
         return d >= _RANDOMIZED_MIN_DIM and 4 * k <= d
     return method == "randomized"
@@ -104,7 +105,7 @@ def top_eigenvectors(
 def _unit(direction: Tensor) -> Tensor:
     norm = direction.norm(dim=-1, keepdim=True)
     if bool((norm == 0).any()):
-        raise ValueError(
+        raise UserInputError(
             "the direction to include is zero (identical source and target means?); "
             "use basis='pca' instead"
         )
@@ -153,7 +154,7 @@ class PCABasis(TensorDataclass):
     def __post_init__(self) -> None:
         self._check_tensor_fields()
         if self.n_components > self.d_model:
-            raise ValueError(
+            raise UserInputError(
                 f"PCABasis.components has k={self.n_components} rows of d_model={self.d_model}; "
                 "a subspace has at most d_model orthonormal directions"
             )
@@ -230,7 +231,7 @@ class PCABasis(TensorDataclass):
         n, d = rows.shape[-2], rows.shape[-1]
         k = check_n_components(n_components, d)
         if k >= n:
-            raise ValueError(
+            raise UserInputError(
                 f"the rows route needs n_components < n; got n_components={k}, n={n}. Lower "
                 "n_components (CLI: -k), or give more prompts; with estimator 'ridge' or 'oas' "
                 "(not 'ledoit_wolf', which needs the rows) you can also fit from the covariance "

@@ -19,6 +19,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import UserInputError
+
 
 def _target_scale(cov: Tensor) -> Tensor:
     """``μ = tr S / k``, the scale of the shrinkage target ``μ·I``, shaped ``[*batch, 1, 1]``."""
@@ -37,7 +39,7 @@ def oas_covariance(
 ) -> tuple[Float[Tensor, "*batch k k"], Float[Tensor, "*batch"]]:
     """OAS-shrunk covariance and its weight, from the MLE covariance of ``n`` samples."""
     if n < 1:
-        raise ValueError(f"OAS needs at least one sample, got n={n}")
+        raise UserInputError(f"OAS needs at least one sample, got n={n}")
     cov = cov.double()
     k = cov.shape[-1]
     mu = _target_scale(cov)[..., 0, 0]
@@ -55,7 +57,7 @@ def ledoit_wolf_covariance(
 ) -> tuple[Float[Tensor, "*batch k k"], Float[Tensor, "*batch"]]:
     """Ledoit-Wolf-shrunk MLE covariance of ``rows`` and its weight."""
     if rows.shape[-2] < 2:
-        raise ValueError(f"Ledoit-Wolf needs at least two rows, got {rows.shape[-2]}")
+        raise UserInputError(f"Ledoit-Wolf needs at least two rows, got {rows.shape[-2]}")
     x = rows.double()
     x = x - x.mean(-2, keepdim=True)
     n, k = x.shape[-2], x.shape[-1]

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import UserInputError
 from .validate import check_finite, check_float_tensor, moments_dtype
 
 
@@ -38,7 +39,7 @@ class GaussianStats:
         device: torch.device | str | None = None,
     ) -> None:
         if d < 1:
-            raise ValueError(f"d must be >= 1, got {d}")
+            raise UserInputError(f"d must be >= 1, got {d}")
         self.d = d
         self.batch_shape = torch.Size(batch_shape)
         self.count = 0
@@ -50,7 +51,7 @@ class GaussianStats:
         """Statistics of one block of rows."""
         rows = check_float_tensor(rows, "rows")
         if rows.ndim < 2:
-            raise ValueError(f"rows must have shape [*batch, n, d], got {tuple(rows.shape)}")
+            raise UserInputError(f"rows must have shape [*batch, n, d], got {tuple(rows.shape)}")
         stats = cls(rows.shape[-1], batch_shape=rows.shape[:-2], device=rows.device)
         stats.update(rows)
         return stats
@@ -61,12 +62,12 @@ class GaussianStats:
         (``collect_stats``) stacked for a batched ``GaussianOTMap.from_stats``. All must hold
         the same number of rows and shape."""
         if not stats:
-            raise ValueError("stack needs at least one GaussianStats")
+            raise UserInputError("stack needs at least one GaussianStats")
         first = stats[0]
         shapes = {(s.d, s.batch_shape) for s in stats}
         counts = {s.count for s in stats}
         if len(shapes) > 1 or len(counts) > 1:
-            raise ValueError(
+            raise UserInputError(
                 "can only stack statistics of one shape and row count (one pass's layers), got "
                 f"shapes {sorted(shapes)} and counts {sorted(counts)}"
             )
@@ -85,7 +86,7 @@ class GaussianStats:
         rows = check_float_tensor(rows, "rows")
         expected = (*self.batch_shape, rows.shape[-2] if rows.ndim >= 2 else -1, self.d)
         if rows.ndim < 2 or rows.shape[:-2] != self.batch_shape or rows.shape[-1] != self.d:
-            raise ValueError(
+            raise UserInputError(
                 f"rows must have shape [*batch, n, d] = {expected}, got {tuple(rows.shape)}"
             )
         n_new = rows.shape[-2]
@@ -137,7 +138,7 @@ class GaussianStats:
         if not isinstance(other, GaussianStats):
             raise TypeError(f"can only merge GaussianStats, got {type(other).__name__}")
         if other.d != self.d or other.batch_shape != self.batch_shape:
-            raise ValueError(
+            raise UserInputError(
                 "cannot merge statistics of different shapes: "
                 f"{(*self.batch_shape, self.d)} and {(*other.batch_shape, other.d)}"
             )
@@ -189,7 +190,7 @@ class GaussianStats:
 
     def _require(self, minimum: int, what: str) -> None:
         if self.count < minimum:
-            raise ValueError(
+            raise UserInputError(
                 f"need at least {minimum} rows to compute the {what}, got count={self.count}"
             )
 
@@ -226,13 +227,13 @@ def check_stats_pair(
         if not isinstance(stats, GaussianStats):
             raise TypeError(f"{name} must be GaussianStats, got {type(stats).__name__}")
         if stats.count < 2:
-            raise ValueError(
+            raise UserInputError(
                 f"need at least 2 samples in {name} to estimate a covariance, got n={stats.count}"
             )
     a, b = first, second
     assert isinstance(a, GaussianStats) and isinstance(b, GaussianStats)
     if a.d != b.d or a.batch_shape != b.batch_shape:
-        raise ValueError(
+        raise UserInputError(
             f"{names[0]} and {names[1]} must share d_model and batch shape; got "
             f"{(*a.batch_shape, a.d)} and {(*b.batch_shape, b.d)}"
         )

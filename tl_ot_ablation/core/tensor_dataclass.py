@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from .errors import UserInputError
 from .validate import all_finite
 
 Self = TypeVar("Self", bound="TensorDataclass")
@@ -51,7 +52,7 @@ class TensorDataclass:
                 event = self.EVENT_DIMS[f.name]
                 if value.ndim < event:
                     layout = ", ".join(["*batch", *axes]) if axes else f"*batch + {event} dims"
-                    raise ValueError(
+                    raise UserInputError(
                         f"{owner}.{where} must have shape [{layout}], got {tuple(value.shape)}"
                     )
                 value_batch = value.shape[: value.ndim - event]
@@ -66,7 +67,7 @@ class TensorDataclass:
             if batch is None:
                 batch = (value_batch, described)
             elif value_batch != batch[0]:
-                raise ValueError(
+                raise UserInputError(
                     f"{owner}: {described} and {batch[1]} must share the leading (layer) "
                     f"dimensions; got {tuple(value_batch)} and {tuple(batch[0])}"
                 )
@@ -74,13 +75,13 @@ class TensorDataclass:
                 if axis not in sizes:
                     sizes[axis] = (size, seen)
                 elif sizes[axis][0] != size:
-                    raise ValueError(
+                    raise UserInputError(
                         f"{owner}: {seen} has {axis}={size}, but {sizes[axis][1]} has "
                         f"{axis}={sizes[axis][0]}; every field must share {axis}"
                     )
         for axis, (size, seen) in sizes.items():
             if size < 1:
-                raise ValueError(f"{owner}: {seen} has {axis}=0; it must be at least 1")
+                raise UserInputError(f"{owner}: {seen} has {axis}=0; it must be at least 1")
         return (batch[0] if batch else torch.Size()), sizes
 
     def _check_tensor_fields(self) -> None:
@@ -97,12 +98,12 @@ class TensorDataclass:
                     f"{owner}.{f.name} must be a torch.Tensor, got {type(value).__name__}"
                 )
             if not value.is_floating_point():
-                raise ValueError(
+                raise UserInputError(
                     f"{owner}.{f.name} must be a floating-point tensor, got dtype {value.dtype}"
                 )
             if not all_finite(value):
                 bad = int((~torch.isfinite(value)).sum())
-                raise ValueError(
+                raise UserInputError(
                     f"{owner}.{f.name} holds {bad} NaN or inf value(s) ({value.dtype}); a fit "
                     "never stores them: refit, or check how the tensor was built (a cast "
                     "with .to() to float16 turns values above 65504 into inf: keep the fit "
@@ -139,7 +140,7 @@ class TensorDataclass:
     ) -> Self:
         """Copy with every tensor moved to ``device`` and/or cast to the float ``dtype``."""
         if dtype is not None and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+            raise UserInputError(f"dtype must be a floating-point dtype, got {dtype}")
         return self._replace_tensors(lambda t: t.to(device=device, dtype=dtype))
 
     @property
@@ -180,7 +181,7 @@ class TensorDataclass:
                 if not batch
                 else f"[{', '.join(map(str, batch))}, ..., {d_model}]"
             )
-            raise ValueError(
+            raise UserInputError(
                 f"{type(self).__name__} with batch shape {tuple(batch)} expects activations of "
                 f"shape {expected} with d_model={d_model}, got {tuple(x.shape)}"
             )
@@ -199,9 +200,9 @@ class StrengthMixin(TensorDataclass):
     def __post_init__(self) -> None:
         self._check_tensor_fields()
         if not (isinstance(self.strength, int | float) and math.isfinite(self.strength)):
-            raise ValueError(f"strength must be a finite number, got {self.strength!r}")
+            raise UserInputError(f"strength must be a finite number, got {self.strength!r}")
         if self.strength < 0:
-            raise ValueError(
+            raise UserInputError(
                 f"strength must be >= 0, got {self.strength}; use .inverse() to move "
                 "activations the other way"
             )

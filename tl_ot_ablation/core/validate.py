@@ -12,6 +12,8 @@ from types import FrameType
 import torch
 from torch import Tensor
 
+from .errors import UserInputError
+
 # Float32 second moments are safe while the rows' spread lies in [2^-40, 2^40]: then every
 # product down to eps² of the largest one is a normal float32 number (2^-80·2^-46 = 2^-126, the
 # smallest), and sums of up to ~10^14 of the largest ones stay below float32's maximum.
@@ -26,12 +28,12 @@ def check_float_tensor(value: object, name: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if not value.is_floating_point():
-        raise ValueError(
+        raise UserInputError(
             f"{name} must be a floating-point tensor, got dtype {value.dtype}; "
             f"convert it with {name}.float()"
         )
     if value.ndim < 1:
-        raise ValueError(f"{name} must have a last dimension d_model, got a scalar")
+        raise UserInputError(f"{name} must have a last dimension d_model, got a scalar")
     return value
 
 
@@ -40,7 +42,7 @@ def check_finite(value: Tensor, name: str) -> None:
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         bad = int((~finite).sum())
-        raise ValueError(
+        raise UserInputError(
             f"{name} contains {bad} non-finite value(s) (NaN or inf); check the activations "
             "you collected (e.g. fp16 overflow, or pad positions that were not masked out)"
         )
@@ -50,12 +52,12 @@ def check_rows(value: object, name: str, *, min_rows: int = 2) -> Tensor:
     """Validate a ``[*batch, n, d]`` block of sample rows."""
     rows = check_float_tensor(value, name)
     if rows.ndim < 2:
-        raise ValueError(
+        raise UserInputError(
             f"{name} must have shape [*batch, n, d_model], got {tuple(rows.shape)}; "
             f"use {name}.unsqueeze(0) for a single row"
         )
     if rows.shape[-2] < min_rows:
-        raise ValueError(
+        raise UserInputError(
             f"need at least {min_rows} samples in {name} to estimate a covariance, "
             f"got n={rows.shape[-2]}"
         )
@@ -66,12 +68,12 @@ def check_rows(value: object, name: str, *, min_rows: int = 2) -> Tensor:
 def check_same_width(source: Tensor, target: Tensor) -> None:
     """Raise unless two row blocks share ``d_model`` and their leading batch shape."""
     if source.shape[-1] != target.shape[-1]:
-        raise ValueError(
+        raise UserInputError(
             "source and target activations must share d_model; got "
             f"{tuple(source.shape)} and {tuple(target.shape)}"
         )
     if source.shape[:-2] != target.shape[:-2]:
-        raise ValueError(
+        raise UserInputError(
             "source and target must have the same leading (layer) dimensions; got "
             f"{tuple(source.shape)} and {tuple(target.shape)}"
         )
@@ -82,9 +84,11 @@ def check_n_components(n_components: int | None, d_model: int) -> int:
     if n_components is None:
         return d_model
     if isinstance(n_components, bool) or not isinstance(n_components, int):
-        raise ValueError(f"n_components must be an int or None, got {n_components!r}")
+        raise UserInputError(f"n_components must be an int or None, got {n_components!r}")
     if not 1 <= n_components <= d_model:
-        raise ValueError(f"n_components must be in [1, {d_model}] (or None), got {n_components}")
+        raise UserInputError(
+            f"n_components must be in [1, {d_model}] (or None), got {n_components}"
+        )
     return n_components
 
 
@@ -96,11 +100,11 @@ MAX_REG = 1 / float(torch.finfo(torch.float32).eps)
 def check_reg(reg: float) -> float:
     """Raise unless ``reg`` is a finite number in ``[0, MAX_REG]``."""
     if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not math.isfinite(reg):
-        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        raise UserInputError(f"reg must be a finite number >= 0, got {reg!r}")
     if reg < 0:
-        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+        raise UserInputError(f"reg must be a finite number >= 0, got {reg!r}")
     if reg > MAX_REG:
-        raise ValueError(
+        raise UserInputError(
             f"reg={reg:g} is too large: it is relative to the mean variance, and above "
             f"1/eps(float32) = {MAX_REG:.3g} the ridge drowns the covariances (A = I). Use a "
             "reg below 1 (the default is 1e-3), or MeanShift for the map with A = I"
@@ -180,7 +184,7 @@ def warn_if_degenerate(variances: dict[str, Tensor], what: str, knobs: str) -> N
 # --- identical classes: a fit that would change nothing -----------------------------------------
 
 
-class IdenticalClassesError(ValueError):
+class IdenticalClassesError(UserInputError):
     """The two classes of a fit are one distribution up to rounding (W2 = 0): the fitted edit
     would change nothing, or, for a direction, there is none."""
 
@@ -311,7 +315,7 @@ def check_unit_rows(direction: Tensor, name: str) -> None:
     norms = direction.to(compute_dtype(direction.dtype)).norm(dim=-1)
     zero = norms == 0
     if bool(zero.any()):
-        raise ValueError(
+        raise UserInputError(
             f"{name} is zero{_where(zero)}: there is nothing to ablate, and the edit would "
             "change nothing. Pass a unit direction (DirectionAblation.fit finds one)"
         )
@@ -319,7 +323,7 @@ def check_unit_rows(direction: Tensor, name: str) -> None:
     off = (norms - 1).abs() > tol
     if bool(off.any()):
         worst = float(norms.flatten()[(norms - 1).abs().flatten().argmax()])
-        raise ValueError(
+        raise UserInputError(
             f"{name} must have unit norm (within {tol:.1g}), got norm {worst:.6g}{_where(off)}; "
             "pass direction / direction.norm(dim=-1, keepdim=True)"
         )
@@ -334,7 +338,7 @@ def check_orthonormal_rows(rows: Tensor, name: str) -> None:
     error = (work @ work.mT - eye).abs().amax((-2, -1))
     tol = stored_tolerance(rows.dtype, rows.shape[-1])
     if bool((error > tol).any()):
-        raise ValueError(
+        raise UserInputError(
             f"{name} must have orthonormal rows (components @ components.mT = I within "
             f"{tol:.1g}), but is off by {float(error.max()):.3g}{_where(error > tol)}; "
             "orthonormalise it, e.g. torch.linalg.qr(components.mT).Q.mT"
@@ -351,7 +355,7 @@ def check_symmetric_psd(matrix: Tensor, name: str) -> None:
     scale = torch.where(scale > 0, scale, 1)  # a zero matrix is p.s.d.
     asymmetric = (work - work.mT).abs().amax((-2, -1)) > tol * scale
     if bool(asymmetric.any()):
-        raise ValueError(
+        raise UserInputError(
             f"{name} must be symmetric (within {tol:.1g} of its largest entry), but is not"
             f"{_where(asymmetric)}; a covariance or transport matrix is symmetric by "
             "construction: refit it, or pass (M + M.mT) / 2"
@@ -361,7 +365,7 @@ def check_symmetric_psd(matrix: Tensor, name: str) -> None:
     _, info = torch.linalg.cholesky_ex(shifted)
     if bool((info != 0).any()):
         lowest = torch.linalg.eigvalsh((work + work.mT) / 2)[..., 0] / scale
-        raise ValueError(
+        raise UserInputError(
             f"{name} must be positive semi-definite, but has an eigenvalue of "
             f"{float(lowest.min()):.3g} times its largest entry{_where(info != 0)} (tolerance "
             f"-{tol:.1g}); a covariance or transport matrix is p.s.d. by construction: refit it"
@@ -401,7 +405,7 @@ def cast_back(out: Tensor, x: Tensor, what: str, strength: float) -> Tensor:
             f"lower the strength (now {strength:g}) and check the map's largest stretch "
             "(diagnostics().max_stretch) and the activations' scale"
         )
-    raise ValueError(
+    raise UserInputError(
         f"{what}: the edited activations exceed the range of {x.dtype} (largest finite value "
         f"{torch.finfo(x.dtype).max:.4g}): {int(new.sum())} finite row(s) came out with inf or "
         f"NaN values; {advice}"

@@ -21,6 +21,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..core.errors import UserInputError
 from .compare import choose_layer as judged_layer_choice
 from .jobs import JobPrompts, compare_job, monitor_job, sweep_job
 from .record import CompareRecord, MonitorRecord, SweepRecord
@@ -134,7 +135,7 @@ def choose_layer(
     chosen = _settings(CompareSettings, settings, "default", changes)
     prompts = prompts or JobPrompts.shipped(chosen)
     if prompts.validation is None:
-        raise ValueError("choose_layer needs validation prompts: JobPrompts(validation=...)")
+        raise UserInputError("choose_layer needs validation prompts: JobPrompts(validation=...)")
     return judged_layer_choice(
         model,
         prompts.train_harmful,

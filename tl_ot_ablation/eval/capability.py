@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..core.errors import UserInputError
 from .evaluate import next_token_logprobs
 from .metrics import Estimate, with_ci
 
@@ -36,11 +37,11 @@ class Question:
 
     def __post_init__(self) -> None:
         if self.answer not in LETTERS:
-            raise ValueError(f"answer must be one of {LETTERS}, got {self.answer!r}")
+            raise UserInputError(f"answer must be one of {LETTERS}, got {self.answer!r}")
         if len(self.choices) != 4 or not all(str(c).strip() for c in self.choices):
-            raise ValueError(f"a question needs four non-empty choices, got {self.choices!r}")
+            raise UserInputError(f"a question needs four non-empty choices, got {self.choices!r}")
         if not self.question.strip():
-            raise ValueError("the question text is empty")
+            raise UserInputError("the question text is empty")
 
     def prompt(self) -> str:
         """The user turn asking it."""
@@ -62,36 +63,36 @@ def shipped_questions() -> list[Question]:
 def _json_question(row: Any, at: str) -> Question:
     """One question of a JSON file, every field checked (``at`` names the file and index)."""
     if not isinstance(row, dict):
-        raise ValueError(
+        raise UserInputError(
             f"{at}: expected an object with 'question', 'choices' and 'answer', got "
             f"{type(row).__name__} ({row!r:.40})"
         )
     for key in ("question", "choices", "answer"):
         if key not in row:
-            raise ValueError(
+            raise UserInputError(
                 f"{at}: no field {key!r} (its keys: {sorted(row)[:10]}); each question needs "
                 "'question', 'choices' (a list of 4 strings) and 'answer' (A-D)"
             )
     text, choices, answer = (row[k] for k in ("question", "choices", "answer"))
     topic = row.get("topic", "")
     if isinstance(choices, str):  # tuple("ABCD") would pass as four one-letter choices
-        raise ValueError(
+        raise UserInputError(
             f"{at}: 'choices' must be a list of 4 strings, got a string ({choices!r:.40}); "
             'write it as ["first", "second", "third", "fourth"]'
         )
     if not (
         isinstance(choices, list) and len(choices) == 4 and all(isinstance(c, str) for c in choices)
     ):
-        raise ValueError(f"{at}: 'choices' must be a list of 4 strings, got {choices!r:.60}")
+        raise UserInputError(f"{at}: 'choices' must be a list of 4 strings, got {choices!r:.60}")
     for key, value in (("question", text), ("answer", answer), ("topic", topic)):
         if not isinstance(value, str):
-            raise ValueError(
+            raise UserInputError(
                 f"{at}: {key!r} must be a string, got {type(value).__name__} ({value!r:.40})"
             )
     try:
         return Question(text, tuple(choices), answer, topic)
     except ValueError as err:
-        raise ValueError(f"{at}: {err}") from err
+        raise UserInputError(f"{at}: {err}") from err
 
 
 def _no_questions(path: Path) -> ValueError:
@@ -117,9 +118,9 @@ def load_questions(path: str | Path) -> list[Question]:
         try:  # utf-8-sig: a byte-order mark is not part of the JSON
             rows = json.loads(path.read_text("utf-8-sig"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err})") from err
+            raise UserInputError(f"{path} is not valid JSON ({err})") from err
         if not isinstance(rows, list):
-            raise ValueError(
+            raise UserInputError(
                 f"{path}: expected a JSON list of questions, got {type(rows).__name__}"
             )
         if not rows:
@@ -139,11 +140,11 @@ def load_questions(path: str | Path) -> list[Question]:
     questions = []
     for number, row in enumerate(rows, start=1):
         if len(row) < 6:
-            raise ValueError(f"{path}, row {number}: expected question, A, B, C, D, answer")
+            raise UserInputError(f"{path}, row {number}: expected question, A, B, C, D, answer")
         try:
             questions.append(Question(row[0], tuple(row[1:5]), row[5].strip().upper()))
         except ValueError as err:
-            raise ValueError(f"{path}, row {number}: {err}") from err
+            raise UserInputError(f"{path}, row {number}: {err}") from err
     if not questions:
         raise _no_questions(path)
     return questions
@@ -153,7 +154,7 @@ def letter_token_ids(tokenizer: Any) -> list[int]:
     """The first token of each letter as the answer would start (no leading space)."""
     ids = [tokenizer(letter, add_special_tokens=False)["input_ids"][0] for letter in LETTERS]
     if len(set(ids)) != len(LETTERS):
-        raise ValueError("the tokenizer maps two answer letters to the same first token")
+        raise UserInputError("the tokenizer maps two answer letters to the same first token")
     return ids
 
 
@@ -167,7 +168,7 @@ def answers(
 ) -> Tensor:
     """Whether each question is answered right (1.0) or wrong (0.0) under ``fwd_hooks``."""
     if not questions:
-        raise ValueError("no questions to ask")
+        raise UserInputError("no questions to ask")
     logprobs = next_token_logprobs(
         model,
         [q.prompt() for q in questions],

@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.errors import UserInputError
 from ..lens.fit import TrainingActivations, collect_every_layer, prompts_hash
 from ..lens.generation import generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
@@ -213,7 +214,7 @@ def fit_methods(
     """Fit every method of ``settings`` (resolved, with concrete layers) from one pass over all
     layers' ``resid_pre`` (``training``, collected here when not given)."""
     if isinstance(settings.layers, str) or settings.direction_layer is None:
-        raise ValueError(
+        raise UserInputError(
             f"layers={settings.layers!r} must be resolved first: settings.resolve(n_layers), "
             "then choose_layers(settings, training, n_layers) for 'auto'"
         )
@@ -599,7 +600,7 @@ def judge_layers(
     candidates = judged_candidates(n_layers, w2)
     direction_layer, method = settings.direction_layer, settings.judged_method
     if direction_layer is None or method is None:
-        raise ValueError("judge_layers needs resolved settings with a selective method")
+        raise UserInputError("judge_layers needs resolved settings with a selective method")
 
     def context(layers: list[int]) -> FitContext:
         return FitContext(
@@ -680,7 +681,7 @@ def run_comparison(
         fixes = ["fix the strengths with match_kl=None, select='kl'"]
         if settings.layers == "judged":  # the default
             fixes.append("give the layers (layers='auto' or a list) instead of 'judged'")
-        raise ValueError(
+        raise UserInputError(
             "choosing strengths or layers needs validation prompts disjoint from the evaluation "
             "ones: pass validation=ValidationPrompts(harmful, harmless) (JobPrompts.shipped "
             "gives the package's split), or " + " and ".join(fixes)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from ..core.errors import UserInputError
 from .metrics import Estimate, statistic_ci, with_ci
 
 KL_THRESHOLD = 0.01
@@ -66,7 +67,7 @@ def _p90(sample: np.ndarray, axis: int = -1) -> Any:
 def check_measure(measure: object, name: str = "match_measure") -> None:
     """Raise unless ``measure`` is one of ``MATCH_MEASURES``."""
     if measure not in MATCH_MEASURES:
-        raise ValueError(f"{name} must be one of {MATCH_MEASURES}, got {measure!r}")
+        raise UserInputError(f"{name} must be one of {MATCH_MEASURES}, got {measure!r}")
 
 
 def check_threshold(threshold: object, name: str = "kl_threshold") -> None:
@@ -77,7 +78,7 @@ def check_threshold(threshold: object, name: str = "kl_threshold") -> None:
         and np.isfinite(threshold)
         and threshold >= 0
     ):
-        raise ValueError(f"{name} must be a finite number of nats >= 0, got {threshold!r}")
+        raise UserInputError(f"{name} must be a finite number of nats >= 0, got {threshold!r}")
 
 
 def _as_array(kl: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
@@ -99,7 +100,7 @@ def summarise(
     check_measure(measure)
     values = _as_array(kl)
     if values.size == 0:
-        raise ValueError("no per-prompt KL values to summarise")
+        raise UserInputError("no per-prompt KL values to summarise")
     reduce: dict[str, Callable[[np.ndarray], Any]] = {
         "mean": np.mean,
         "median": np.median,
@@ -154,7 +155,7 @@ def harmless_damage(
     whose judged label changed (completions and labels in the order of the prompts)."""
     n = len(completions)
     if not (len(reference_completions) == len(labels) == len(reference_labels) == n == len(kl)):
-        raise ValueError(
+        raise UserInputError(
             "per-prompt KL, completions and labels of the method and of the unmodified model "
             f"must cover the same prompts, got {len(kl)}, {n}, {len(reference_completions)}, "
             f"{len(labels)} and {len(reference_labels)}"

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 from torch import Tensor
 
+from ..core.errors import UserInputError
 from ..core.monitor import DEFAULT_PROBE_L2
 from ..lens.collect import Prompts
 from ..lens.intervention_set import InterventionSet
@@ -44,9 +45,9 @@ FPR = 0.01
 def _sample(values: Any, name: str) -> np.ndarray:
     data = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, float)
     if data.ndim != 1 or data.size < 2:
-        raise ValueError(f"{name} must be a 1-D sample of at least 2 scores, got {data.shape}")
+        raise UserInputError(f"{name} must be a 1-D sample of at least 2 scores, got {data.shape}")
     if not np.isfinite(data).all():
-        raise ValueError(f"{name} holds NaN or inf scores")
+        raise UserInputError(f"{name} holds NaN or inf scores")
     return data
 
 
@@ -69,7 +70,7 @@ def tpr_at_fpr(positive: Any, negative: Any, fpr: float = FPR) -> tuple[float, f
     """``(true-positive rate, threshold)`` at the threshold that flags ``fpr`` of the
     negatives at most (see the module docstring for ties)."""
     if not 0 < fpr < 1:
-        raise ValueError(f"fpr must be strictly between 0 and 1, got {fpr}")
+        raise UserInputError(f"fpr must be strictly between 0 and 1, got {fpr}")
     pos, neg = _sample(positive, "positive"), _sample(negative, "negative")
     threshold = float(np.quantile(neg, 1 - fpr, method="higher"))
     return float((pos > threshold).mean()), threshold
@@ -233,7 +234,7 @@ def evaluate_detection(
         A ``DetectionReport`` with one result per (method, layer, score).
     """
     if not interventions:
-        raise ValueError("interventions is empty; name at least one {method: hooks}")
+        raise UserInputError("interventions is empty; name at least one {method: hooks}")
     clean = [monitor.collect_rows(model, p) for p in (harmful_eval, harmless_eval)]
     clean_training = None
     if probe_training is not None:  # one pass for every method's probe

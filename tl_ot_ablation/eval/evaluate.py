@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.errors import UserInputError
 from ..lens.collect import Prompts, batches, model_device, prepare_tokens, require_eval
 from ..lens.hooks import PositionSpec
 from ..lens.intervention_set import InterventionSet
@@ -88,19 +89,19 @@ def completion_nll(
     """
     require_eval(model)
     if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
+        raise UserInputError(f"got {len(prompts)} prompts but {len(completions)} completions")
     prompt_ids, prompt_mask = prepare_tokens(model, prompts, system=system)
     comp_ids, comp_mask = _right_padded(model.tokenizer, completions)
     empty = (comp_mask.sum(1) == 0).nonzero().flatten().tolist()
     if empty:
-        raise ValueError(
+        raise UserInputError(
             f"completions {empty} are empty; every completion needs at least one token"
         )
     prompt_len = prompt_ids.shape[1]
     ids = torch.cat([prompt_ids, comp_ids], 1)
     mask = torch.cat([prompt_mask, comp_mask], 1)
     if ids.shape[1] > model.cfg.n_ctx:
-        raise ValueError(
+        raise UserInputError(
             f"prompt + completion is {ids.shape[1]} tokens, more than the context {model.cfg.n_ctx}"
         )
     hooks = [pair for group in interventions for pair in scoring_hooks(group, prompt_len)]
@@ -133,12 +134,12 @@ def text_nll(
     """
     require_eval(model)
     if isinstance(texts, str) or len(texts) == 0:
-        raise ValueError("texts must be a non-empty list of strings")
+        raise UserInputError("texts must be a non-empty list of strings")
     ids, mask = _right_padded(model.tokenizer, texts)
     if int(mask.sum(1).min()) < 2:
-        raise ValueError("every text needs at least two tokens")
+        raise UserInputError("every text needs at least two tokens")
     if ids.shape[1] > model.cfg.n_ctx:
-        raise ValueError(
+        raise UserInputError(
             f"a text is {ids.shape[1]} tokens, more than the context {model.cfg.n_ctx}"
         )
     out = []

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..core.errors import UserInputError
 from .metrics import degeneracy, is_refusal
 
 HARMBENCH_PROMPT = """[INST] <<SYS>>
@@ -192,7 +193,7 @@ class HubJudge:
         given = getattr(getattr(model, "config", None), "_name_or_path", None)
         name = model_name or (given if model is not None else None) or self.default_model
         if not name:
-            raise ValueError(f"hf:{self.kind} needs a model: hf:{self.kind}:MODEL")
+            raise UserInputError(f"hf:{self.kind} needs a model: hf:{self.kind}:MODEL")
         if model is None or tokenizer is None:
             model, tokenizer = load_causal_lm(name, device)
         if tokenizer.pad_token is None:
@@ -371,19 +372,19 @@ def parse_hf_spec(spec: str) -> tuple[str, str]:
     ('llamaguard', 'meta-llama/Llama-Guard-3-1B')
     """
     if not spec.startswith("hf:"):
-        raise ValueError(f"a hub judge is named hf:[KIND:]MODEL, got {spec!r}")
+        raise UserInputError(f"a hub judge is named hf:[KIND:]MODEL, got {spec!r}")
     rest = spec[3:].strip()
     kind, _, name = rest.partition(":")
     if kind in KINDS:
         model = name.strip() or KINDS[kind].default_model
         if not model:
-            raise ValueError(
+            raise UserInputError(
                 f"{spec!r}: hf:{kind} needs a chat model to ask, e.g. "
                 f"hf:{kind}:Qwen/Qwen2.5-7B-Instruct"
             )
         return kind, model
     if not rest:
-        raise ValueError(f"{spec!r} names no model; KIND is one of {sorted(KINDS)}")
+        raise UserInputError(f"{spec!r} names no model; KIND is one of {sorted(KINDS)}")
     lowered = rest.lower()
     if "harmbench" in lowered:
         return "harmbench", rest

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from ..core.errors import UserInputError
 from ..io import atomic
 from ..lens.collect import collect_activations, hook_name
 from ..lens.fit import collect_every_layer, prompts_hash
@@ -175,7 +176,7 @@ class JobPrompts:
                 "memorisation, not generalisation"
             )
             if not allow:
-                raise ValueError(
+                raise UserInputError(
                     f"{message}. Use disjoint files, or allow the overlap (allow_overlap=True; "
                     "CLI: --allow-overlap)"
                 )
@@ -416,13 +417,13 @@ def check_monitor_prompts(prompts: JobPrompts) -> None:
     prompts per class."""
     held_out = prompts.held_out
     if len(held_out.harmful) < 2 or not held_out.harmless:
-        raise ValueError(
+        raise UserInputError(
             "monitor needs at least 2 held-out harmful prompts and 1 held-out harmless one, got "
             f"{len(held_out.harmful)} and {len(held_out.harmless)}; raise --n-eval or give "
             "longer --eval-harmful / --eval-harmless files"
         )
     if len(prompts.train_harmful) < 2 or len(prompts.train_harmless) < 2:
-        raise ValueError(
+        raise UserInputError(
             "monitor needs at least 2 training prompts per class, got "
             f"{len(prompts.train_harmful)} harmful and {len(prompts.train_harmless)} harmless"
         )
@@ -460,7 +461,7 @@ def monitor_job(
     n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
     settings.check_layers(n_layers)
     if settings.n_components >= d_model:
-        raise ValueError(
+        raise UserInputError(
             f"n_components must be below d_model={d_model} (the monitor scores the complement "
             f"of its k-dim subspace too), got {settings.n_components}; lower -k"
         )

@@ -44,6 +44,7 @@ from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.errors import UserInputError
 from .hf_judges import load_hf_judge, parse_hf_spec
 from .metrics import TEXT_CHARS, WORD, degeneracy, is_refusal
 
@@ -179,7 +180,7 @@ def features(
 ) -> Float[Tensor, "n features"]:
     """The classifier's inputs: the completion's embedding, then ``HAND_FEATURES``."""
     if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
+        raise UserInputError(f"got {len(prompts)} prompts but {len(completions)} completions")
     completion_vectors = embed(
         [c.strip() or "(empty)" for c in completions], batch_size=batch_size, progress=progress
     )
@@ -204,7 +205,7 @@ class JudgeHead:
 
     def probabilities(self, x: Float[Tensor, "n features"]) -> Float[Tensor, "n classes"]:
         if x.shape[-1] != self.weight.shape[-1]:
-            raise ValueError(
+            raise UserInputError(
                 f"the judge head takes {self.weight.shape[-1]} features, got {x.shape[-1]}"
             )
         z = (x.double() - self.mean) / self.scale
@@ -227,7 +228,9 @@ class JudgeHead:
             info = json.loads((handle.metadata() or {}).get("info", "{}"))
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         if tuple(info.get("labels", ())) != LABELS:
-            raise ValueError(f"{path}: the judge head was trained for labels {info.get('labels')}")
+            raise UserInputError(
+                f"{path}: the judge head was trained for labels {info.get('labels')}"
+            )
         return cls(tensors["weight"], tensors["bias"], tensors["mean"], tensors["scale"], info)
 
 
@@ -327,9 +330,11 @@ def register_judge(name: str, judge_like: JudgeLike) -> None:
     (``CompareSettings(judge=name)``, ``judge(..., method=name)``), in this process. A record
     that names it can be read back only where it is registered again."""
     if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise ValueError(f"a judge name is a non-empty string without outer spaces, got {name!r}")
+        raise UserInputError(
+            f"a judge name is a non-empty string without outer spaces, got {name!r}"
+        )
     if name in JUDGES or name.startswith("hf:"):
-        raise ValueError(f"{name!r} is reserved (built-in names and hf:...); choose another")
+        raise UserInputError(f"{name!r} is reserved (built-in names and hf:...); choose another")
     _REGISTERED[name] = as_judge(judge_like)
 
 
@@ -341,7 +346,7 @@ def check_judge_name(name: object, field: str = "judge") -> None:
     if isinstance(name, str) and name.startswith("hf:"):
         parse_hf_spec(name)
         return
-    raise ValueError(
+    raise UserInputError(
         f"{field} must be one of {JUDGES}, a hub judge 'hf:[KIND:]MODEL' (KIND: harmbench, "
         f"llamaguard, strongreject) or a name given to register_judge; got {name!r}"
     )
@@ -392,7 +397,7 @@ def judge(
     if isinstance(prompts, str) or isinstance(completions, str):
         raise TypeError("prompts and completions must be lists of strings, not one string")
     if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions")
+        raise UserInputError(f"got {len(prompts)} prompts but {len(completions)} completions")
     if method is not None and judge is not None:
         raise TypeError("give method= or judge=, not both")
     if judge is None:
@@ -408,7 +413,7 @@ def judge(
     labels = list(chosen.judge(list(prompts), list(completions)))
     wrong = [label for label in labels if label not in LABELS]
     if len(labels) != len(completions) or wrong:
-        raise ValueError(
+        raise UserInputError(
             f"judge {chosen.name!r} returned {len(labels)} labels for {len(completions)} pairs"
             + (f", some outside {LABELS}: {sorted(set(map(str, wrong)))[:3]}" if wrong else "")
         )

@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..core.errors import UserInputError
+
 
 @dataclass(frozen=True)
 class StrengthMatch:
@@ -57,15 +59,15 @@ def match_strength(
     or after ``steps`` refinements; never returns a strength whose damage exceeds the budget.
     """
     if not budget > 0:
-        raise ValueError(f"the damage budget must be positive, got {budget}")
+        raise UserInputError(f"the damage budget must be positive, got {budget}")
     if not max_strength >= 1:
-        raise ValueError(f"max_strength must be >= 1, got {max_strength}")
+        raise UserInputError(f"max_strength must be >= 1, got {max_strength}")
     path: list[tuple[float, float]] = []
 
     def evaluate(strength: float) -> float:
         damage = float(damage_at(strength))
         if damage != damage:  # NaN
-            raise ValueError(f"the damage at strength {strength} is NaN")
+            raise UserInputError(f"the damage at strength {strength} is NaN")
         path.append((strength, damage))
         return damage
 

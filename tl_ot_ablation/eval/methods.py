@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.errors import UserInputError
 from ..lens.collect import CollectOptions
 from ..lens.fit import (
     MapSpec,
@@ -150,7 +151,7 @@ def check_method(name: object, *, among: Sequence[str] = COMPARED, allow_none: b
     """Raise unless ``name`` is a registered method in ``among``."""
     choices = [m for m in among if allow_none or m != "none"]
     if name not in choices:
-        raise ValueError(f"unknown method {name!r}; choose from {choices}")
+        raise UserInputError(f"unknown method {name!r}; choose from {choices}")
 
 
 def fit_method(name: str, ctx: FitContext) -> InterventionSet:

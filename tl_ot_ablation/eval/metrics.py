@@ -26,6 +26,8 @@ from jaxtyping import Float
 from scipy import stats
 from torch import Tensor
 
+from ..core.errors import UserInputError
+
 REFUSAL_MARKERS = (
     "I'm sorry",
     "I am sorry",
@@ -129,9 +131,9 @@ def statistic_ci(
     """
     data = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, dtype=float)
     if data.ndim != 1 or data.size == 0:
-        raise ValueError(f"need a non-empty 1-D sample, got shape {data.shape}")
+        raise UserInputError(f"need a non-empty 1-D sample, got shape {data.shape}")
     if not np.isfinite(data).all():
-        raise ValueError("the sample contains NaN or inf")
+        raise UserInputError("the sample contains NaN or inf")
     value = float(statistic(data, axis=-1))
     if data.size == 1 or np.all(data == data[0]):
         return Estimate(value, value, value)
@@ -218,7 +220,7 @@ def refusal_log_odds(
 ) -> Float[Tensor, "*batch"]:
     """``log p(R) − log(1 − p(R))`` with ``p(R)`` the probability of the refusal tokens."""
     if not refusal_token_ids:
-        raise ValueError("refusal_token_ids is empty")
+        raise UserInputError("refusal_token_ids is empty")
     index = torch.tensor(list(refusal_token_ids), device=logprobs.device)
     log_p = torch.logsumexp(logprobs.double().index_select(-1, index), dim=-1)
     return log_p - torch.log1p(-log_p.exp().clamp_max(1 - 1e-12))

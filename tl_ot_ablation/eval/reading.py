@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UserInputError
 from ..io import atomic
 from .judge import LABELS
 
@@ -36,7 +37,7 @@ RUBRIC_NAME = "rubric.md"
 KINDS = ("harmful", "harmless")
 
 
-class LabelError(ValueError):
+class LabelError(UserInputError):
     """A key or label file that cannot be used; the message names the file and line."""
 
 
@@ -91,7 +92,7 @@ def report_items(
     known = list(data["completions"])
     unknown = sorted(set(methods or ()) - set(known))
     if unknown:
-        raise ValueError(f"--methods {unknown}: the report has {known}")
+        raise UserInputError(f"--methods {unknown}: the report has {known}")
     kinds = KINDS if harmless else KINDS[:1]
     return [
         ReadItem("", method, kind, index, prompt, said)
@@ -143,12 +144,12 @@ def export_reading(
     """Write a blind reading of ``report`` to ``out`` (see the module docstring); returns
     ``out``. ``parts`` splits the shuffled items among that many readers (round robin)."""
     if not (isinstance(parts, int) and parts >= 1):
-        raise ValueError(f"--parts must be an integer >= 1, got {parts!r}")
+        raise UserInputError(f"--parts must be an integer >= 1, got {parts!r}")
     items = shuffled_with_ids(report_items(report, methods=methods, harmless=harmless), seed)
     if not items:
-        raise ValueError(f"{report}: nothing to read (no completions of the chosen methods)")
+        raise UserInputError(f"{report}: nothing to read (no completions of the chosen methods)")
     if parts > len(items):
-        raise ValueError(f"--parts {parts}: only {len(items)} items to share out")
+        raise UserInputError(f"--parts {parts}: only {len(items)} items to share out")
     key = {
         "format": KEY_FORMAT,
         "report": str(report),

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UserInputError
 from ..io import atomic
 from ..io.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest, sha256_file
 from .judge import LABELS
@@ -48,7 +49,9 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     0.5
     """
     if len(a) != len(b) or not a:
-        raise ValueError(f"need two equally long, non-empty label lists, got {len(a)}, {len(b)}")
+        raise UserInputError(
+            f"need two equally long, non-empty label lists, got {len(a)}, {len(b)}"
+        )
     n = len(a)
     observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
     first, second = Counter(a), Counter(b)
@@ -137,7 +140,7 @@ def score_reading(
         seed: Seed of the bootstrap.
     """
     if not label_paths:
-        raise ValueError("give at least one label file")
+        raise UserInputError("give at least one label file")
     report = Path(report)
     key_path = Path(key) if key is not None else find_key(label_paths)
     items = read_key(key_path, report)
@@ -159,7 +162,9 @@ def score_reading(
                 item.id
             ]
     if baseline is not None and baseline not in by_method:
-        raise ValueError(f"--baseline {baseline!r} was not read; read methods: {sorted(by_method)}")
+        raise UserInputError(
+            f"--baseline {baseline!r} was not read; read methods: {sorted(by_method)}"
+        )
     base = baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in by_method else None)
     judge_name, judged = _judged(report)
     record: dict[str, Any] = {

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..core.errors import UserInputError
 from ..core.monitor import SCORES
 from ..io import atomic
 from .detect import DetectionResult, find_result
@@ -66,7 +67,7 @@ GATE_KEYS = frozenset(
 """The keys of a method's ``gate`` entry (``gate_report.GateRecorder.summary``)."""
 
 
-class RecordError(ValueError):
+class RecordError(UserInputError):
     """A results file that does not follow the record schema."""
 
 

@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.errors import UserInputError
 from ..core.gate import gaussian_log_density
 from ..core.ot_map import (
     DEFAULT_REG,
@@ -97,22 +98,22 @@ def heldout_log_likelihood(
     prompt, so this holds out whole prompts). Returns the scores, best first.
     """
     if not 0 < held_out_fraction < 1:
-        raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
+        raise UserInputError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
     unknown = sorted(set(estimators) - set(ESTIMATORS))
     if unknown:
-        raise ValueError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}")
+        raise UserInputError(f"unknown estimator(s) {unknown}; choose from {list(ESTIMATORS)}")
     source, target = source.double(), target.double()
     splits = []
     for name, rows in (("source", source), ("target", target)):
         cut = round(rows.shape[0] * (1 - held_out_fraction))
         if cut < 2 or rows.shape[0] - cut < 1:
-            raise ValueError(f"{name} has {rows.shape[0]} rows: too few to hold some out")
+            raise UserInputError(f"{name} has {rows.shape[0]} rows: too few to hold some out")
         splits.append((rows[:cut], rows[cut:]))
     pooled = torch.cat([splits[0][0], splits[1][0]])
     scores = []
     for k in n_components:
         if not 1 <= k <= min(pooled.shape):
-            raise ValueError(f"n_components={k} must be in 1..{min(pooled.shape)}")
+            raise UserInputError(f"n_components={k} must be in 1..{min(pooled.shape)}")
         basis = PCABasis.from_rows(pooled, k, method="exact")
         for estimator in estimators:
             value = (
@@ -178,7 +179,7 @@ def layers_by_w2(w2_rows: Sequence[Mapping[str, int | float]], *, count: int = 1
             where harmful and harmless activations are identical any choice would be arbitrary.
     """
     if not 1 <= count <= len(w2_rows):
-        raise ValueError(f"count must be in 1..{len(w2_rows)} (the layers ranked), got {count}")
+        raise UserInputError(f"count must be in 1..{len(w2_rows)} (the layers ranked), got {count}")
     apart = [row for row in w2_rows if row["w2_relative"] > 0]
     if len(apart) < count:
         raise IdenticalClassesError(
@@ -213,7 +214,7 @@ def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     ties go to the lower KL, then the earlier layer. A trial that could not be judged (its KL
     ceiling was 0: ``compliance`` is ``None``) loses to any judged one."""
     if not trials:
-        raise ValueError("no layer trials to choose from")
+        raise UserInputError("no layer trials to choose from")
     return min(
         trials,
         key=lambda t: (
@@ -236,20 +237,20 @@ def check_layer_spec(layers: object, *, judged: bool = False) -> None:
     allowed = "a list, 'auto', 'middle' or 'judged'" if judged else "a list, 'auto' or 'middle'"
     if isinstance(layers, str):
         if layers == "judged" and not judged:
-            raise ValueError(
+            raise UserInputError(
                 "layers='judged' is chosen by compare on its validation prompts; here pass a "
                 "list, 'auto' or 'middle'"
             )
         if layers not in names:
-            raise ValueError(f"layers must be {allowed}, got {layers!r}")
+            raise UserInputError(f"layers must be {allowed}, got {layers!r}")
         return
     if not isinstance(layers, list | tuple):
-        raise ValueError(f"layers must be {allowed}, got {layers!r}")
+        raise UserInputError(f"layers must be {allowed}, got {layers!r}")
     if not layers:
-        raise ValueError("layers is empty; name at least one layer, or 'auto'")
+        raise UserInputError("layers is empty; name at least one layer, or 'auto'")
     bad = [layer for layer in layers if not (isinstance(layer, int) and layer >= 0)]
     if bad:
-        raise ValueError(f"layers must be block indices >= 0, got {bad}")
+        raise UserInputError(f"layers must be block indices >= 0, got {bad}")
 
 
 @dataclass(frozen=True)
@@ -287,11 +288,11 @@ def resolve_layers(
         return LayerChoice([middle_layer(n_layers)], "middle", w2)
     if layers == "auto":
         if w2 is None:
-            raise ValueError("layers='auto' needs the training statistics at every layer")
+            raise UserInputError("layers='auto' needs the training statistics at every layer")
         return LayerChoice(layers_by_w2(w2), "w2_relative", w2)
     chosen: list[int] = sorted(set(layers))  # type: ignore[arg-type]
     if chosen[-1] >= n_layers:
-        raise ValueError(
+        raise UserInputError(
             f"layer(s) {[layer for layer in chosen if layer >= n_layers]} out of range: this "
             f"model has layers 0..{n_layers - 1}"
         )
@@ -324,7 +325,7 @@ def select_layers(
         training.check(training_fingerprint(model, harmful, harmless, collect))
     names = [hook_name(hook, layer) for layer in range(model.cfg.n_layers)]
     if training.lookup(names, rows=False) is None:
-        raise ValueError(
+        raise UserInputError(
             f"`training` lacks some layers' {hook} statistics; collect them with "
             f"collect_every_layer(model, harmful, harmless, hook={hook!r})"
         )

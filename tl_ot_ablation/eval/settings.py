@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from ..core.errors import UserInputError
 from ..lens.collect import CollectOptions
 from ..lens.fit import RECOMMENDED_MAP, MapSpec
 from .damage import KL_THRESHOLD, SHARE_MEASURES, check_measure, check_threshold
@@ -33,12 +34,12 @@ MAX_BLOCKS = 10_000
 
 def _positive_int(value: object, name: str) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def _positive_number(value: object, name: str) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise UserInputError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class JobSettings:
     def preset(cls: type[S], name: str = "default", **changes: Any) -> S:
         """Settings of the preset ``name`` ("default" or "quick"), with ``changes`` on top."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
+            raise UserInputError(f"unknown preset {name!r}; choose from {PRESETS}")
         base = cls.QUICK if name == "quick" else {}
         return cls(**{**base, **changes})
 
@@ -135,7 +136,7 @@ class JobSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}")
+            raise UserInputError(f"unknown {cls.__name__} field(s) {unknown}")
         tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
         values: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
         return cls(**values)
@@ -266,14 +267,14 @@ class CompareSettings(JobSettings):
         for method in self.methods:
             check_method(method, among=COMPARED)
         if isinstance(self.match_kl, str) and self.match_kl != "direction_ablation":
-            raise ValueError(
+            raise UserInputError(
                 f"match_kl must be 'direction_ablation', a KL budget in nats or None, got "
                 f"{self.match_kl!r}"
             )
         if isinstance(self.match_kl, int | float):
             _positive_number(self.match_kl, "match_kl")
         if self.match_kl == "direction_ablation" and "direction_ablation" not in self.methods:
-            raise ValueError("match_kl='direction_ablation' needs that method in `methods`")
+            raise UserInputError("match_kl='direction_ablation' needs that method in `methods`")
         check_layer_spec(self.layers, judged=True)
         _check_direction_layer(self.direction_layer)
         _finite_at_least(self.strength, 0, "strength")
@@ -283,18 +284,20 @@ class CompareSettings(JobSettings):
         check_rule(self.select, "select")
         check_fractions(self.strength_fractions)
         if not (isinstance(self.n_questions, int) and self.n_questions >= 0):
-            raise ValueError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
+            raise UserInputError(f"n_questions must be an integer >= 0, got {self.n_questions!r}")
         check_judge_name(self.judge)
         if not isinstance(self.detect, bool):
-            raise ValueError(f"detect must be True or False, got {self.detect!r}")
+            raise UserInputError(f"detect must be True or False, got {self.detect!r}")
         _check_damage_measure(self.match_measure, self.kl_threshold, self.match_kl, "match_kl")
         if self.n_xstest is not None:
             _positive_int(self.n_xstest, "n_xstest")
         neighbours = self.gate_neighbours
         if not (isinstance(neighbours, int) and not isinstance(neighbours, bool)) or neighbours < 0:
-            raise ValueError(f"gate_neighbours must be an integer >= 0, got {neighbours!r}")
+            raise UserInputError(f"gate_neighbours must be an integer >= 0, got {neighbours!r}")
         if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
-            raise ValueError(f"bisection_steps must be an integer >= 0, got {self.bisection_steps}")
+            raise UserInputError(
+                f"bisection_steps must be an integer >= 0, got {self.bisection_steps}"
+            )
 
     def check_layers(self, n_layers: int) -> None:
         self.resolve(n_layers)
@@ -393,19 +396,19 @@ class SweepSettings(JobSettings):
         _positive_int(self.n_eval, "n_eval")
         _positive_int(self.max_new_tokens, "max_new_tokens")
         if not isinstance(self.judged, bool):
-            raise ValueError(f"judged must be True or False, got {self.judged!r}")
+            raise UserInputError(f"judged must be True or False, got {self.judged!r}")
         check_judge_name(self.judge)
         if not self.k_grid:
-            raise ValueError("k_grid is empty; give at least one k")
+            raise UserInputError("k_grid is empty; give at least one k")
         for k in self.k_grid:
             _positive_int(k, "every k in k_grid")
         if not self.strengths:
-            raise ValueError("strengths is empty; give at least one strength")
+            raise UserInputError("strengths is empty; give at least one strength")
         for strength in self.strengths:
             _positive_number(strength, "every strength")
         if isinstance(self.kl_budget, str):
             if self.kl_budget != "direction_ablation":
-                raise ValueError(
+                raise UserInputError(
                     f"kl_budget must be 'direction_ablation' or a number, got {self.kl_budget!r}"
                 )
         else:
@@ -473,54 +476,58 @@ class MonitorSettings(JobSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.positions not in ("post_instruction", "last"):
-            raise ValueError(
+            raise UserInputError(
                 f"the monitor reads positions 'post_instruction' or 'last', got "
                 f"{self.positions!r} ('all' gives prompts different numbers of rows)"
             )
         check_layer_spec(self.layers)
         _check_direction_layer(self.direction_layer)
         if isinstance(self.methods, str) or not self.methods:
-            raise ValueError(f"methods must be a non-empty tuple of names, got {self.methods!r}")
+            raise UserInputError(
+                f"methods must be a non-empty tuple of names, got {self.methods!r}"
+            )
         for method in self.methods:
             check_method(method, among=COMPARED, allow_none=False)
         # Registry order, once each: the record, the report and the plot list them alike.
         object.__setattr__(self, "methods", tuple(m for m in MONITORED if m in self.methods))
         if isinstance(self.monitor_layers, str):
             if self.monitor_layers != "auto":
-                raise ValueError(
+                raise UserInputError(
                     "monitor_layers must be a list of layers or 'auto', got "
                     f"{self.monitor_layers!r}"
                 )
         else:
             if not isinstance(self.monitor_layers, list | tuple) or not self.monitor_layers:
-                raise ValueError(
+                raise UserInputError(
                     "monitor_layers must be a non-empty list of block indices or 'auto', got "
                     f"{self.monitor_layers!r}"
                 )
             bad = [i for i in self.monitor_layers if not _is_block_index(i)]
             if bad:
-                raise ValueError(
+                raise UserInputError(
                     f"monitor_layers must be block indices in 0..{MAX_BLOCKS - 1} (no model has "
                     f"more than {MAX_BLOCKS} blocks), got {bad}"
                 )
             object.__setattr__(self, "monitor_layers", list(self.monitor_layers))
         if self.hook not in MONITOR_HOOKS:
-            raise ValueError(f"hook must be one of {MONITOR_HOOKS}, got {self.hook!r}")
+            raise UserInputError(f"hook must be one of {MONITOR_HOOKS}, got {self.hook!r}")
         if not (isinstance(self.n_eval, int) and not isinstance(self.n_eval, bool)) or (
             self.n_eval < 2
         ):
-            raise ValueError(
+            raise UserInputError(
                 f"n_eval must be an integer >= 2 (an AUROC needs two scores per side), got "
                 f"{self.n_eval!r}"
             )
         if not isinstance(self.probe, bool):
-            raise ValueError(f"probe must be True or False, got {self.probe!r}")
+            raise UserInputError(f"probe must be True or False, got {self.probe!r}")
         if not isinstance(self.strengths, Mapping):
-            raise ValueError(f"strengths must map method names to numbers, got {self.strengths!r}")
+            raise UserInputError(
+                f"strengths must map method names to numbers, got {self.strengths!r}"
+            )
         object.__setattr__(self, "strengths", dict(self.strengths))  # no alias to the caller's
         for method, strength in self.strengths.items():
             if method not in self.methods:
-                raise ValueError(
+                raise UserInputError(
                     f"strengths names {method!r}, which is not among the methods run "
                     f"{list(self.methods)}"
                 )
@@ -530,7 +537,7 @@ class MonitorSettings(JobSettings):
                 and math.isfinite(strength)
                 and strength >= 0
             ):
-                raise ValueError(
+                raise UserInputError(
                     f"the strength of {method} must be a finite number >= 0, got {strength!r}"
                 )
 
@@ -571,7 +578,7 @@ class MonitorSettings(JobSettings):
         the (resolved) ``selective`` layers and takes every 2nd block after it."""
         if isinstance(self.monitor_layers, str):
             if not selective:
-                raise ValueError("monitor_layers='auto' needs the resolved selective layers")
+                raise UserInputError("monitor_layers='auto' needs the resolved selective layers")
             layers = list(range(max(selective), n_layers, 2))
         else:
             layers = sorted(set(self.monitor_layers))
@@ -586,7 +593,7 @@ def _check_damage_measure(measure: object, threshold: object, budget: object, na
     check_threshold(threshold)
     numeric = isinstance(budget, int | float) and not isinstance(budget, bool)
     if measure in SHARE_MEASURES and numeric and budget > 1:  # type: ignore[operator]
-        raise ValueError(
+        raise UserInputError(
             f"{name}={budget!r} bounds a share of prompts under match_measure={measure!r}: "
             "give a number in (0, 1]"
         )
@@ -595,7 +602,7 @@ def _check_damage_measure(measure: object, threshold: object, budget: object, na
 def _check_seed(seed: object) -> None:
     """Numpy and torch generators take unsigned 64-bit seeds: refuse others before any work."""
     if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**64):
-        raise ValueError(
+        raise UserInputError(
             f"seed must be an integer >= 0 and < 2**64 (numpy and torch take unsigned 64-bit "
             f"seeds), got {seed!r}"
         )
@@ -610,7 +617,7 @@ def _finite_at_least(value: object, low: int, name: str) -> None:
         and math.isfinite(value)
         and value >= low
     ):
-        raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
+        raise UserInputError(f"{name} must be a finite number >= {low}, got {value!r}")
 
 
 def _is_block_index(layer: object) -> bool:
@@ -620,7 +627,7 @@ def _is_block_index(layer: object) -> bool:
 
 def _check_direction_layer(layer: object) -> None:
     if layer is not None and not _is_block_index(layer):
-        raise ValueError(
+        raise UserInputError(
             f"direction_layer must be a block index in 0..{MAX_BLOCKS - 1} (no model has more "
             f"than {MAX_BLOCKS} blocks) or None, got {layer!r}"
         )
@@ -629,4 +636,6 @@ def _check_direction_layer(layer: object) -> None:
 def _check_layer_indices(layers: Sequence[int], n_layers: int, name: str = "layer") -> None:
     bad = [layer for layer in layers if not 0 <= layer < n_layers]
     if bad:
-        raise ValueError(f"{name}(s) {bad} out of range: this model has layers 0..{n_layers - 1}")
+        raise UserInputError(
+            f"{name}(s) {bad} out of range: this model has layers 0..{n_layers - 1}"
+        )

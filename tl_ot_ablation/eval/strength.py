@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.errors import UserInputError
 from .matched import StrengthMatch, match_strength
 
 RULES = ("compliance", "kl")
@@ -40,7 +41,7 @@ class StrengthPoint:
     def judged(cls, strength: float, kl: float, labels: Sequence[str]) -> "StrengthPoint":
         """A point from the judge's labels of its validation harmful completions."""
         if not labels:
-            raise ValueError("no judged completions to score a strength with")
+            raise UserInputError("no judged completions to score a strength with")
 
         def share(label: str) -> float:
             return sum(x == label for x in labels) / len(labels)
@@ -89,7 +90,7 @@ def check_rule(rule: object, name: str = "rule") -> None:
     """Raise unless ``rule`` names a way of choosing a strength (``RULES``); ``name`` is the
     argument's name in the caller's API (``select`` in ``CompareSettings``)."""
     if rule not in RULES:
-        raise ValueError(f"{name} must be one of {RULES}, got {rule!r}")
+        raise UserInputError(f"{name} must be one of {RULES}, got {rule!r}")
 
 
 def check_fractions(fractions: Sequence[float]) -> None:
@@ -97,7 +98,7 @@ def check_fractions(fractions: Sequence[float]) -> None:
     if not fractions or not all(
         isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1 for f in fractions
     ):
-        raise ValueError(
+        raise UserInputError(
             f"strength_fractions must be numbers in (0, 1], at least one, got {fractions!r}"
         )
 

@@ -32,6 +32,7 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.errors import UserInputError
 from ..core.ot_map import IdenticalClassesError
 from ..lens.fit import collect_every_layer
 from ..lens.intervention_set import InterventionSet
@@ -224,7 +225,9 @@ def point_damage(point: SweepPoint, measure: str = "mean") -> float:
     before the distribution was kept has only the mean)."""
     estimate = getattr(point, MEASURE_METRIC[measure])
     if estimate is None:
-        raise ValueError(f"this sweep point has no {measure} KL; it was scored with the mean only")
+        raise UserInputError(
+            f"this sweep point has no {measure} KL; it was scored with the mean only"
+        )
     return float(estimate.value)
 
 

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UserInputError
 from .metrics import Estimate, with_ci
 
 SHIPPED = "shipped"
@@ -59,7 +60,7 @@ class OverRefusalPrompts:
 
     def __post_init__(self) -> None:
         if not self.safe or not self.unsafe:
-            raise ValueError(
+            raise UserInputError(
                 f"an over-refusal set needs safe and unsafe prompts, got {len(self.safe)} safe "
                 f"and {len(self.unsafe)} unsafe"
             )
@@ -89,7 +90,7 @@ def _read_rows(text: str, where: str) -> OverRefusalPrompts:
     rows = list(csv.DictReader(text.splitlines()))
     if not rows or not {"prompt", "label"} <= set(rows[0]):
         found = sorted(rows[0]) if rows else []
-        raise ValueError(
+        raise UserInputError(
             f"{where}: expected a CSV with columns 'prompt' and 'label' (and optionally 'type'), "
             f"as XSTest's xstest_prompts.csv; found columns {found}"
         )
@@ -97,9 +98,11 @@ def _read_rows(text: str, where: str) -> OverRefusalPrompts:
     for number, row in enumerate(rows, 2):
         label, prompt = (row.get("label") or "").strip(), row.get("prompt") or ""
         if label not in KINDS:
-            raise ValueError(f"{where}, line {number}: label {label!r} is not 'safe' or 'unsafe'")
+            raise UserInputError(
+                f"{where}, line {number}: label {label!r} is not 'safe' or 'unsafe'"
+            )
         if not prompt.strip():
-            raise ValueError(f"{where}, line {number}: the prompt is empty")
+            raise UserInputError(f"{where}, line {number}: the prompt is empty")
         sets[label][0].append(prompt)
         sets[label][1].append((row.get("type") or "").strip())
     return OverRefusalPrompts(
@@ -167,7 +170,7 @@ def over_refusal_metrics(
     complied = {kind: [x == "compliance" for x in labels[kind]] for kind in KINDS}
     before = [x == "compliance" for x in reference["safe"]]
     if len(before) != len(complied["safe"]):
-        raise ValueError("the method and the unmodified model were judged on different prompts")
+        raise UserInputError("the method and the unmodified model were judged on different prompts")
     pairs = list(zip(before, complied["safe"], strict=True))
     return {
         "xstest_compliance_safe": with_ci([float(x) for x in complied["safe"]], seed=seed),

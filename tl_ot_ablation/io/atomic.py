@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core.errors import UserInputError
 from .manifest import MANIFEST_NAME, foreign_files, write_manifest
 
 
@@ -98,7 +99,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-class OutputError(ValueError):
+class OutputError(UserInputError):
     """The output folder cannot or may not be written (bad input: choose another path)."""
 
 

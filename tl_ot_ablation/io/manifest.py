@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import UserInputError
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "tl_ot_ablation.manifest"
 
@@ -90,20 +92,20 @@ def verify_manifest(folder: Path) -> None:
     no other file sits among them (a user's file beside the set is allowed only at the top)."""
     files = read_manifest(folder)
     if files is None:
-        raise ValueError(
+        raise UserInputError(
             f"{folder} has no valid {MANIFEST_NAME}, so its files cannot be verified (it was "
             "written by an older tl_ot_ablation, or edited); save it again, or load it "
             "unverified (verify=False) if you trust it"
         )
     for name, entry in files.items():
         if not _unchanged(folder, name, entry):
-            raise ValueError(
+            raise UserInputError(
                 f"{folder / name} is missing or differs from what {folder / MANIFEST_NAME} "
                 "records: the folder was changed or corrupted after saving; save it again"
             )
     extra = [name for name in _files(folder) if "/" in name and name not in files]
     if extra:
-        raise ValueError(
+        raise UserInputError(
             f"{folder} holds files its {MANIFEST_NAME} does not list: {extra[:3]}; a part was "
             "added or swapped after saving; save the folder again"
         )

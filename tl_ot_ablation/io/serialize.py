@@ -24,6 +24,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
 from ..core.devices import resolve_device
+from ..core.errors import UserInputError
 from ..core.ot_map import GaussianOTMap, MeanShift
 from ..core.pca import PCABasis
 from ..core.tensor_dataclass import TensorDataclass
@@ -84,19 +85,19 @@ def _build(
         if isinstance(f.type, type) and issubclass(f.type, TensorDataclass):
             sub = fields.get(f.name)
             if not isinstance(sub, dict):
-                raise ValueError(f"{where}: field {name!r} of {cls.__name__} is missing")
+                raise UserInputError(f"{where}: field {name!r} of {cls.__name__} is missing")
             kwargs[f.name] = _build(f.type, tensors, sub, where, f"{name}.")
         elif name in tensors:
             kwargs[f.name] = tensors[name]
         elif f.name in fields:
             kwargs[f.name] = fields[f.name]
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ValueError(f"{where}: field {name!r} of {cls.__name__} is missing")
+            raise UserInputError(f"{where}: field {name!r} of {cls.__name__} is missing")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         message = f"{where}: the saved fields do not make a valid {cls.__name__}: {err}"
-        raise ValueError(message) from err
+        raise UserInputError(message) from err
 
 
 OBJECT_KEYS = ("kind", "format_version", "fields", "metadata", "tensors", "sha256")
@@ -129,7 +130,7 @@ def config_checksum(config: Mapping[str, Any], keys: tuple[str, ...] = OBJECT_KE
     try:
         text = json.dumps(covered, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"metadata must be JSON-serialisable (and finite): {err}") from err
+        raise UserInputError(f"metadata must be JSON-serialisable (and finite): {err}") from err
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -150,13 +151,13 @@ def verify_config(
     (deleted, or from before checksums) cannot be verified and is refused as well."""
     recorded = config.get(CHECKSUM_KEY)
     if recorded is None:
-        raise ValueError(
+        raise UserInputError(
             f"{folder / CONFIG_NAME} has no {CHECKSUM_KEY!r}, so it cannot be verified (it was "
             "written by an older tl_ot_ablation, or edited); save it again, or load it "
             "unverified (verify=False) if you trust it"
         )
     if recorded != config_checksum(config, keys):
-        raise ValueError(
+        raise UserInputError(
             f"{folder / CONFIG_NAME} does not match the checksum it was saved with: a value was "
             "edited or corrupted after saving; save the object again"
         )
@@ -224,13 +225,15 @@ def read_config(path: str | Path, *, kinds: Mapping[str, Any] = KINDS) -> dict[s
     folder = Path(path)
     config_file = folder / CONFIG_NAME
     if not folder.is_dir() or not config_file.is_file():
-        raise ValueError(not_saved_message(folder))
+        raise UserInputError(not_saved_message(folder))
     try:
         config = json.loads(config_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_file} is not valid JSON ({err})") from err
+        raise UserInputError(f"{config_file} is not valid JSON ({err})") from err
     if not isinstance(config, dict) or "kind" not in config or "format_version" not in config:
-        raise ValueError(f"{config_file} has no 'kind' / 'format_version': not written by save()")
+        raise UserInputError(
+            f"{config_file} has no 'kind' / 'format_version': not written by save()"
+        )
     version = config["format_version"]
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and not isinstance(version, bool) and version > 1
@@ -239,19 +242,19 @@ def read_config(path: str | Path, *, kinds: Mapping[str, Any] = KINDS) -> dict[s
             if newer
             else "this version no longer reads it; fit and save it again"
         )
-        raise ValueError(
+        raise UserInputError(
             f"{folder} has format_version {version!r}; this version of tl_ot_ablation reads "
             f"format_version {FORMAT_VERSION}: {fix}"
         )
     if config["kind"] not in kinds:
-        raise ValueError(
+        raise UserInputError(
             f"{folder} holds an unknown kind {config['kind']!r}; known: {sorted(kinds)}"
         )
     if config["kind"] in KINDS and not (folder / TENSORS_NAME).is_file():
-        raise ValueError(not_saved_message(folder))
+        raise UserInputError(not_saved_message(folder))
     for key, kind in (("fields", dict), ("metadata", dict), ("tensors", dict), ("sha256", dict)):
         if key in config and not isinstance(config[key], kind):
-            raise ValueError(f"{config_file}: field {key!r} must be a JSON object")
+            raise UserInputError(f"{config_file}: field {key!r} must be a JSON object")
     return config
 
 
@@ -259,24 +262,24 @@ def _load_tensors(folder: Path, config: Mapping[str, Any], verify: bool) -> dict
     file = folder / TENSORS_NAME
     expected = config.get("sha256", {}).get(TENSORS_NAME)
     if expected is None and verify:
-        raise ValueError(
+        raise UserInputError(
             f"{folder / CONFIG_NAME} records no SHA-256 for {TENSORS_NAME}, so it cannot be "
             "verified; save it again, or load it unverified (verify=False) if you trust it"
         )
     if expected is not None and sha256_file(file) != expected:
-        raise ValueError(
+        raise UserInputError(
             f"{file} does not match the SHA-256 recorded in {folder / CONFIG_NAME}: the file was "
             "changed or corrupted after saving; save the object again"
         )
     try:
         tensors = load_file(str(file), device="cpu")
     except (SafetensorError, OSError, RuntimeError) as err:
-        raise ValueError(f"{file} is not a readable safetensors file ({err})") from err
+        raise UserInputError(f"{file} is not a readable safetensors file ({err})") from err
     kind = KINDS[config["kind"]]
     wanted = _tensor_names(kind)
     missing, foreign = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
     if missing or foreign:
-        raise ValueError(
+        raise UserInputError(
             f"{file} does not hold the tensors of a {config['kind']}: "
             + (f"missing {missing}" if missing else "")
             + ("; " if missing and foreign else "")
@@ -284,13 +287,13 @@ def _load_tensors(folder: Path, config: Mapping[str, Any], verify: bool) -> dict
         )
     for name, spec in config.get("tensors", {}).items():
         if name in tensors and list(tensors[name].shape) != list(spec.get("shape", [])):
-            raise ValueError(
+            raise UserInputError(
                 f"{file}: tensor {name!r} has shape {list(tensors[name].shape)}, but "
                 f"{CONFIG_NAME} records {spec.get('shape')}"
             )
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{file}: tensor {name!r} holds NaN or inf values")
+            raise UserInputError(f"{file}: tensor {name!r} holds NaN or inf values")
     return tensors
 
 
@@ -300,7 +303,7 @@ def to_device(obj: Any, device: torch.device | str) -> Any:
     try:
         target = resolve_device(device)
     except ValueError as err:
-        raise ValueError(f"cannot load onto device {device!r}: {err}") from err
+        raise UserInputError(f"cannot load onto device {device!r}: {err}") from err
     return obj if target.type == "cpu" else obj.to(target)
 
 

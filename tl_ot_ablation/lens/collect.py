@@ -20,6 +20,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.errors import UserInputError
 from ..core.stats import GaussianStats
 from .prompts import format_chat, post_instruction_length, tokenize
 
@@ -51,13 +52,13 @@ class CollectOptions:
 
     def __post_init__(self) -> None:
         if self.positions not in get_args(FitPositions):
-            raise ValueError(
+            raise UserInputError(
                 f"positions must be one of {get_args(FitPositions)}, got {self.positions!r}"
             )
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+            raise UserInputError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         if not self.chat and self.positions == "post_instruction":
-            raise ValueError(
+            raise UserInputError(
                 "positions='post_instruction' needs the chat template (chat=True); for raw text "
                 "fit at positions='last' or 'all'"
             )
@@ -84,10 +85,12 @@ def check_layers(model: Any, layers: Sequence[int]) -> list[int]:
     """Sorted distinct ``layers``, raising if one is not a block of ``model``."""
     n_layers = model.cfg.n_layers
     if len(layers) == 0:
-        raise ValueError("layers is empty; name at least one layer")
+        raise UserInputError("layers is empty; name at least one layer")
     bad = [layer for layer in layers if not (isinstance(layer, int) and 0 <= layer < n_layers)]
     if bad:
-        raise ValueError(f"layer(s) {bad} out of range: this model has layers 0..{n_layers - 1}")
+        raise UserInputError(
+            f"layer(s) {bad} out of range: this model has layers 0..{n_layers - 1}"
+        )
     return sorted(set(layers))
 
 
@@ -103,14 +106,14 @@ def position_mask(
         mask[:, -1] = True
     elif positions == "post_instruction":
         if not n_post_instruction:
-            raise ValueError("positions='post_instruction' needs n_post_instruction")
+            raise UserInputError("positions='post_instruction' needs n_post_instruction")
         mask[:, -n_post_instruction:] = True
     elif positions == "all":
         first_real = real.int().argmax(dim=1)
         mask = real.clone()
         mask[torch.arange(len(mask)), first_real] = False
     else:
-        raise ValueError(
+        raise UserInputError(
             f"positions must be 'post_instruction', 'last' or 'all', got {positions!r}"
         )
     return mask & real
@@ -124,7 +127,7 @@ def prepare_tokens(
     if isinstance(prompts, tuple):
         ids, mask = prompts
         if ids.shape != mask.shape or ids.ndim != 2:
-            raise ValueError(
+            raise UserInputError(
                 f"tokens must be (input_ids, attention_mask) of equal [batch, pos] shape, got "
                 f"{tuple(ids.shape)} and {tuple(mask.shape)}"
             )
@@ -132,7 +135,7 @@ def prepare_tokens(
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string")
     if len(prompts) == 0:
-        raise ValueError("the prompt list is empty; pass at least one prompt")
+        raise UserInputError("the prompt list is empty; pass at least one prompt")
     texts = format_chat(model.tokenizer, prompts, system=system) if chat else list(prompts)
     return tokenize(model.tokenizer, texts, max_length=model.cfg.n_ctx)
 
@@ -140,7 +143,9 @@ def prepare_tokens(
 def require_eval(model: Any) -> None:
     """Raise if ``model`` is in training mode (dropout would make activations random)."""
     if getattr(model, "training", False):
-        raise ValueError("the model is in training mode (dropout active); call model.eval() first")
+        raise UserInputError(
+            "the model is in training mode (dropout active); call model.eval() first"
+        )
 
 
 def batches(
@@ -148,7 +153,7 @@ def batches(
 ) -> list[tuple[Tensor, Tensor]]:
     """``(input_ids, attention_mask)`` chunks of ``batch_size`` rows, on ``device``."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
     return [
         (ids[start : start + batch_size].to(device), mask[start : start + batch_size].to(device))
         for start in range(0, len(ids), batch_size)
@@ -179,13 +184,15 @@ def for_each_batch(
     if isinstance(hook_names, str):
         hook_names = [hook_names]
     if not hook_names:
-        raise ValueError("name at least one hook point")
+        raise UserInputError("name at least one hook point")
     ids, mask = prepare_tokens(model, prompts, system=system, chat=chat)
     n_post = None
     if positions == "post_instruction":
         n_post = post_instruction_length(model.tokenizer, system=system) if chat else None
         if n_post is None:
-            raise ValueError("positions='post_instruction' needs chat=True; use 'last' or 'all'")
+            raise UserInputError(
+                "positions='post_instruction' needs chat=True; use 'last' or 'all'"
+            )
     layers = [layer_of(name) for name in hook_names]
     stop_at = None if None in layers else max(layer for layer in layers if layer is not None) + 1
     if stop_at is not None and stop_at >= model.cfg.n_layers:

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..core.errors import UserInputError
 from .prompts import format_chat, post_instruction_length
 
 
@@ -33,7 +34,7 @@ def check_hook_names(model: Any, names: Iterable[str]) -> None:
         if name not in valid:
             close = difflib.get_close_matches(name, sorted(valid), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"this model has no hook named {name!r}{hint}")
+            raise UserInputError(f"this model has no hook named {name!r}{hint}")
 
 
 def template_signature(tokenizer: Any, *, system: str | None = None) -> dict[str, Any]:

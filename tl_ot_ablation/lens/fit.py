@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
+from ..core.errors import UserInputError
 from ..core.gate import GateKind
 from ..core.ot_map import (
     DEFAULT_REG,
@@ -96,10 +97,12 @@ class MapSpec:
     def __post_init__(self) -> None:
         k = self.n_components
         if k is not None and not (isinstance(k, int) and k >= 1):
-            raise ValueError(f"n_components must be an integer >= 1 or None, got {k!r}")
+            raise UserInputError(f"n_components must be an integer >= 1 or None, got {k!r}")
         check_reg(self.reg)
         if self.basis not in get_args(BasisChoice):
-            raise ValueError(f"basis must be one of {get_args(BasisChoice)}, got {self.basis!r}")
+            raise UserInputError(
+                f"basis must be one of {get_args(BasisChoice)}, got {self.basis!r}"
+            )
         check_map_options(self.estimator, self.gate, self.gate_prior, self.part)
 
     @property
@@ -249,7 +252,7 @@ class TrainingActivations:
     def check(self, fingerprint: str) -> None:
         """Raise unless these activations came from the prompts and options a fit uses."""
         if self.fingerprint != fingerprint:
-            raise ValueError(
+            raise UserInputError(
                 f"the cached training activations (fingerprint {self.fingerprint or 'none'}) "
                 f"were not collected from these prompts, positions, system prompt and chat "
                 f"template (fingerprint {fingerprint}); collect them again with "
@@ -389,7 +392,7 @@ def fit_map(kind: MapKind, source: GaussianStats | Tensor, target: Any, spec: Ma
             raise TypeError("per_neuron_ot is fitted from statistics, not rows")
         return PerNeuronOT.from_stats(source, target, reg=spec.reg)
     if kind not in ("ot", "mean_shift"):
-        raise ValueError(f"kind must be one of {get_args(MapKind)}, got {kind!r}")
+        raise UserInputError(f"kind must be one of {get_args(MapKind)}, got {kind!r}")
     cls = GaussianOTMap if kind == "ot" else MeanShift
     options: dict[str, Any] = {
         "n_components": spec.n_components,

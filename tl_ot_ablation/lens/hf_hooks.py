@@ -31,6 +31,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..core.errors import UserInputError
 from .collect import layer_of
 from .hooks import InterventionHook
 
@@ -73,7 +74,7 @@ def decoder_layers(hf_model: nn.Module) -> nn.ModuleList:
         layers = _resolve(hf_model, path)
         if isinstance(layers, nn.ModuleList) and len(layers) > 0:
             return layers
-    raise ValueError(
+    raise UserInputError(
         f"could not find the decoder layers of {type(hf_model).__name__} (looked at "
         f"{', '.join(LAYER_PATHS)}); these hooks support transformers causal LMs with one of them"
     )
@@ -96,7 +97,7 @@ def attention_output_module(hf_model: nn.Module, layer: nn.Module) -> nn.Module:
         module = getattr(layer, name, None)
         if isinstance(module, nn.Module):
             return module
-    raise ValueError(
+    raise UserInputError(
         f"hook_resid_mid: no attention module ({' / '.join(names)}) in "
         f"{type(layer).__name__}; fit at resid_pre or resid_post for this model"
     )
@@ -142,12 +143,12 @@ def _split_name(name: str, n_layers: int) -> tuple[int, str]:
     layer = layer_of(name)
     kind = name.rsplit(".", 1)[-1]
     if layer is None or kind not in HOOK_KINDS:
-        raise ValueError(
+        raise UserInputError(
             f"hook point {name!r} has no plain transformers counterpart; supported: "
             "blocks.{l}.hook_resid_pre / hook_resid_mid / hook_resid_post"
         )
     if layer >= n_layers:
-        raise ValueError(f"hook point {name!r} is past this model's {n_layers} layers")
+        raise UserInputError(f"hook point {name!r} is past this model's {n_layers} layers")
     return layer, kind
 
 

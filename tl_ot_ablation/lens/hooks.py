@@ -25,6 +25,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.errors import UserInputError
+
 PositionSpec = Literal["all", "post_instruction", "last"] | slice
 
 
@@ -40,13 +42,13 @@ def check_positions(positions: object, n_post_instruction: int | None) -> None:
     if isinstance(positions, slice):
         return
     if positions not in ("all", "post_instruction", "last"):
-        raise ValueError(
+        raise UserInputError(
             f"positions must be 'all', 'post_instruction', 'last' or a slice, got {positions!r}"
         )
     if positions == "post_instruction" and not (
         isinstance(n_post_instruction, int) and n_post_instruction >= 1
     ):
-        raise ValueError(
+        raise UserInputError(
             "positions='post_instruction' needs n_post_instruction, the number of chat-template "
             "tokens after the user message (tl_ot_ablation.post_instruction_length(tokenizer))"
         )
@@ -116,6 +118,6 @@ def fwd_hooks(
 ) -> list[tuple[str, InterventionHook]]:
     """``[(name, as_hook(intervention, ...)) for name in hook_names]``, for ``model.hooks``."""
     if not hook_names:
-        raise ValueError("name at least one hook point, e.g. 'blocks.6.hook_resid_pre'")
+        raise UserInputError("name at least one hook point, e.g. 'blocks.6.hook_resid_pre'")
     hook = as_hook(intervention, positions=positions, n_post_instruction=n_post_instruction)
     return [(name, hook) for name in hook_names]

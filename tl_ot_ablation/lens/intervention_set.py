@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..core.errors import UserInputError
 from ..io import atomic, serialize
 from ..io.manifest import verify_manifest
 from .collect import layer_of
@@ -74,7 +75,7 @@ class InterventionSet(Mapping[str, Intervention]):
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not interventions:
-            raise ValueError("an InterventionSet needs at least one (hook_name, intervention)")
+            raise UserInputError("an InterventionSet needs at least one (hook_name, intervention)")
         check_positions(positions, n_post_instruction)
         self._interventions = dict(interventions)
         self.positions = positions
@@ -226,20 +227,20 @@ class InterventionSet(Mapping[str, Intervention]):
             return
         message = f"this InterventionSet does not fit this model: {'; '.join(found)}"
         if not allow_mismatch:
-            raise ValueError(f"{message}. Fit it on this model, or pass allow_mismatch=True")
+            raise UserInputError(f"{message}. Fit it on this model, or pass allow_mismatch=True")
         warnings.warn(f"WARNING: {message} (allow_mismatch=True)", stacklevel=3)
 
     def _check_shape(self, d_model: int, n_layers: int) -> None:
         for name, width in self._per_distinct(lambda i: getattr(i, "d_model", None)).items():
             if width is not None and width != d_model:
-                raise ValueError(
+                raise UserInputError(
                     f"the intervention at {name} takes d_model={width}; this model has "
                     f"d_model={d_model}: it was fitted on another model"
                 )
         layers = [layer for layer in map(layer_of, self) if layer is not None]
         deepest = max(layers, default=-1)
         if deepest >= n_layers:
-            raise ValueError(
+            raise UserInputError(
                 f"these interventions hook layer {deepest}; this model has only {n_layers} layers"
             )
 
@@ -286,12 +287,12 @@ class InterventionSet(Mapping[str, Intervention]):
         check that it fits that model (``check_model``)."""
         folder = Path(path)
         if not (folder / serialize.CONFIG_NAME).is_file():
-            raise ValueError(
+            raise UserInputError(
                 f"{folder} is not a saved InterventionSet (no {serialize.CONFIG_NAME})"
             )
         config = serialize.read_config(folder, kinds={**serialize.KINDS, SET_KIND: cls})
         if config["kind"] != SET_KIND:
-            raise ValueError(f"{folder} holds a {config['kind']!r}, not an InterventionSet")
+            raise UserInputError(f"{folder} holds a {config['kind']!r}, not an InterventionSet")
         result = cls.from_config(folder, config, verify=verify)
         if model is not None:
             result.check_model(model, allow_mismatch=allow_mismatch)
@@ -307,19 +308,19 @@ class InterventionSet(Mapping[str, Intervention]):
         config_file = folder / serialize.CONFIG_NAME
         hooks = config.get("hooks")
         if not isinstance(hooks, dict) or not hooks:
-            raise ValueError(f"{config_file}: field 'hooks' must map hook names to subfolders")
+            raise UserInputError(f"{config_file}: field 'hooks' must map hook names to subfolders")
         if "positions" not in config:
-            raise ValueError(f"{config_file}: field 'positions' is missing")
+            raise UserInputError(f"{config_file}: field 'positions' is missing")
         for sub in set(hooks.values()):
             if not isinstance(sub, str) or "/" in sub or sub.startswith("."):
-                raise ValueError(f"{config_file}: 'hooks' names {sub!r}, not a subfolder name")
+                raise UserInputError(f"{config_file}: 'hooks' names {sub!r}, not a subfolder name")
         n_post = config.get("n_post_instruction")
         if n_post is not None and not (
             isinstance(n_post, int)
             and not isinstance(n_post, bool)
             and 1 <= n_post <= MAX_POST_INSTRUCTION
         ):
-            raise ValueError(
+            raise UserInputError(
                 f"{config_file}: n_post_instruction must be an integer in 1..{MAX_POST_INSTRUCTION}"
                 f" (the chat template's tokens after the user message), got {n_post!r}"
             )

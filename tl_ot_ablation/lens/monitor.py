@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.errors import UserInputError
 from ..core.monitor import DEFAULT_PROBE_L2, GaussianMonitor, LinearProbe, MonitorEstimator
 from ..core.ot_map import DEFAULT_REG
 from ..core.validate import stacklevel_outside
@@ -186,7 +187,7 @@ def score_rows(
 
 def _check_positions(collect: CollectOptions) -> None:
     if collect.positions not in get_args(MonitorPositions):
-        raise ValueError(
+        raise UserInputError(
             f"the monitor reads positions {get_args(MonitorPositions)}, got "
             f"{collect.positions!r} ('all' gives prompts different numbers of rows)"
         )
@@ -225,16 +226,16 @@ class ActivationMonitor:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         if not monitors:
-            raise ValueError("an ActivationMonitor needs at least one layer's GaussianMonitor")
+            raise UserInputError("an ActivationMonitor needs at least one layer's GaussianMonitor")
         if hook not in get_args(MonitorHookKind):
-            raise ValueError(f"hook must be one of {get_args(MonitorHookKind)}, got {hook!r}")
+            raise UserInputError(f"hook must be one of {get_args(MonitorHookKind)}, got {hook!r}")
         collect = collect or CollectOptions()
         _check_positions(collect)
         if collect.positions == "post_instruction" and not n_post_instruction:
-            raise ValueError("positions='post_instruction' needs n_post_instruction")
+            raise UserInputError("positions='post_instruction' needs n_post_instruction")
         probes = dict(probes or {})
         if probes and set(probes) != set(monitors):
-            raise ValueError(
+            raise UserInputError(
                 f"probes cover layers {sorted(probes)}, the monitor {sorted(monitors)}"
             )
         self.monitors = dict(sorted(monitors.items()))

@@ -27,6 +27,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from ..core.errors import UserInputError
+
 PromptKind = Literal["harmful", "harmless"]
 Split = Literal["train", "validation", "eval"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -44,9 +46,9 @@ def default_prompts(kind: PromptKind, split: Split = "train") -> list[str]:
     splits are disjoint. (Runs recorded before the training split grew to 256 fitted on
     today's ``"validation"`` set.)"""
     if kind not in ("harmful", "harmless"):
-        raise ValueError(f"kind must be 'harmful' or 'harmless', got {kind!r}")
+        raise UserInputError(f"kind must be 'harmful' or 'harmless', got {kind!r}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserInputError(f"split must be one of {SPLITS}, got {split!r}")
     return _read_data(f"{kind}_{split}.json")
 
 
@@ -74,11 +76,13 @@ def _check_entries(entries: Entries, where: str) -> list[str]:
     """The values, after raising ``ValueError`` naming ``where`` and the first bad entry's
     location, unless there is at least one entry and every one is a non-empty string."""
     if not entries:
-        raise ValueError(f"{where} holds no prompts (the prompt list is empty); pass at least one")
+        raise UserInputError(
+            f"{where} holds no prompts (the prompt list is empty); pass at least one"
+        )
     bad = [(at, problem) for at, value in entries if (problem := _problem(value)) is not None]
     if bad:
         at, problem = bad[0]
-        raise ValueError(
+        raise UserInputError(
             f"{where}: {len(bad)} of {len(entries)} entries are not non-empty strings; the "
             f"first, at {at}, is {problem}. Fix or drop it"
         )
@@ -116,14 +120,14 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err})") from err
+        raise UserInputError(f"{path} is not UTF-8 text ({err})") from err
 
 
 def _parse_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where} is not valid JSON ({err})") from err
+        raise UserInputError(f"{where} is not valid JSON ({err})") from err
 
 
 def _entry(at: str, item: Any, field: str, path: Path) -> tuple[str, Any]:
@@ -131,7 +135,7 @@ def _entry(at: str, item: Any, field: str, path: Path) -> tuple[str, Any]:
     if not isinstance(item, dict):
         return at, item
     if field not in item:
-        raise ValueError(
+        raise UserInputError(
             f"{path}, {at}: the object has no field {field!r} (its keys: {sorted(item)[:10]}); "
             "pass field=<the key that holds the instruction> to load_prompts"
         )
@@ -141,7 +145,7 @@ def _entry(at: str, item: Any, field: str, path: Path) -> tuple[str, Any]:
 def _read_json(path: Path, field: str) -> Entries:
     data = _parse_json(_read_text(path), str(path))
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list, got {type(data).__name__}")
+        raise UserInputError(f"{path}: expected a JSON list, got {type(data).__name__}")
     return [_entry(f"index {i}", item, field, path) for i, item in enumerate(data)]
 
 
@@ -161,7 +165,7 @@ def _read_csv(path: Path, field: str) -> Entries:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or field not in reader.fieldnames:
-            raise ValueError(f"{path}: no column {field!r}; columns are {reader.fieldnames}")
+            raise UserInputError(f"{path}: no column {field!r}; columns are {reader.fieldnames}")
         return [(f"line {reader.line_num}, column {field!r}", row[field]) for row in reader]
 
 
@@ -193,7 +197,7 @@ def load_prompts(path: str | Path, *, field: str = "instruction") -> list[str]:
 
 def _require_template(tokenizer: Any) -> None:
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise UserInputError(
             "the tokenizer has no chat template, so instructions cannot be formatted as chat "
             "turns; use a chat (instruct) model, set tokenizer.chat_template, or pass "
             "chat=False to use the raw text"
@@ -227,7 +231,7 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], template_kwargs: Tem
             if messages[0]["role"] == "system"
             else "check the template and the template_kwargs"
         )
-        raise ValueError(f"the chat template rejected the conversation ({err}); {fix}") from err
+        raise UserInputError(f"the chat template rejected the conversation ({err}); {fix}") from err
 
 
 _ALLOW_CONTROL_TOKENS: ContextVar[bool] = ContextVar("allow_control_tokens", default=False)
@@ -299,7 +303,7 @@ def check_control_tokens(
     found += [(f"{where}, index {i}", text) for i, text in enumerate(texts)]
     for place, text in found:
         if match := pattern.search(text):
-            raise ValueError(
+            raise UserInputError(
                 f"{place} holds the tokenizer's control token {match.group()!r} "
                 f"({_excerpt(text, match.start(), match.end())!r}), which the model would read "
                 "as a chat-turn marker, not as text; remove it, or pass "
@@ -343,7 +347,7 @@ def format_chat(
         check_control_tokens(tokenizer, texts, system=system)
     kwargs = dict(template_kwargs or {})
     if clash := sorted(_RESERVED & set(kwargs)):
-        raise ValueError(f"template_kwargs may not set {clash}: format_chat sets them itself")
+        raise UserInputError(f"template_kwargs may not set {clash}: format_chat sets them itself")
     prefix = [{"role": "system", "content": system}] if system else []
     return [
         _render(tokenizer, [*prefix, {"role": "user", "content": text}], kwargs) for text in texts
@@ -381,7 +385,7 @@ def _template_suffix(texts: Sequence[str]) -> str:
     n_suffix = _common_suffix(a[n_prefix:], b[n_prefix:])
     middles = (a[n_prefix : len(a) - n_suffix], b[n_prefix : len(b) - n_suffix])
     if middles != _PROBES:
-        raise ValueError(
+        raise UserInputError(
             "could not locate the user message in the chat template's output (the template "
             f"does not keep it verbatim, or puts text that depends on it after it: {middles!r} "
             f"where {_PROBES!r} was expected), so there are no post-instruction positions; "
@@ -415,7 +419,7 @@ def post_instruction_length(
             slice).
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise UserInputError(
             "the tokenizer has no chat template, so there are no post-instruction positions; "
             "pass chat=False to read the raw text, and " + _POSITIONS_FIX
         )
@@ -428,7 +432,7 @@ def post_instruction_length(
     )
     suffix = _template_suffix(texts)
     if not suffix:
-        raise ValueError(
+        raise UserInputError(
             "the chat template puts nothing after the user message (no generation prompt), so "
             "there are no post-instruction positions; " + _POSITIONS_FIX
         )
@@ -438,7 +442,7 @@ def post_instruction_length(
         a[len(a) - n :], skip_special_tokens=False, clean_up_tokenization_spaces=False
     )
     if n == 0 or _squeeze(span) != _squeeze(suffix):
-        raise ValueError(
+        raise UserInputError(
             f"the chat template's text after the user message, {suffix!r}, does not tokenise on "
             f"its own: its first tokens merge with the end of the message (the tokens common to "
             f"every chat decode to {span!r}), so the post-instruction positions would depend on "
@@ -467,13 +471,13 @@ def bind_template_kwargs(template: str, template_kwargs: TemplateKwargs) -> str:
     lines = []
     for name, value in template_kwargs.items():
         if not (isinstance(name, str) and name.isidentifier()):
-            raise ValueError(f"template variable names must be identifiers, got {name!r}")
+            raise UserInputError(f"template variable names must be identifiers, got {name!r}")
         if value is None or isinstance(value, bool):
             literal = {None: "none", True: "true", False: "false"}[value]
         elif isinstance(value, int | float | str):
             literal = json.dumps(value)
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"template variable {name!r} must be a bool, int, float, str or None, got "
                 f"{type(value).__name__}"
             )
@@ -508,12 +512,12 @@ def tokenize(
     than ``max_length`` (the model's context), rather than silently truncating it.
     """
     if len(texts) == 0:
-        raise ValueError("the prompt list is empty; pass at least one prompt")
+        raise UserInputError("the prompt list is empty; pass at least one prompt")
     encoded = padded(tokenizer, texts, "left")
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     if max_length is not None and ids.shape[1] > max_length:
         longest = int(mask.sum(1).argmax())
-        raise ValueError(
+        raise UserInputError(
             f"prompt {longest} is {int(mask[longest].sum())} tokens long, more than the model's "
             f"context of {max_length} tokens; shorten it or drop it"
         )

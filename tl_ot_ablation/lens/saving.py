@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..core.errors import UserInputError
 from ..io import serialize
 from .intervention_set import SET_KIND, InterventionSet
 
@@ -25,7 +26,7 @@ def save(
     atomically; see ``io.serialize.save`` for what is checked and replaced."""
     if isinstance(obj, InterventionSet):
         if metadata:
-            raise ValueError("an InterventionSet keeps its metadata itself: set obj.metadata")
+            raise UserInputError("an InterventionSet keeps its metadata itself: set obj.metadata")
         return obj.save(path, overwrite=overwrite)
     return serialize.save(obj, path, metadata=metadata, overwrite=overwrite)
 

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import torch
 
+from ..core.errors import UserInputError
+
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -182,13 +184,15 @@ def load_chat_template(name: str) -> str:
         p.name.removesuffix(".jinja") for p in folder.iterdir() if p.name.endswith(".jinja")
     )
     if name not in names:
-        raise ValueError(f"no shipped chat template {name!r}; choose from {names}")
+        raise UserInputError(f"no shipped chat template {name!r}; choose from {names}")
     return folder.joinpath(f"{name}.jinja").read_text(encoding="utf-8").removesuffix("\n")
 
 
 def _family(architecture: str) -> Family:
     if architecture not in FAMILIES:
-        raise ValueError(f"architecture must be one of {sorted(FAMILIES)}, got {architecture!r}")
+        raise UserInputError(
+            f"architecture must be one of {sorted(FAMILIES)}, got {architecture!r}"
+        )
     return FAMILIES[architecture]
 
 
@@ -275,7 +279,7 @@ def tiny_hf_model(
 
     family = _family(architecture)
     if d_model % _N_HEADS:
-        raise ValueError(f"d_model must be a multiple of {_N_HEADS}, got {d_model}")
+        raise UserInputError(f"d_model must be a multiple of {_N_HEADS}, got {d_model}")
     tokenizer = tiny_tokenizer(architecture, chat_template=chat_template)
     config: Any
     # Seeded inside fork_rng: the caller's global random state is left as it was.
