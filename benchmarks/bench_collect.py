@@ -28,7 +28,7 @@ from _bench import machine, measure, write_report
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.core.ot_map import GaussianOTMap
-from tl_ot_ablation.lens.fit import collect_training
+from tl_ot_ablation.lens.training import collect_training
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -92,13 +92,13 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
     n_layers, d = model.cfg.n_layers, model.cfg.d_model
     harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
-    options = {"batch_size": 16, "progress": False}
+    options = tlo.CollectOptions(batch_size=16, progress=False)
     print(
         f"model: {args.model}, {n_layers} layers, d={d}, {len(harmful)} + {len(harmless)} prompts"
     )
 
     def both(layer_names: list[str]) -> object:
-        return collect_training(model, harmful, harmless, layer_names, **options)
+        return collect_training(model, harmful, harmless, layer_names, options)
 
     results: dict[str, dict[str, float]] = {}
 
@@ -114,7 +114,7 @@ def model_part(args: argparse.Namespace) -> dict[str, Any]:
     run("collect_layer_4", "the same, layer 4 only (stop_at_layer=5)", lambda: both(names[4:5]))
     run("collect_last_layer", "the same, last layer only (full pass)", lambda: both(names[-1:]))
     kept = run("collect_rows_all_layers", "the same, keeping rows (Ledoit-Wolf)",
-               lambda: collect_training(model, harmful, harmless, names, keep_rows=True, **options))  # fmt: skip
+               lambda: collect_training(model, harmful, harmless, names, options, keep_rows=True))  # fmt: skip
     assert kept.rows is not None
 
     source, target = (tlo.GaussianStats.stack([side[n] for n in names]) for side in training.stats)

@@ -18,6 +18,7 @@ Contenders run in interleaved rounds with a rotating order (A B C D, B C D A, ..
 drifts in machine load hit all of them alike; each figure is the best round.
 """
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -41,15 +42,25 @@ def main() -> None:
     model = tlo.load_model(args.model, device=args.device)
     n_layers, d = model.cfg.n_layers, model.cfg.d_model
     harmful, harmless = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
-    fit = {"progress": False, "estimator": "ledoit_wolf", "n_components": 64}
+    spec = dataclasses.replace(tlo.RECOMMENDED_MAP, estimator="ledoit_wolf", n_components=64)
+    fit = {"spec": spec, "collect": tlo.CollectOptions(progress=False)}
     pair = [n_layers // 2, n_layers // 2 + 1]
     all_layers = list(range(n_layers))
     gated_all = tlo.fit_ot_ablation(
-        model, harmful, harmless, layers=all_layers, gate="posterior", sequential=False, **fit
+        model,
+        harmful,
+        harmless,
+        layers=all_layers,
+        placement=tlo.Placement(sequential=False),
+        **fit | {"spec": dataclasses.replace(spec, gate="posterior")},
     )
     ungated_pair = tlo.fit_ot_ablation(model, harmful, harmless, layers=pair, **fit)
     ablation = tlo.fit_direction_ablation(
-        model, harmful, harmless, layer=n_layers // 2, progress=False
+        model,
+        harmful,
+        harmless,
+        layer=n_layers // 2,
+        collect=tlo.CollectOptions(progress=False),
     )
 
     def at_layers(layers: list[int]) -> list[tuple[str, Any]]:

@@ -26,7 +26,8 @@ from typing import Any
 
 from _results import write_results
 
-from tl_ot_ablation.eval.report import comparison_table, paired_difference
+from tl_ot_ablation.eval.report_markdown import comparison_table
+from tl_ot_ablation.eval.verdict import paired_difference
 
 FREE = {"methods", "match_kl"}
 """Settings the runs may differ in."""

@@ -44,6 +44,7 @@ rows.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -53,20 +54,22 @@ from typing import Any
 from _results import RESULTS, write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import at_strength
+from tl_ot_ablation.eval.common import at_strength
 from tl_ot_ablation.eval.judge import LABELS
 from tl_ot_ablation.eval.metrics import with_ci
 from tl_ot_ablation.eval.sweep import Scorer
 from tl_ot_ablation.io import atomic
 from tl_ot_ablation.lens.collect import hook_name
-from tl_ot_ablation.lens.fit import collect_training
 from tl_ot_ablation.lens.intervention_set import InterventionSet
+from tl_ot_ablation.lens.training import collect_training
 
 LAYERS = (14, 17, 20, 21, 23)
 N_SCREEN = 32
 TOKENS = 64
-SPEC = {"n_components": 64, "estimator": "ledoit_wolf", "gate": "posterior"}
-COLLECT = {"positions": "post_instruction", "batch_size": 32, "progress": True}
+SPEC = dataclasses.replace(
+    tlo.RECOMMENDED_MAP, n_components=64, estimator="ledoit_wolf", gate="posterior"
+)
+COLLECT = tlo.CollectOptions(positions="post_instruction", batch_size=32, progress=True)
 NOT_THE_SINK = slice(1, None)
 
 # (name, layers, where the map applies, strength)
@@ -125,13 +128,13 @@ def main() -> None:
     screen_harmful = tlo.load_prompts(args.shared / f"harmful_{split}.json")[:n]
     screen_harmless = tlo.load_prompts(args.shared / f"harmless_{split}.json")[:n]
     names = [hook_name("resid_pre", layer) for layer in LAYERS]
-    training = collect_training(model, harmful, harmless, names, keep_rows=True, **COLLECT)
+    training = collect_training(model, harmful, harmless, names, COLLECT, keep_rows=True)
     scorer = Scorer(model, screen_harmful, screen_harmless, batch_size=32)
 
     def fitted(name: str) -> InterventionSet:
         if name.startswith("direction"):
             return tlo.fit_direction_ablation(
-                model, harmful, harmless, layer=14, training=training, **COLLECT
+                model, harmful, harmless, layer=14, training=training, collect=COLLECT
             )
         layers = next(v[1] for v in VARIANTS if v[0] == name)
         return tlo.fit_ot_ablation(
@@ -139,10 +142,10 @@ def main() -> None:
             harmful,
             harmless,
             layers=list(layers),
-            sequential=False,
             training=training,
-            **SPEC,
-            **COLLECT,
+            spec=SPEC,
+            collect=COLLECT,
+            placement=tlo.Placement(sequential=False),
         )
 
     runs = [("direction_ablation s=0.5", None, 0.5)]
@@ -166,8 +169,7 @@ def main() -> None:
             screen_harmful,
             fwd_hooks=edited.fwd_hooks(),
             max_new_tokens=TOKENS,
-            batch_size=32,
-            progress=False,
+            options=tlo.GenerationOptions(batch_size=32, progress=False),
         )
         labels = tlo.judge(screen_harmful, completions, progress=False)
         counts = Counter(labels)

@@ -16,10 +16,13 @@ Writes ``experiments/results/gate-on-prose.json``.
     .venv/bin/python experiments/gate_on_prose.py
 """
 
+import dataclasses
+
 import torch
 from _results import write_results
 
 import tl_ot_ablation as tlo
+from tl_ot_ablation import CollectOptions
 from tl_ot_ablation.lens.collect import collect_activations
 from tl_ot_ablation.lens.prompts import plain_text
 
@@ -38,20 +41,28 @@ def main() -> None:
         harmful,
         harmless,
         layers=list(LAYERS),
-        sequential=False,
-        estimator="ledoit_wolf",
-        gate="posterior",
-        progress=False,
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, estimator="ledoit_wolf", gate="posterior"),
+        collect=tlo.CollectOptions(progress=False),
+        placement=tlo.Placement(sequential=False),
     )
     sources = {
         "held-out harmful": collect_activations(
-            model, tlo.default_prompts("harmful", "eval"), names, progress=False
+            model,
+            tlo.default_prompts("harmful", "eval"),
+            names,
+            CollectOptions(progress=False),
         ),
         "held-out harmless": collect_activations(
-            model, tlo.default_prompts("harmless", "eval"), names, progress=False
+            model,
+            tlo.default_prompts("harmless", "eval"),
+            names,
+            CollectOptions(progress=False),
         ),
         "prose": collect_activations(
-            model, plain_text(), names, positions="all", chat=False, progress=False
+            model,
+            plain_text(),
+            names,
+            CollectOptions(positions="all", chat=False, progress=False),
         ),
     }
     results = []

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import tl_ot_ablation as tlo
+from tl_ot_ablation import CollectOptions
 from tl_ot_ablation.eval.gate_report import OPEN, nearest_training, training_rows
 from tl_ot_ablation.eval.metrics import with_ci
 from tl_ot_ablation.io import atomic
@@ -72,7 +73,12 @@ def main() -> None:
     start = time.perf_counter()
     model = tlo.load_model()
     train = tlo.default_prompts("harmful"), tlo.default_prompts("harmless")
-    fitted = tlo.fit_ot_ablation(model, *train, layers=[LAYER], progress=False)
+    fitted = tlo.fit_ot_ablation(
+        model,
+        *train,
+        layers=[LAYER],
+        collect=tlo.CollectOptions(progress=False),
+    )
     hook = f"blocks.{LAYER}.hook_resid_pre"
     gate_map = fitted[hook]
     sets = {
@@ -85,7 +91,12 @@ def main() -> None:
     values: dict[str, dict[str, torch.Tensor]] = {}
     summary = {}
     for kind, prompts in sets.items():
-        rows = collect_activations(model, prompts, hook, positions="last", progress=False)[hook]
+        rows = collect_activations(
+            model,
+            prompts,
+            hook,
+            CollectOptions(positions="last", progress=False),
+        )[hook]
         rows = rows.to(gate_map.basis.components.dtype)
         posterior = torch.sigmoid(gate_map.harmful_log_odds(rows).double())
         values[kind] = {"last": posterior, "z": gate_map.basis.project(rows).double()}

@@ -31,7 +31,8 @@ from train_judge import scores
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.judge import LABELS, features
-from tl_ot_ablation.lens.prompts import format_chat, tokenize
+from tl_ot_ablation.lens.chat_template import format_chat
+from tl_ot_ablation.lens.tokens import tokenize
 
 PROBED = (
     "sweep-judged",

@@ -10,6 +10,7 @@ deflection, compliance, degenerate), and the labelled file ships with the tests 
     .venv/bin/python experiments/judge_pool.py
 """
 
+import dataclasses
 import json
 import sys
 import time
@@ -17,8 +18,8 @@ import warnings
 from pathlib import Path
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import at_strength
-from tl_ot_ablation.lens.fit import collect_every_layer
+from tl_ot_ablation.eval.common import at_strength
+from tl_ot_ablation.lens.training import collect_every_layer
 
 FIT = "validation"
 """The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
@@ -36,19 +37,33 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="strength=")
     model = tlo.load_model()
     harmful, harmless = tlo.default_prompts("harmful", FIT), tlo.default_prompts("harmless", FIT)
-    options = {"batch_size": 32, "progress": False}
-    training = collect_every_layer(model, harmful, harmless, estimator="ledoit_wolf", **options)
-    fit = {"training": training, **options}
-    gated = {"estimator": "ledoit_wolf", "gate": "posterior", "n_components": 64}
+    collect = tlo.CollectOptions(batch_size=32, progress=False)
+    training = collect_every_layer(model, harmful, harmless, collect, estimator="ledoit_wolf")
+    fit = {"training": training, "collect": collect}
+    gated = dataclasses.replace(
+        tlo.RECOMMENDED_MAP, estimator="ledoit_wolf", gate="posterior", n_components=64
+    )
+    naive_spec = dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=32)
     direction = tlo.fit_direction_ablation(model, harmful, harmless, layer=14, **fit)
-    at23 = tlo.fit_ot_ablation(model, harmful, harmless, layers=[23], **gated, **fit)
-    at14 = tlo.fit_ot_ablation(model, harmful, harmless, layers=[14], **gated, **fit)
-    naive = tlo.fit_ot_ablation(model, harmful, harmless, layers=[14], n_components=32, **fit)
+    at23 = tlo.fit_ot_ablation(model, harmful, harmless, layers=[23], spec=gated, **fit)
+    at14 = tlo.fit_ot_ablation(model, harmful, harmless, layers=[14], spec=gated, **fit)
+    naive = tlo.fit_ot_ablation(model, harmful, harmless, layers=[14], spec=naive_spec, **fit)
     every = tlo.fit_ot_ablation(
-        model, harmful, harmless, layers=list(range(28)), sequential=False, **gated, **fit
+        model,
+        harmful,
+        harmless,
+        layers=list(range(28)),
+        spec=gated,
+        placement=tlo.Placement(sequential=False),
+        **fit,
     )
     shift = tlo.fit_ot_ablation(
-        model, harmful, harmless, layers=[23], method="mean_shift", **gated, **fit
+        model,
+        harmful,
+        harmless,
+        layers=[23],
+        spec=dataclasses.replace(gated, kind="mean_shift"),
+        **fit,
     )
     configs = {
         "none": None,
@@ -78,8 +93,7 @@ def main() -> None:
             prompts,
             fwd_hooks=hooks,
             max_new_tokens=NEW_TOKENS,
-            batch_size=32,
-            progress=False,
+            options=tlo.GenerationOptions(batch_size=32, progress=False),
         )
         for prompt, completion, (source, kind) in zip(prompts, completions, origin, strict=True):
             rows.append(

@@ -11,6 +11,7 @@ by the held-out log-density (``tl_ot_ablation.eval.selection``). Writes
 from _results import write_results
 
 import tl_ot_ablation as tlo
+from tl_ot_ablation import CollectOptions
 from tl_ot_ablation.eval.selection import heldout_log_likelihood
 from tl_ot_ablation.lens.collect import collect_activations
 
@@ -24,7 +25,12 @@ def main() -> None:
     model = tlo.load_model()
     name = f"blocks.{LAYER}.hook_resid_pre"
     rows = [
-        collect_activations(model, tlo.default_prompts(kind, FIT), name, progress=False)[name]
+        collect_activations(
+            model,
+            tlo.default_prompts(kind, FIT),
+            name,
+            CollectOptions(progress=False),
+        )[name]
         for kind in ("harmful", "harmless")
     ]
     scores = heldout_log_likelihood(*rows, n_components=[4, 8, 16, 32, 64, 128, 256])

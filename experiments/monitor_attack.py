@@ -36,7 +36,7 @@ from tl_ot_ablation.eval.metrics import (
     with_ci,
 )
 from tl_ot_ablation.io import atomic
-from tl_ot_ablation.lens.fit import RECOMMENDED_MAP
+from tl_ot_ablation.lens.map_spec import RECOMMENDED_MAP
 
 FIT = "validation"
 """The 64 + 64 prompts these results were recorded with (the fitting split before it grew to 256)."""
@@ -78,15 +78,15 @@ def main() -> None:
     n_layers = model.cfg.n_layers
     train = {k: tlo.default_prompts(k, FIT) for k in ("harmful", "harmless")}
     held = {k: tlo.default_prompts(k, "eval") for k in ("harmful", "harmless")}
-    quiet = {"progress": False}
+    quiet = tlo.CollectOptions(progress=False)
     monitor_layers = [args.layer, *later_layers(n_layers, args.layer)]
     monitor = tlo.ActivationMonitor.fit(
         model,
         train["harmful"],
         train["harmless"],
         layers=monitor_layers,
-        n_components=min(64, model.cfg.d_model - 1),
-        **quiet,
+        spec=tlo.MonitorSpec(n_components=min(64, model.cfg.d_model - 1)),
+        collect=quiet,
     )
     refusal_ids = refusal_token_ids(model.tokenizer)
     clean_harmless = next_token_logprobs(model, held["harmless"])
@@ -102,7 +102,7 @@ def main() -> None:
             train["harmless"],
             layers=spec["layers"],
             spec=map_spec,
-            **quiet,
+            collect=quiet,
         )
         with warnings.catch_warnings():  # strength 2 extrapolates on purpose (compare's choice)
             warnings.simplefilter("ignore", UserWarning)

@@ -88,7 +88,10 @@ def _reader_labels(out: Path, reader: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for path in sorted((out / reader).glob("labels-*.jsonl")):
         part = path.name.removeprefix("labels-")
-        ids = [json.loads(line)["id"] for line in (out / reader / f"part-{part}").read_text().splitlines()]
+        ids = [
+            json.loads(line)["id"]
+            for line in (out / reader / f"part-{part}").read_text().splitlines()
+        ]
         labels.update(read_labels(path, ids))
     missing = set(key) - set(labels)
     if missing:
@@ -115,9 +118,7 @@ def merge(out: Path) -> None:
     adjudicated = read_labels(out / "adjudicate" / "labels-0.jsonl", differ) if differ else {}
     final = {i: adjudicated.get(i, a[i]) for i in ids}
     rows = {row["id"]: row for row in _pool_rows()}
-    lines = [
-        json.dumps({**where, "label": final[i]}) for i in ids for where in rows[i]["rows"]
-    ]
+    lines = [json.dumps({**where, "label": final[i]}) for i in ids for where in rows[i]["rows"]]
     atomic.write_text(out / "labels.jsonl", "\n".join(lines) + "\n")
     old = {i: rows[i]["label"] for i in ids}  # the first row's (duplicates agree mostly)
     write_results(

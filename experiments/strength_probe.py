@@ -9,12 +9,13 @@ refusals and degenerate completions. Writes ``experiments/results/strength-probe
     .venv/bin/python experiments/strength_probe.py
 """
 
+import dataclasses
 import warnings
 
 from _results import write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import at_strength
+from tl_ot_ablation.eval.common import at_strength
 from tl_ot_ablation.eval.metrics import degeneracy, is_refusal
 from tl_ot_ablation.eval.sweep import Scorer
 
@@ -36,11 +37,10 @@ def main() -> None:
         harmful,
         harmless,
         layers=[14],
-        n_components=64,
-        estimator="ledoit_wolf",
-        gate="posterior",
-        batch_size=32,
-        progress=False,
+        spec=dataclasses.replace(
+            tlo.RECOMMENDED_MAP, n_components=64, estimator="ledoit_wolf", gate="posterior"
+        ),
+        collect=tlo.CollectOptions(batch_size=32, progress=False),
     )
     prompts = eval_harmful[:16] + eval_harmless[:8]
     rows = []
@@ -52,8 +52,7 @@ def main() -> None:
             prompts,
             fwd_hooks=edited.fwd_hooks(),
             max_new_tokens=32,
-            batch_size=24,
-            progress=False,
+            options=tlo.GenerationOptions(batch_size=24, progress=False),
         )
         row = {
             "strength": strength,

@@ -10,6 +10,7 @@ refusal; no generation). The table is written to ``experiments/results/variants-
 """
 
 import argparse
+import dataclasses
 import json
 import time
 import warnings
@@ -19,7 +20,7 @@ from typing import Any
 from _results import write_results
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import at_strength
+from tl_ot_ablation.eval.common import at_strength
 from tl_ot_ablation.eval.matched import match_strength
 from tl_ot_ablation.eval.sweep import Scorer
 
@@ -90,23 +91,31 @@ def main() -> None:
     layer = args.layer
     block = list(range(layer - 3, layer + 4))
 
-    def ot(**options: Any) -> Any:
-        layers = options.pop("layers", [layer])
+    def ot(layers: list[int] | None = None, method: str = "ot", **spec: Any) -> Any:
         return tlo.fit_ot_ablation(
-            model, train_h, train_hl, layers=layers, progress=False, batch_size=32, **options
+            model,
+            train_h,
+            train_hl,
+            layers=layers or [layer],
+            spec=dataclasses.replace(tlo.RECOMMENDED_MAP, kind=method, **spec),
+            collect=tlo.CollectOptions(progress=False, batch_size=32),
         )
 
     variants: dict[str, Any] = {
         "direction_ablation": lambda: tlo.fit_direction_ablation(
-            model, train_h, train_hl, layer=layer, progress=False
+            model,
+            train_h,
+            train_hl,
+            layer=layer,
+            collect=tlo.CollectOptions(progress=False),
         ),
         "direction_ablation@post_instruction": lambda: tlo.fit_direction_ablation(
             model,
             train_h,
             train_hl,
             layer=layer,
-            apply_positions="post_instruction",
-            progress=False,
+            collect=tlo.CollectOptions(progress=False),
+            placement=tlo.Placement(apply_positions="post_instruction"),
         ),
         "ot k=64 ridge": lambda: ot(n_components=64),
         "ot k=16 ridge": lambda: ot(n_components=16),

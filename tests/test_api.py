@@ -1,5 +1,6 @@
 """The public API leads to what works: the recommended map by default, the jobs from Python."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,9 +8,9 @@ import pytest
 from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import EvalPrompts, ValidationPrompts
-from tl_ot_ablation.eval.jobs import JobPrompts
+from tl_ot_ablation.eval.prompt_sets import EvalPrompts, JobPrompts, ValidationPrompts
 from tl_ot_ablation.eval.record import CompareRecord, MonitorRecord, SweepRecord
+from tl_ot_ablation.eval.settings import JOB_COLLECT, JOB_MAP, CompareSettings, SweepSettings
 from tl_ot_ablation.lens.testing import tiny_model
 
 QUIET = {"progress": False}
@@ -38,13 +39,23 @@ def model():
 def test_fit_ot_ablation_fits_the_recommended_map_by_default(tiny_bridge) -> None:
     """It used to fit the plain map, the configuration that wrecks the model at matched KL."""
     fitted = tlo.fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, layers=[1], n_components=4, **QUIET
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=4),
+        collect=tlo.CollectOptions(progress=False),
     )
     [ot] = fitted.values()
     assert ot.gate == "posterior" and fitted.metadata["estimator"] == "ledoit_wolf"
     assert tlo.RECOMMENDED_MAP == tlo.MapSpec(estimator="ledoit_wolf", gate="posterior")
     plain = tlo.fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, layers=[1], spec=tlo.PLAIN_MAP, n_components=4, **QUIET
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(tlo.PLAIN_MAP, n_components=4),
+        collect=tlo.CollectOptions(progress=False),
     )
     [ot] = plain.values()
     assert ot.gate == "none" and plain.metadata["estimator"] == "ridge"
@@ -84,6 +95,36 @@ def test_settings_objects_and_presets_are_both_accepted(model, as_user) -> None:
         tlo.compare(model, settings=tlo.eval.settings.SweepSettings(), prompts=PROMPTS)
     with pytest.raises(ValueError, match="unknown preset"):
         tlo.compare(model, preset="fast", prompts=PROMPTS)
+
+
+def test_settings_nest_the_map_and_how_prompts_are_run() -> None:
+    """The map and the collection are ``MapSpec`` / ``CollectOptions`` objects; presets and
+    ``with_changes`` also take their fields by name, on top of the job defaults."""
+    settings = CompareSettings.preset("quick", n_components=8, batch_size=4, reg=0.01)
+    assert settings.map == dataclasses.replace(JOB_MAP, n_components=8, reg=0.01)
+    assert settings.collect == dataclasses.replace(JOB_COLLECT, batch_size=4)
+    assert settings.n_train == CompareSettings.QUICK["n_train"]
+    changed = settings.with_changes(gate="none", seed=3)
+    assert changed.map.gate == "none" and changed.map.n_components == 8 and changed.seed == 3
+    data = json.loads(json.dumps(settings.to_json()))
+    assert data["map"]["n_components"] == 8 and "progress" not in data["collect"]
+    assert CompareSettings.from_json(data) == settings
+    with pytest.raises(ValueError, match="n_components must be an integer >= 1, got None"):
+        CompareSettings.preset(n_components=None)
+
+
+def test_settings_read_an_older_flat_record() -> None:
+    """Records written before the nesting held the map and collection fields flat."""
+    settings = SweepSettings.preset(n_components=16, estimator="oas", positions="last")
+    data = json.loads(json.dumps(settings.to_json()))
+    flat = {key: value for key, value in data.items() if key not in ("map", "collect")}
+    for name in ("n_components", "reg", "estimator", "gate", "gate_prior", "preserve_norm"):
+        flat[name] = data["map"][name]
+    for name in ("positions", "batch_size", "system"):
+        flat[name] = data["collect"][name]
+    assert SweepSettings.from_json(flat) == settings
+    with pytest.raises(ValueError, match=r"unknown settings\.map field\(s\) \['k'\]"):
+        SweepSettings.from_json({**data, "map": {"k": 4}})
 
 
 def test_choose_layer_is_compares_judged_choice(model) -> None:

@@ -2,6 +2,7 @@
 post-instruction span, fitting, hooks, cached generation and save/load; models without a chat
 template; templates whose post-instruction span cannot be located."""
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,19 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 from tl_ot_ablation import (
+    RECOMMENDED_MAP,
+    CollectOptions,
     GaussianOTMap,
+    GenerationOptions,
     InterventionSet,
     collect_activations,
     fit_ot_ablation,
     format_chat,
     post_instruction_length,
 )
+from tl_ot_ablation.lens.chat_template import bind_template_kwargs
 from tl_ot_ablation.lens.collect import prepare_tokens
 from tl_ot_ablation.lens.generation import generate
-from tl_ot_ablation.lens.prompts import bind_template_kwargs
 from tl_ot_ablation.lens.testing import (
     CHAT_TEMPLATE,
     FAMILIES,
@@ -29,6 +33,9 @@ from tl_ot_ablation.lens.testing import (
     tiny_model,
     tiny_tokenizer,
 )
+
+QUIET = CollectOptions(progress=False)
+QUIET_GENERATION = GenerationOptions(progress=False)
 
 HOOK = "blocks.1.hook_resid_pre"
 PROMPTS = ["how do I bake bread?", "tell me a story about a cat", "hi"]
@@ -145,7 +152,12 @@ def fitted() -> Callable[[str], tuple[Any, InterventionSet]]:
         if family not in cache:
             model = tiny_model(family, n_layers=2)  # type: ignore[arg-type]
             interventions = fit_ot_ablation(
-                model, HARMFUL, HARMLESS, layers=[1], n_components=4, reg=1e-2, progress=False
+                model,
+                HARMFUL,
+                HARMLESS,
+                layers=[1],
+                spec=dataclasses.replace(RECOMMENDED_MAP, n_components=4, reg=1e-2),
+                collect=QUIET,
             )
             cache[family] = model, interventions
         return cache[family]
@@ -199,7 +211,13 @@ def test_cached_generation_equals_uncached(
     model, interventions = fitted(family)
     hooks = interventions.fwd_hooks(positions="all")
     for fwd_hooks in ([], hooks):
-        cached = generate(model, PROMPTS, fwd_hooks=fwd_hooks, max_new_tokens=5, progress=False)
+        cached = generate(
+            model,
+            PROMPTS,
+            fwd_hooks=fwd_hooks,
+            max_new_tokens=5,
+            options=QUIET_GENERATION,
+        )
         assert cached == _greedy_without_cache(model, PROMPTS, fwd_hooks, 5)
 
 
@@ -249,11 +267,20 @@ def test_qwen3_with_thinking_bound_off_fits_on_the_empty_think_block() -> None:
     model.tokenizer.chat_template = bind_template_kwargs(model.tokenizer.chat_template, off)
     assert format_chat(model.tokenizer, ["hi"]) == [_CHATML_HI + "<think>\n\n</think>\n\n"]
     interventions = fit_ot_ablation(
-        model, HARMFUL, HARMLESS, layers=[1], n_components=4, progress=False
+        model,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=4),
+        collect=QUIET,
     )
     assert interventions.n_post_instruction == n_off == post_instruction_length(model.tokenizer)
     completions = generate(
-        model, PROMPTS, fwd_hooks=interventions.fwd_hooks(), max_new_tokens=3, progress=False
+        model,
+        PROMPTS,
+        fwd_hooks=interventions.fwd_hooks(),
+        max_new_tokens=3,
+        options=QUIET_GENERATION,
     )
     assert len(completions) == len(PROMPTS)
     with pytest.raises(ValueError, match="must be a bool"):
@@ -272,10 +299,10 @@ def test_gpt2_without_a_template_errors_clearly_and_the_raw_text_route_works(
     with pytest.raises(ValueError, match=r"no post-instruction positions.*positions='last'"):
         post_instruction_length(model.tokenizer)
     with pytest.raises(ValueError, match="no chat template"):
-        collect_activations(model, HARMFUL, HOOK, progress=False)
-    raw: dict[str, Any] = {"chat": False, "positions": "last", "progress": False}
-    source = collect_activations(model, HARMFUL, HOOK, **raw)[HOOK]
-    target = collect_activations(model, HARMLESS, HOOK, **raw)[HOOK]
+        collect_activations(model, HARMFUL, HOOK, QUIET)
+    raw = CollectOptions(chat=False, positions="last", progress=False)
+    source = collect_activations(model, HARMFUL, HOOK, raw)[HOOK]
+    target = collect_activations(model, HARMLESS, HOOK, raw)[HOOK]
     interventions = InterventionSet(
         {HOOK: GaussianOTMap.fit(source, target, n_components=3, reg=1e-2)},
         positions="last",
@@ -292,9 +319,8 @@ def test_gpt2_without_a_template_errors_clearly_and_the_raw_text_route_works(
         model,
         PROMPTS,
         fwd_hooks=interventions.fwd_hooks(),
-        chat=False,
         max_new_tokens=3,
-        progress=False,
+        options=GenerationOptions(chat=False, progress=False),
     )
     assert len(completions) == len(PROMPTS)
     loaded = InterventionSet.load(interventions.save(tmp_path / "gpt2"), model=model)
@@ -308,15 +334,22 @@ def test_fitting_a_model_without_a_template_on_raw_text() -> None:
     from tl_ot_ablation import fit_direction_ablation, fit_ot_ablation
 
     model = tiny_model("gpt2", n_layers=2, chat_template=None)
-    raw: dict[str, Any] = {"chat": False, "positions": "last", "progress": False}
-    fitted = fit_ot_ablation(model, HARMFUL, HARMLESS, layers=[1], n_components=3, **raw)
+    raw = CollectOptions(chat=False, positions="last", progress=False)
+    spec = dataclasses.replace(RECOMMENDED_MAP, n_components=3)
+    fitted = fit_ot_ablation(model, HARMFUL, HARMLESS, layers=[1], spec=spec, collect=raw)
     assert fitted.positions == "last" and fitted.n_post_instruction is None
-    ablation = fit_direction_ablation(model, HARMFUL, HARMLESS, layer=1, **raw)
+    ablation = fit_direction_ablation(model, HARMFUL, HARMLESS, layer=1, collect=raw)
     assert ablation.n_post_instruction is None
     with pytest.raises(ValueError, match="needs n_post_instruction"):
         ablation.fwd_hooks(positions="post_instruction")
     with pytest.raises(ValueError, match=r"needs the chat template \(chat=True\)"):
-        fit_ot_ablation(model, HARMFUL, HARMLESS, layers=[1], chat=False, progress=False)
+        fit_ot_ablation(
+            model,
+            HARMFUL,
+            HARMLESS,
+            layers=[1],
+            collect=CollectOptions(chat=False, progress=False),
+        )
 
 
 # --- templates whose post-instruction span cannot be located -----------------------------------
@@ -358,8 +391,18 @@ def test_a_broken_template_still_works_at_the_last_position() -> None:
     template, _ = BROKEN["no generation prompt"]
     model = tiny_model(n_layers=2, chat_template=template)
     with pytest.raises(ValueError, match="positions='last'"):
-        collect_activations(model, HARMFUL, HOOK, progress=False)  # default: post_instruction
-    rows = collect_activations(model, HARMFUL, HOOK, positions="last", progress=False)[HOOK]
+        collect_activations(
+            model,
+            HARMFUL,
+            HOOK,
+            QUIET,
+        )  # default: post_instruction
+    rows = collect_activations(
+        model,
+        HARMFUL,
+        HOOK,
+        CollectOptions(positions="last", progress=False),
+    )[HOOK]
     assert rows.shape == (len(HARMFUL), model.cfg.d_model)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tl_ot_ablation import CollectOptions
 from tl_ot_ablation.cli import main
 from tl_ot_ablation.eval.methods import METHODS
 
@@ -177,9 +178,9 @@ def test_python_dash_m_lists_the_commands() -> None:
 
 def test_fit_auto_picks_the_w2_layer_from_one_pass(tmp_path: Path, capsys) -> None:
     from tl_ot_ablation.eval.selection import layers_by_w2, w2_by_layer
-    from tl_ot_ablation.lens.fit import collect_training
     from tl_ot_ablation.lens.prompts import default_prompts
     from tl_ot_ablation.lens.testing import tiny_model
+    from tl_ot_ablation.lens.training import collect_training
 
     folder = tmp_path / "map"
     assert main(["fit", *TINY, "--n-train", "5", "-k", "4", "--out", str(folder)]) == 0
@@ -187,7 +188,13 @@ def test_fit_auto_picks_the_w2_layer_from_one_pass(tmp_path: Path, capsys) -> No
     model = tiny_model(n_ctx=512)  # the CLI's "tiny"
     harmful, harmless = default_prompts("harmful")[:5], default_prompts("harmless")[:5]
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(3)]
-    stats = collect_training(model, harmful, harmless, names, batch_size=4, progress=False).stats
+    stats = collect_training(
+        model,
+        harmful,
+        harmless,
+        names,
+        CollectOptions(batch_size=4, progress=False),
+    ).stats
     expected = layers_by_w2(w2_by_layer(stats, 3, n_components=4))
     assert config["metadata"]["layers"] == expected
     assert f"largest W2² / variance): {expected}" in capsys.readouterr().out
@@ -211,9 +218,10 @@ def test_sweep_refuses_kl_budget_none(tmp_path: Path, capsys) -> None:
     ],
 )
 def test_compare_runs_the_headline_methods_unless_asked(flags, expected) -> None:
-    from tl_ot_ablation.cli import _settings, build_parser
+    from tl_ot_ablation.cli import build_parser
+    from tl_ot_ablation.cli.to_settings import settings_from_args
 
-    settings = _settings(build_parser().parse_args(["compare", *flags]))
+    settings = settings_from_args(build_parser().parse_args(["compare", *flags]))
     assert settings.resolve(28).methods == expected
 
 
@@ -228,6 +236,7 @@ def test_compare_runs_the_headline_methods_unless_asked(flags, expected) -> None
     ],
 )
 def test_compare_layers_default_to_judged_and_quick_to_auto(flags, expected) -> None:
-    from tl_ot_ablation.cli import _settings, build_parser
+    from tl_ot_ablation.cli import build_parser
+    from tl_ot_ablation.cli.to_settings import settings_from_args
 
-    assert _settings(build_parser().parse_args(["compare", *flags])).layers == expected
+    assert settings_from_args(build_parser().parse_args(["compare", *flags])).layers == expected

@@ -1,5 +1,6 @@
 """Matched-damage search, degenerate-output flag, plain-text NLL and the comparison pipeline."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -8,20 +9,16 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import (
-    CompareSettings,
-    EvalPrompts,
-    ValidationPrompts,
-    comparison_record,
-    fit_methods,
-    overlap,
-    run_comparison,
-)
+from tl_ot_ablation import GenerationOptions
+from tl_ot_ablation.eval.compare import comparison_record, run_comparison
 from tl_ot_ablation.eval.evaluate import completion_nll, next_token_logprobs, text_hooks, text_nll
+from tl_ot_ablation.eval.fitting import fit_methods
 from tl_ot_ablation.eval.matched import match_strength
 from tl_ot_ablation.eval.methods import COMPARED, METHODS
 from tl_ot_ablation.eval.metrics import degeneracy, is_degenerate, perplexity, with_ci
+from tl_ot_ablation.eval.prompt_sets import EvalPrompts, ValidationPrompts, overlap
 from tl_ot_ablation.eval.selection import layers_by_w2
+from tl_ot_ablation.eval.settings import CompareSettings
 from tl_ot_ablation.lens.generation import generate_with_first_logprobs
 
 # --- match_strength -------------------------------------------------------------------------
@@ -118,11 +115,22 @@ def test_text_nll_equals_direct_computation_and_ignores_padding(tiny_bridge) -> 
 
 def test_text_hooks_skip_the_first_position_for_maps_fitted_on_the_template(tiny_bridge) -> None:
     fitted = tlo.fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, layers=[1], n_components=4, progress=False
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=4),
+        collect=tlo.CollectOptions(progress=False),
     )
     ((_, hook),) = text_hooks(fitted)
     assert hook.positions == slice(1, None)
-    ablation = tlo.fit_direction_ablation(tiny_bridge, HARMFUL, HARMLESS, layer=1, progress=False)
+    ablation = tlo.fit_direction_ablation(
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layer=1,
+        collect=tlo.CollectOptions(progress=False),
+    )
     assert {h.positions for _, h in text_hooks(ablation)} == {"all"}
     with pytest.raises(ValueError, match="at least two tokens"):
         text_nll(tiny_bridge, ["a"])
@@ -130,11 +138,20 @@ def test_text_hooks_skip_the_first_position_for_maps_fitted_on_the_template(tiny
 
 def test_first_generated_logprobs_equal_next_token_logprobs(tiny_bridge) -> None:
     fitted = tlo.fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, layers=[1], n_components=4, progress=False
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=4),
+        collect=tlo.CollectOptions(progress=False),
     )
     hooks = fitted.with_strength(1.0).fwd_hooks()
     completions, first = generate_with_first_logprobs(
-        tiny_bridge, HARMLESS, fwd_hooks=hooks, max_new_tokens=3, batch_size=5, progress=False
+        tiny_bridge,
+        HARMLESS,
+        fwd_hooks=hooks,
+        max_new_tokens=3,
+        options=GenerationOptions(batch_size=5, progress=False),
     )
     direct = next_token_logprobs(tiny_bridge, HARMLESS, fwd_hooks=hooks, batch_size=5)
     torch.testing.assert_close(first, direct, rtol=1e-5, atol=1e-5)
@@ -142,7 +159,11 @@ def test_first_generated_logprobs_equal_next_token_logprobs(tiny_bridge) -> None
     assert (
         completions[0]
         == tlo.generate(
-            tiny_bridge, HARMLESS[:1], fwd_hooks=hooks, max_new_tokens=3, progress=False
+            tiny_bridge,
+            HARMLESS[:1],
+            fwd_hooks=hooks,
+            max_new_tokens=3,
+            options=tlo.GenerationOptions(progress=False),
         )[0]
     )
 
@@ -158,7 +179,8 @@ VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shir
 @pytest.fixture(scope="module")
 def comparison(tiny_bridge):
     held_out = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing a song"], TEXTS)
-    settings = CompareSettings(  # layers="judged" (the default) is tested in test_judged_layers
+    # layers="judged" (the default) is tested in test_judged_layers
+    settings = CompareSettings.preset(
         layers="auto",
         n_components=4,
         max_new_tokens=4,
@@ -210,7 +232,7 @@ def test_choosing_strengths_needs_validation_prompts(tiny_bridge) -> None:
             HARMFUL,
             HARMLESS,
             held_out,
-            CompareSettings(n_components=4, methods=("ot_selective",), match_kl=None),
+            CompareSettings.preset(n_components=4, methods=("ot_selective",), match_kl=None),
             progress=False,
         )
 
@@ -266,7 +288,7 @@ def test_the_monitor_only_watches(tiny_bridge) -> None:
             HARMFUL,
             HARMLESS,
             held_out,
-            CompareSettings(
+            CompareSettings.preset(
                 layers="auto",
                 n_components=4,
                 max_new_tokens=3,
@@ -291,7 +313,7 @@ def test_the_monitor_only_watches(tiny_bridge) -> None:
 
 def test_unmatched_comparison_uses_the_given_strength(tiny_bridge) -> None:
     held_out = EvalPrompts(["rob a bank"], ["plant a tree"], TEXTS[:1])
-    settings = CompareSettings(
+    settings = CompareSettings.preset(
         layers="auto",
         n_components=4,
         max_new_tokens=2,
@@ -352,7 +374,7 @@ def _record(
 
 
 def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
-    from tl_ot_ablation.eval.report import verdict
+    from tl_ot_ablation.eval.report_markdown import verdict
 
     # One prompt ahead of 20 is a tie, not a win; ten ahead is a win.
     assert "matches direction ablation (ahead or level" in verdict(_record([0] * 20, 0.01))
@@ -375,7 +397,7 @@ def test_verdict_is_honest_about_ties_losses_and_gibberish() -> None:
 
 
 def test_judged_verdict_compares_compliance_and_says_to_read() -> None:
-    from tl_ot_ablation.eval.report import JUDGE_CAVEAT, verdict
+    from tl_ot_ablation.eval.report_markdown import JUDGE_CAVEAT, verdict
 
     record = _record([0] * 20, 0.01)
     assert JUDGE_CAVEAT not in verdict(record)  # marker verdicts say nothing about the judge

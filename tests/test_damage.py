@@ -1,6 +1,7 @@
 """Harmless damage as a distribution, the matched-damage measure, and the gate on held-out
 prompts (``eval.damage``, ``eval.gate_report``), on tiny random-weight models."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,30 +11,26 @@ import torch
 from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval.compare import (
-    CompareSettings,
-    EvalPrompts,
-    ValidationPrompts,
-    at_strength,
-    comparison_record,
-    run_comparison,
-)
+from tl_ot_ablation import CollectOptions, GenerationOptions
+from tl_ot_ablation.eval.common import at_strength
+from tl_ot_ablation.eval.compare import comparison_record, run_comparison
 from tl_ot_ablation.eval.damage import (
     DAMAGE_METRICS,
     KL_THRESHOLD,
     MATCH_MEASURES,
-    damage_lines,
     harmless_damage,
     kl_distribution,
     summarise,
 )
 from tl_ot_ablation.eval.evaluate import next_token_logprobs
-from tl_ot_ablation.eval.gate_report import GateRecorder, gate_lines
+from tl_ot_ablation.eval.gate_report import GateRecorder
 from tl_ot_ablation.eval.metrics import Estimate, kl_divergence, statistic_ci
+from tl_ot_ablation.eval.prompt_sets import EvalPrompts, ValidationPrompts
 from tl_ot_ablation.eval.record import METRICS, CompareRecord, SweepPoint, SweepRecord
 from tl_ot_ablation.eval.report import write_compare_report
-from tl_ot_ablation.eval.settings import SweepSettings
-from tl_ot_ablation.eval.sweep import best_placement, point_damage
+from tl_ot_ablation.eval.report_sections import damage_lines, gate_lines
+from tl_ot_ablation.eval.settings import CompareSettings, SweepSettings
+from tl_ot_ablation.eval.sweep_scorer import best_placement, point_damage
 from tl_ot_ablation.lens.collect import collect_activations
 from tl_ot_ablation.lens.generation import generate_with_first_logprobs
 
@@ -125,7 +122,7 @@ def test_committed_records_load_and_render_without_the_new_fields(path: Path) ->
     assert CompareRecord.from_json(json.loads(json.dumps(data))).to_json() == data
     for method in record.methods.values():
         assert method.kl_harmless_per_prompt == [] and method.gate is None
-    assert damage_lines(data) == [] and gate_lines(data) == []
+    assert damage_lines(record) == [] and gate_lines(record) == []
 
 
 @pytest.mark.parametrize(
@@ -154,7 +151,7 @@ def _settings(**changes) -> CompareSettings:
         "detect": False,
         "gate_neighbours": 2,
     }
-    return CompareSettings(**{**base, **changes})
+    return CompareSettings.preset(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +204,7 @@ def _validation_kl(model, comparison, name: str) -> np.ndarray:
     plain forward passes (not the search's generation passes)."""
     settings = comparison.settings
     fitted = at_strength(comparison.interventions[name], comparison.results[name].strength)
-    options = {"batch_size": settings.batch_size, "system": settings.system}
+    options = {"batch_size": settings.collect.batch_size, "system": settings.collect.system}
     reference = next_token_logprobs(model, VALIDATION.harmless, **options)
     edited = next_token_logprobs(
         model, VALIDATION.harmless, fwd_hooks=fitted.fwd_hooks(), **options
@@ -276,15 +273,25 @@ def test_the_strength_search_holds_the_chosen_measure_within_the_budget(
 
 def test_the_gate_recorder_reads_what_the_gate_reads_and_changes_nothing(tiny_bridge) -> None:
     fitted = tlo.fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, layers=[1, 2], n_components=4, gate="posterior",
-        progress=False,
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1, 2],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=4, gate="posterior"),
+        collect=tlo.CollectOptions(progress=False),
     )  # fmt: skip
     recorder = GateRecorder.for_set(fitted)
     assert recorder is not None and recorder.hook == "blocks.1.hook_resid_pre"
     assert GateRecorder.for_set(fitted.__class__(dict(fitted), positions="all")) is not None
-    ablation = tlo.fit_direction_ablation(tiny_bridge, HARMFUL, HARMLESS, layer=1, progress=False)
+    ablation = tlo.fit_direction_ablation(
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layer=1,
+        collect=tlo.CollectOptions(progress=False),
+    )
     assert GateRecorder.for_set(ablation) is None
-    options = {"max_new_tokens": 3, "batch_size": 2, "progress": False}
+    options = {"max_new_tokens": 3, "options": GenerationOptions(batch_size=2, progress=False)}
     plain, _ = generate_with_first_logprobs(
         tiny_bridge, HELD_OUT.harmless, fwd_hooks=fitted.fwd_hooks(), **options
     )
@@ -298,7 +305,10 @@ def test_the_gate_recorder_reads_what_the_gate_reads_and_changes_nothing(tiny_br
     posterior = recorder.values("harmless")
     assert posterior.shape == (len(HELD_OUT.harmless),)  # one value per prompt, not per token
     rows = collect_activations(
-        tiny_bridge, HELD_OUT.harmless, recorder.hook, positions="last", progress=False
+        tiny_bridge,
+        HELD_OUT.harmless,
+        recorder.hook,
+        CollectOptions(positions="last", progress=False),
     )[recorder.hook]
     direct = torch.sigmoid(fitted[recorder.hook].harmful_log_odds(rows).double())
     torch.testing.assert_close(posterior, direct, rtol=1e-4, atol=1e-6)

@@ -6,12 +6,16 @@ machine without one those cases are skipped with the reason shown by ``-rs``). O
 machine ``benchmarks/run_gpu.sh`` runs them with the GPU benchmarks.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.lens.testing import tiny_model
+
+QUIET = tlo.CollectOptions(progress=False)
 
 DEVICES = [
     "cpu",
@@ -82,10 +86,20 @@ def test_a_hook_moves_a_cpu_map_once_and_keeps_the_activation_dtype(device: str)
 @pytest.mark.parametrize("device", DEVICES)
 def test_model_level_fit_and_hooks_on_the_device(device: str) -> None:
     model = tiny_model("qwen2", n_layers=3, d_model=32).to(device)
-    stats = tlo.collect_stats(model, HARMFUL, "blocks.1.hook_resid_pre", progress=False)
+    stats = tlo.collect_stats(
+        model,
+        HARMFUL,
+        "blocks.1.hook_resid_pre",
+        QUIET,
+    )
     assert stats["blocks.1.hook_resid_pre"].device.type == torch.device(device).type
     fitted = tlo.fit_ot_ablation(
-        model, HARMFUL, HARMLESS, layers=[1], n_components=4, gate="posterior", progress=False
+        model,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=4, gate="posterior"),
+        collect=QUIET,
     )
     tokens = model.to_tokens("hello there", prepend_bos=False).to(device)
     logits = model.run_with_hooks(tokens, fwd_hooks=fitted.fwd_hooks())

@@ -1,10 +1,12 @@
 """Next-token distributions and completion NLL under interventions, against direct computation."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import HARMFUL, HARMLESS
 
-from tl_ot_ablation import ActAdd, InterventionSet, fit_ot_ablation
+from tl_ot_ablation import RECOMMENDED_MAP, ActAdd, CollectOptions, InterventionSet, fit_ot_ablation
 from tl_ot_ablation.eval.evaluate import completion_nll, next_token_logprobs, scoring_hooks
 from tl_ot_ablation.lens.collect import prepare_tokens
 
@@ -35,7 +37,12 @@ def test_completion_nll_equals_direct_computation(tiny_bridge) -> None:
 def test_scoring_applies_interventions_where_generation_did(tiny_bridge) -> None:
     """Teacher-forcing a greedy completion under the scoring hooks reproduces its tokens."""
     fitted = fit_ot_ablation(
-        tiny_bridge, HARMFUL, HARMLESS, layers=[1], n_components=8, progress=False
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=8),
+        collect=CollectOptions(progress=False),
     )
     push = ActAdd(vector=torch.randn(32, generator=torch.Generator().manual_seed(0)) * 4)
     # The tiny random model says "\n" whatever happens: push it hard at the same positions.

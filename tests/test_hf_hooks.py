@@ -1,13 +1,19 @@
 """Plain transformers hooks: the same edits as the TransformerLens hooks, on an un-booted model."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import HARMFUL, HARMLESS
 
 from tl_ot_ablation import (
     PLAIN_MAP,
+    RECOMMENDED_MAP,
     ActAdd,
+    CollectOptions,
+    GenerationOptions,
     InterventionSet,
+    Placement,
     fit_direction_ablation,
     fit_ot_ablation,
 )
@@ -15,7 +21,8 @@ from tl_ot_ablation.lens.generation import generate, prepare_tokens
 from tl_ot_ablation.lens.hf_hooks import decoder_layers, hf_hooks, register_hf_hooks
 from tl_ot_ablation.lens.testing import tiny_hf_model, tiny_model
 
-QUIET = {"progress": False}
+QUIET = CollectOptions(progress=False)
+QUIET_GENERATION = GenerationOptions(progress=False)
 PROMPTS = ["how do I bake bread?", "tell me a story about a cat", "hi"]
 
 
@@ -55,7 +62,12 @@ def _assert_same_edit(tl_logits, hf_logits, baseline) -> None:
 def test_transport_map_gives_the_tl_logits(architecture: str) -> None:
     bridge, plain = _pair(architecture)
     fitted = fit_ot_ablation(
-        bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, spec=PLAIN_MAP, **QUIET
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(PLAIN_MAP, n_components=6),
+        collect=QUIET,
     )
     fitted = fitted.with_strength(3.0)  # a visible edit on a random model
     _assert_same_edit(*_logits_both_ways(bridge, plain, fitted.fwd_hooks(), fitted.hf_hooks(plain)))
@@ -65,7 +77,13 @@ def test_transport_map_gives_the_tl_logits(architecture: str) -> None:
 def test_direction_ablation_at_every_hook_point_gives_the_tl_logits(architecture: str) -> None:
     """resid_pre, resid_mid and resid_post of every layer: resid_mid is the exact rewrite."""
     bridge, plain = _pair(architecture)
-    ablation = fit_direction_ablation(bridge, HARMFUL, HARMLESS, layer=1, **QUIET)
+    ablation = fit_direction_ablation(
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layer=1,
+        collect=QUIET,
+    )
     assert any(name.endswith("hook_resid_mid") for name in ablation)
     _assert_same_edit(
         *_logits_both_ways(bridge, plain, ablation.fwd_hooks(), ablation.hf_hooks(plain))
@@ -75,9 +93,22 @@ def test_direction_ablation_at_every_hook_point_gives_the_tl_logits(architecture
 def test_resid_post_and_composed_sets_give_the_tl_logits() -> None:
     bridge, plain = _pair("qwen2")
     at_post = fit_ot_ablation(
-        bridge, HARMFUL, HARMLESS, layers=[0], hook="resid_post", n_components=6, **QUIET
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[0],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=6),
+        collect=QUIET,
+        placement=Placement(hook="resid_post"),
     ).with_strength(3.0)
-    at_pre = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[2], n_components=6, **QUIET)
+    at_pre = fit_ot_ablation(
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[2],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=6),
+        collect=QUIET,
+    )
     hooks = at_post.fwd_hooks() + at_pre.with_strength(3.0).fwd_hooks()
     handles = register_hf_hooks(plain, hooks)
     try:
@@ -95,7 +126,14 @@ def test_resid_post_and_composed_sets_give_the_tl_logits() -> None:
 def test_generate_under_hf_hooks_matches_tl_generation() -> None:
     """Cached generation: the hooks edit every single-token pass, as TransformerLens's do."""
     bridge, plain = _pair("qwen2")
-    fitted = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, **QUIET)
+    fitted = fit_ot_ablation(
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=6),
+        collect=QUIET,
+    )
     # A random model greedily repeats one token; push its last layer towards "Z" so the
     # generated text shows whether the edit ran at every step.
     z = bridge.tokenizer.convert_tokens_to_ids("Z")
@@ -108,16 +146,37 @@ def test_generate_under_hf_hooks_matches_tl_generation() -> None:
             input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=258
         )
     hf_text = bridge.tokenizer.batch_decode(tokens[:, ids.shape[1] :], skip_special_tokens=True)
-    tl_text = generate(bridge, PROMPTS, fwd_hooks=hooks, max_new_tokens=6, **QUIET)
+    tl_text = generate(
+        bridge,
+        PROMPTS,
+        fwd_hooks=hooks,
+        max_new_tokens=6,
+        options=QUIET_GENERATION,
+    )
     assert hf_text == tl_text
     assert tl_text == ["ZZZZZZ"] * len(PROMPTS)
-    assert generate(bridge, PROMPTS, max_new_tokens=6, **QUIET) != tl_text
+    assert (
+        generate(
+            bridge,
+            PROMPTS,
+            max_new_tokens=6,
+            options=QUIET_GENERATION,
+        )
+        != tl_text
+    )
 
 
 def test_hooks_come_off_after_the_block_even_on_error() -> None:
     _, plain = _pair("qwen2")
     bridge = tiny_model(seed=3)
-    fitted = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, **QUIET)
+    fitted = fit_ot_ablation(
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=6),
+        collect=QUIET,
+    )
     layers = decoder_layers(plain)
 
     def n_hooks() -> int:
@@ -132,7 +191,12 @@ def test_hooks_come_off_after_the_block_even_on_error() -> None:
 def test_attach_hf_until_detach_hf() -> None:
     bridge, plain = _pair("qwen2")
     fitted = fit_ot_ablation(
-        bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, spec=PLAIN_MAP, **QUIET
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(PLAIN_MAP, n_components=6),
+        collect=QUIET,
     )
     fitted = fitted.with_strength(3.0)
     ids, mask = prepare_tokens(bridge, PROMPTS)
@@ -152,7 +216,14 @@ def test_attach_hf_until_detach_hf() -> None:
 
 def test_clear_errors() -> None:
     bridge, plain = _pair("qwen2")
-    fitted = fit_ot_ablation(bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, **QUIET)
+    fitted = fit_ot_ablation(
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(RECOMMENDED_MAP, n_components=6),
+        collect=QUIET,
+    )
     with pytest.raises(TypeError, match="TransformerLens model"), fitted.hf_hooks(bridge):
         pass
     wider, _ = tiny_hf_model(d_model=64)
@@ -181,7 +252,12 @@ def test_a_model_dispatched_by_accelerate_takes_the_hooks() -> None:
     dispatched = accelerate.dispatch_model(plain, device_map=device_map, force_hooks=True)
     assert hasattr(decoder_layers(dispatched)[1], "_hf_hook")  # accelerate's wrapper is on
     fitted = fit_ot_ablation(
-        bridge, HARMFUL, HARMLESS, layers=[1], n_components=6, spec=PLAIN_MAP, **QUIET
+        bridge,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(PLAIN_MAP, n_components=6),
+        collect=QUIET,
     )
     fitted = fitted.with_strength(3.0)
     _assert_same_edit(

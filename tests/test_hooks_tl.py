@@ -6,8 +6,10 @@ import transformer_lens.patching as patching
 from conftest import HARMFUL, HARMLESS
 
 from tl_ot_ablation import (
+    CollectOptions,
     DirectionAblation,
     GaussianOTMap,
+    GenerationOptions,
     InterventionSet,
     as_hook,
     collect_activations,
@@ -16,14 +18,26 @@ from tl_ot_ablation import (
 )
 from tl_ot_ablation.lens.collect import prepare_tokens
 
+QUIET_GENERATION = GenerationOptions(progress=False)
+
 HOOK = "blocks.1.hook_resid_pre"
 
 
 @pytest.fixture(scope="module")
 def fitted(tiny_bridge) -> GaussianOTMap:
-    src = collect_activations(tiny_bridge, HARMFUL, HOOK, positions="all", progress=False)[HOOK]
+    src = collect_activations(
+        tiny_bridge,
+        HARMFUL,
+        HOOK,
+        CollectOptions(positions="all", progress=False),
+    )[HOOK]
     tgt = (
-        collect_activations(tiny_bridge, HARMLESS, HOOK, positions="all", progress=False)[HOOK]
+        collect_activations(
+            tiny_bridge,
+            HARMLESS,
+            HOOK,
+            CollectOptions(positions="all", progress=False),
+        )[HOOK]
         * 1.5
     )
     return GaussianOTMap.fit(src, tgt + 0.3, n_components=8)
@@ -147,15 +161,32 @@ def test_cached_generation_equals_uncached_reference(tiny_bridge, fitted) -> Non
     """Catches the TL 4.3 + transformers 5.24 KV-cache bug, with and without hooks."""
     prompts = ["tell me a story", "hi"]
     for hooks in ([], fwd_hooks(fitted, HOOK, positions=slice(1, None))):
-        cached = generate(tiny_bridge, prompts, fwd_hooks=hooks, max_new_tokens=6, progress=False)
+        cached = generate(
+            tiny_bridge,
+            prompts,
+            fwd_hooks=hooks,
+            max_new_tokens=6,
+            options=QUIET_GENERATION,
+        )
         assert cached == _greedy_without_cache(tiny_bridge, prompts, hooks, 6)
 
 
 def test_hooks_change_generation(tiny_bridge, fitted) -> None:
     prompts = ["tell me a story", "hi", "bake a cake"]
-    plain = generate(tiny_bridge, prompts, max_new_tokens=8, progress=False)
+    plain = generate(
+        tiny_bridge,
+        prompts,
+        max_new_tokens=8,
+        options=QUIET_GENERATION,
+    )
     strong = InterventionSet({HOOK: fitted.inverse()}, positions="all").fwd_hooks()
-    hooked = generate(tiny_bridge, prompts, fwd_hooks=strong, max_new_tokens=8, progress=False)
+    hooked = generate(
+        tiny_bridge,
+        prompts,
+        fwd_hooks=strong,
+        max_new_tokens=8,
+        options=QUIET_GENERATION,
+    )
     assert hooked != plain
     assert tiny_bridge.list_hooks() == {}
 
@@ -189,8 +220,18 @@ def test_bf16_model_computes_stably_and_returns_bf16() -> None:
     from tl_ot_ablation.lens.testing import tiny_model
 
     model = tiny_model(dtype=torch.bfloat16)
-    src = collect_activations(model, HARMFUL, HOOK, positions="all", progress=False)[HOOK]
-    tgt = collect_activations(model, HARMLESS, HOOK, positions="all", progress=False)[HOOK]
+    src = collect_activations(
+        model,
+        HARMFUL,
+        HOOK,
+        CollectOptions(positions="all", progress=False),
+    )[HOOK]
+    tgt = collect_activations(
+        model,
+        HARMLESS,
+        HOOK,
+        CollectOptions(positions="all", progress=False),
+    )[HOOK]
     assert src.dtype == torch.float32
     fitted_map = GaussianOTMap.fit(src, tgt, n_components=8)
     seen = {}
@@ -220,12 +261,24 @@ def test_generation_matches_plain_transformers_greedy() -> None:
             input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=258
         )
     expected = bridge.tokenizer.batch_decode(reference[:, ids.shape[1] :], skip_special_tokens=True)
-    assert generate(bridge, prompts, max_new_tokens=6, progress=False) == expected
+    assert (
+        generate(
+            bridge,
+            prompts,
+            max_new_tokens=6,
+            options=QUIET_GENERATION,
+        )
+        == expected
+    )
 
 
 def test_sampling_is_seeded(tiny_bridge) -> None:
     prompts = ["tell me a story", "hi"]
-    kwargs = {"max_new_tokens": 6, "do_sample": True, "progress": False}
-    first = generate(tiny_bridge, prompts, seed=1, **kwargs)
-    assert first == generate(tiny_bridge, prompts, seed=1, **kwargs)
-    assert first != generate(tiny_bridge, prompts, seed=2, **kwargs)
+
+    def sample(seed: int) -> list[str]:
+        options = GenerationOptions(do_sample=True, seed=seed, progress=False)
+        return generate(tiny_bridge, prompts, max_new_tokens=6, options=options)
+
+    first = sample(1)
+    assert first == sample(1)
+    assert first != sample(2)

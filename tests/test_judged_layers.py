@@ -8,16 +8,11 @@ from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.cli import main
-from tl_ot_ablation.eval.compare import (
-    CompareSettings,
-    EvalPrompts,
-    ValidationPrompts,
-    at_strength,
-    comparison_record,
-    run_comparison,
-)
+from tl_ot_ablation.eval.common import at_strength
+from tl_ot_ablation.eval.compare import comparison_record, run_comparison
+from tl_ot_ablation.eval.prompt_sets import EvalPrompts, ValidationPrompts
 from tl_ot_ablation.eval.selection import best_trial, check_layer_spec, judged_candidates
-from tl_ot_ablation.eval.settings import FitSettings
+from tl_ot_ablation.eval.settings import CompareSettings, FitSettings
 from tl_ot_ablation.lens.collect import layer_of
 
 VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shirt", "read a map"])
@@ -66,14 +61,14 @@ def test_judged_is_a_compare_choice_only() -> None:
 
 
 def test_judging_layers_needs_validation_prompts(tiny_bridge) -> None:
-    settings = CompareSettings(n_components=4, layers="judged", match_kl=None, select="kl")
+    settings = CompareSettings.preset(n_components=4, layers="judged", match_kl=None, select="kl")
     with pytest.raises(ValueError, match=r"validation prompts disjoint.*layers=.auto. or a list"):
         run_comparison(tiny_bridge, HARMFUL, HARMLESS, HELD_OUT, settings, progress=False)
 
 
 @pytest.fixture(scope="module")
 def judged(tiny_bridge):
-    settings = CompareSettings(
+    settings = CompareSettings.preset(
         n_components=4,
         layers="judged",
         max_new_tokens=3,
@@ -116,8 +111,8 @@ def test_a_trial_is_what_the_public_api_gives_at_that_layer(judged, tiny_bridge)
         HARMFUL,
         HARMLESS,
         layers=[trial["layer"]],
-        spec=judged.settings.map_spec(),
-        **judged.settings.collect(progress=False).kwargs(),
+        spec=judged.settings.map,
+        collect=judged.settings.collecting(progress=False),
     )
     edited = at_strength(fitted, trial["strength"])
     said = tlo.generate(
@@ -125,8 +120,7 @@ def test_a_trial_is_what_the_public_api_gives_at_that_layer(judged, tiny_bridge)
         VALIDATION.harmful,
         fwd_hooks=edited.fwd_hooks(),
         max_new_tokens=3,
-        batch_size=4,
-        progress=False,
+        options=tlo.GenerationOptions(batch_size=4, progress=False),
     )
     labels = tlo.judge(VALIDATION.harmful, said, progress=False)
     for label in tlo.metrics.LABELS:
@@ -137,15 +131,15 @@ def test_the_layer_the_judge_prefers_wins_over_a_cheaper_one(tiny_bridge, monkey
     """A judge that finds only layer 2's map compliant: compare must pick 2, though the map
     there costs more KL than at layer 1 (the tiny model's maps all read as degenerate, so the
     real judge cannot tell its layers apart)."""
-    from tl_ot_ablation.eval import compare
+    from tl_ot_ablation.eval import choices
 
     def judged_completions(model, interventions, harmful, settings):
         names = [] if interventions is None else [name for name, _ in interventions.items()]
         complies = any(layer_of(name) == 2 for name in names)
         return ["compliance" if complies else "deflection" for _ in harmful]
 
-    monkeypatch.setattr(compare, "_judged_completions", judged_completions)
-    settings = CompareSettings(
+    monkeypatch.setattr(choices, "judged_completions", judged_completions)
+    settings = CompareSettings.preset(
         n_components=4, layers="judged", max_new_tokens=2, bisection_steps=1, n_questions=0
     )
     result = run_comparison(

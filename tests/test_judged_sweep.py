@@ -8,8 +8,8 @@ from conftest import HARMFUL, HARMLESS
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.cli import main
-from tl_ot_ablation.eval import compare as compare_module
-from tl_ot_ablation.eval import plots
+from tl_ot_ablation.eval import common as common_module
+from tl_ot_ablation.eval import plots_sweep
 from tl_ot_ablation.eval import sweep as sweep_module
 from tl_ot_ablation.eval.metrics import Estimate
 from tl_ot_ablation.eval.record import SweepPoint, SweepRecord
@@ -29,7 +29,7 @@ SMALL = {
 
 
 def _sweep(model, **changes):
-    settings = SweepSettings(**{**SMALL, **changes})
+    settings = SweepSettings.preset(**{**SMALL, **changes})
     return run_sweep(
         model, HARMFUL, HARMLESS, EVAL_HARMFUL, EVAL_HARMLESS, settings, progress=False
     )
@@ -112,7 +112,7 @@ def test_the_layer_the_judge_prefers_is_the_best(tiny_bridge, monkeypatch) -> No
         complying["layer"] = layer_of(names[0]) if len(names) == 1 else -1
         return original(self, interventions)
 
-    monkeypatch.setattr(compare_module, "judge", judge)
+    monkeypatch.setattr(common_module, "judge", judge)
     monkeypatch.setattr(sweep_module.Scorer, "generate_and_judge", generate_and_judge)
     result = _sweep(tiny_bridge, judged=True, pairs=False, kl_budget=1e6)
     assert result.best is not None and result.best.layers == (1,)
@@ -160,7 +160,7 @@ def test_the_cli_writes_judged_shares_completions_and_the_panel(tmp_path: Path, 
     report = (out / "report.md").read_text()
     assert "most judged compliance" in report and "| compliance |" in report
     assert (out / "layer_sweep.png").stat().st_size > 1000
-    assert len(plots.plot_layer_sweep(record).axes) == 3  # log-odds, compliance, KL
+    assert len(plots_sweep.plot_layer_sweep(record).axes) == 3  # log-odds, compliance, KL
     assert "judged compliance" in capsys.readouterr().out
     assert main([*args, "--judge", "markers", "--out", str(tmp_path / "plain")]) == 2
     assert "only apply to a --judged sweep" in capsys.readouterr().err
@@ -170,8 +170,8 @@ def test_the_plot_draws_a_record_with_some_points_unjudged(sweeps) -> None:
     _, judged = sweeps
     data = judged.to_dict()
     data["points"][2]["compliance"] = None  # e.g. a layer whose generation was skipped
-    assert len(plots.plot_layer_sweep(data).axes) == 3
-    assert len(plots.plot_layer_sweep(_sweep_dict_without_shares(data)).axes) == 2
+    assert len(plots_sweep.plot_layer_sweep(data).axes) == 3
+    assert len(plots_sweep.plot_layer_sweep(_sweep_dict_without_shares(data)).axes) == 2
 
 
 def _sweep_dict_without_shares(data: dict) -> dict:

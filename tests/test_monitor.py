@@ -6,6 +6,7 @@ scores and no ties, AUROC ≈ N(1/2, (n₁ + n₂ + 1) / (12 n₁ n₂)) (Mann-W
 ``1/2 + 5 sd`` keeps the chance of passing by luck below 3e-7.
 """
 
+import dataclasses
 import json
 import math
 import random
@@ -17,9 +18,20 @@ from conftest import gaussian_rows, random_spd
 from scipy.stats import multivariate_normal
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation import PLAIN_MAP, GaussianOTMap, fit_ot_ablation, fwd_hooks, generate
-from tl_ot_ablation.core.monitor import GaussianMonitor, LinearProbe
+from tl_ot_ablation import (
+    PLAIN_MAP,
+    CollectOptions,
+    GaussianOTMap,
+    GenerationOptions,
+    MonitorSpec,
+    fit_ot_ablation,
+    fwd_hooks,
+    generate,
+)
+from tl_ot_ablation.core.monitor import GaussianMonitor
+from tl_ot_ablation.core.probe import LinearProbe
 from tl_ot_ablation.eval.detect import (
+    DetectionOptions,
     DetectionReport,
     auroc,
     detection_result,
@@ -27,10 +39,11 @@ from tl_ot_ablation.eval.detect import (
     tpr_at_fpr,
 )
 from tl_ot_ablation.lens.collect import prepare_tokens
-from tl_ot_ablation.lens.monitor import ActivationMonitor, ScoreLog
+from tl_ot_ablation.lens.monitor import ActivationMonitor
+from tl_ot_ablation.lens.monitor_log import ScoreLog
 
 F64 = torch.float64
-QUIET = {"progress": False}
+QUIET = CollectOptions(progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -331,7 +344,12 @@ class Shift:
 def test_fit_and_score_shapes(tiny_bridge) -> None:
     harmful, harmless = prompts(12, 1, HARMFUL_WORDS), prompts(12, 2, HARMLESS_WORDS)
     monitor = ActivationMonitor.fit(
-        tiny_bridge, harmful, harmless, layers=[2, 1], n_components=4, **QUIET
+        tiny_bridge,
+        harmful,
+        harmless,
+        layers=[2, 1],
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     assert monitor.layers == [1, 2] and monitor.hook == "resid_post"
     assert monitor.hook_names == {1: "blocks.1.hook_resid_post", 2: "blocks.2.hook_resid_post"}
@@ -351,7 +369,12 @@ def test_fit_and_score_shapes(tiny_bridge) -> None:
 def test_hooks_observe_only_and_match_score(tiny_bridge) -> None:
     harmful, harmless = prompts(12, 1, HARMFUL_WORDS), prompts(12, 2, HARMLESS_WORDS)
     monitor = ActivationMonitor.fit(
-        tiny_bridge, harmful, harmless, layers=[1, 2], n_components=4, **QUIET
+        tiny_bridge,
+        harmful,
+        harmless,
+        layers=[1, 2],
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     ids, mask = prepare_tokens(tiny_bridge, harmful)
     with torch.no_grad():
@@ -372,7 +395,12 @@ def test_hooks_observe_only_and_match_score(tiny_bridge) -> None:
 def test_generation_is_scored_token_by_token(tiny_bridge) -> None:
     harmful, harmless = prompts(12, 1, HARMFUL_WORDS), prompts(12, 2, HARMLESS_WORDS)
     monitor = ActivationMonitor.fit(
-        tiny_bridge, harmful, harmless, layers=[1], n_components=4, **QUIET
+        tiny_bridge,
+        harmful,
+        harmless,
+        layers=[1],
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     seen: list[torch.Tensor] = []
 
@@ -382,7 +410,13 @@ def test_generation_is_scored_token_by_token(tiny_bridge) -> None:
 
     log = monitor.log
     hooks = [*monitor.fwd_hooks(), ("blocks.1.hook_resid_post", spy)]
-    generate(tiny_bridge, harmful[:3], fwd_hooks=hooks, max_new_tokens=4, **QUIET)
+    generate(
+        tiny_bridge,
+        harmful[:3],
+        fwd_hooks=hooks,
+        max_new_tokens=4,
+        options=GenerationOptions(progress=False),
+    )
     tokens = log.token_scores()
     # The prompt pass yields token 1; tokens 1..3 are fed back as single-token passes.
     assert tokens["likelihood"][1].shape == (3, 3)
@@ -425,7 +459,12 @@ def test_a_known_edit_is_detected_and_a_no_op_is_not(tiny_bridge) -> None:
     train_h, train_b = prompts(N, 1, words), prompts(N, 2, words)
     eval_h, eval_b = prompts(N, 3, words), prompts(N, 4, words)
     monitor = ActivationMonitor.fit(
-        tiny_bridge, train_h, train_b, layers=[1, 2], n_components=4, **QUIET
+        tiny_bridge,
+        train_h,
+        train_b,
+        layers=[1, 2],
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     # A large known edit at layer 1's resid_pre: 3x the RMS distance of a clean row from the mean.
     size = 3 * monitor.monitors[1].basis.total_variance.sqrt().item()
@@ -444,7 +483,7 @@ def test_a_known_edit_is_detected_and_a_no_op_is_not(tiny_bridge) -> None:
         eval_h,
         eval_b,
         probe_training=(train_h, train_b),
-        n_resamples=1000,
+        options=DetectionOptions(n_resamples=1000),
     )
     assert isinstance(report, DetectionReport) and report.methods == ["shift", "noop"]
     assert len(report.results) == 2 * 2 * 3
@@ -468,10 +507,21 @@ def test_disagreement_detects_ot_ablation_on_the_model(tiny_bridge) -> None:
     train_h, train_b = prompts(N, 1, HARMFUL_WORDS), prompts(N, 2, HARMLESS_WORDS)
     eval_h, eval_b = prompts(N, 3, HARMFUL_WORDS), prompts(N, 4, HARMLESS_WORDS)
     ot = fit_ot_ablation(
-        tiny_bridge, train_h, train_b, layers=[1], n_components=4, spec=PLAIN_MAP, **QUIET
+        tiny_bridge,
+        train_h,
+        train_b,
+        layers=[1],
+        spec=dataclasses.replace(PLAIN_MAP, n_components=4),
+        collect=QUIET,
     )
     monitor = ActivationMonitor.fit(
-        tiny_bridge, train_h, train_b, layers=[1], n_components=4, hook="resid_pre", **QUIET
+        tiny_bridge,
+        train_h,
+        train_b,
+        layers=[1],
+        hook="resid_pre",
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     edited = monitor.score(tiny_bridge, eval_h, fwd_hooks=ot)["disagreement"][1]
     threshold = 0.5 + 5 * null_sd(N, N)
@@ -482,7 +532,12 @@ def test_disagreement_detects_ot_ablation_on_the_model(tiny_bridge) -> None:
 def test_a_monitor_before_the_edit_warns(tiny_bridge) -> None:
     harmful, harmless = prompts(8, 1, HARMFUL_WORDS), prompts(8, 2, HARMLESS_WORDS)
     monitor = ActivationMonitor.fit(
-        tiny_bridge, harmful, harmless, layers=[0], n_components=4, **QUIET
+        tiny_bridge,
+        harmful,
+        harmless,
+        layers=[0],
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     edit = fwd_hooks(Shift(torch.ones(32)), "blocks.1.hook_resid_pre")
     with pytest.warns(UserWarning, match="cannot see the edit"):
@@ -491,14 +546,20 @@ def test_a_monitor_before_the_edit_warns(tiny_bridge) -> None:
 
 def test_lens_monitor_rejects_bad_settings(tiny_bridge, as_user: None) -> None:
     harmful, harmless = prompts(8, 1, HARMFUL_WORDS), prompts(8, 2, HARMLESS_WORDS)
-    fit = ActivationMonitor.fit
+    spec, every = MonitorSpec(n_components=4), CollectOptions(positions="all", progress=False)
+
+    def fit(layer: int, collect: CollectOptions = QUIET) -> ActivationMonitor:
+        return ActivationMonitor.fit(
+            tiny_bridge, harmful, harmless, [layer], spec=spec, collect=collect
+        )
+
     with pytest.raises(ValueError, match="positions"):
-        fit(tiny_bridge, harmful, harmless, layers=[1], n_components=4, positions="all", **QUIET)
+        fit(1, every)
     with pytest.raises(ValueError, match="out of range"):
-        fit(tiny_bridge, harmful, harmless, layers=[7], n_components=4, **QUIET)
+        fit(7)
     with pytest.raises(ValueError, match="hook must be"):
         ActivationMonitor({1: None}, hook="attn_out")  # type: ignore[dict-item]
-    monitor = fit(tiny_bridge, harmful, harmless, layers=[1], n_components=4, **QUIET)
+    monitor = fit(1)
     with pytest.raises(KeyError, match="not a monitored layer"):
         monitor.score_activations({2: torch.randn(3, 32)})
     with pytest.raises(ValueError, match="probes cover"):
@@ -511,7 +572,12 @@ def test_probes_share_clean_rows_without_changing(tiny_bridge) -> None:
     words = HARMFUL_WORDS + HARMLESS_WORDS
     train_h, train_b = prompts(8, 1, words), prompts(8, 2, words)
     monitor = ActivationMonitor.fit(
-        tiny_bridge, train_h, train_b, layers=[2], n_components=4, **QUIET
+        tiny_bridge,
+        train_h,
+        train_b,
+        layers=[2],
+        spec=MonitorSpec(n_components=4),
+        collect=QUIET,
     )
     edit = fwd_hooks(Shift(torch.ones(32)), "blocks.1.hook_resid_pre", positions="last")
     alone = monitor.with_probe(tiny_bridge, train_h, train_b, fwd_hooks=edit)

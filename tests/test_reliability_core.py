@@ -9,7 +9,9 @@ import torch
 from conftest import gaussian_rows, random_spd
 
 from tl_ot_ablation import (
+    RECOMMENDED_MAP,
     ActAdd,
+    CollectOptions,
     DirectionAblation,
     GaussianOTMap,
     GaussianStats,
@@ -17,7 +19,7 @@ from tl_ot_ablation import (
     PCABasis,
     PerNeuronOT,
 )
-from tl_ot_ablation.core.ot_map import IdenticalClassesError
+from tl_ot_ablation.core.degeneracy import IdenticalClassesError
 from tl_ot_ablation.core.pca import top_eigenvectors
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -270,21 +272,40 @@ def test_model_fits_refuse_identical_prompts_before_any_pass(tiny_bridge, monkey
 
     from tl_ot_ablation import fit_actadd, fit_direction_ablation, fit_ot_ablation, select_layers
     from tl_ot_ablation.lens import fit as fit_module
+    from tl_ot_ablation.lens import training as training_module
 
     def no_pass(*args, **kwargs):
         raise AssertionError("the prompts were run through the model")
 
     monkeypatch.setattr(fit_module, "collect_pair", no_pass)
-    monkeypatch.setattr(fit_module, "collect_training", no_pass)
+    monkeypatch.setattr(training_module, "collect_training", no_pass)
     quiet = {"progress": False}
     message = "harmful and harmless prompts are the same"
     for harmful, harmless in ((HARMFUL, list(reversed(HARMFUL))), (["x"], ["x"])):
         with pytest.raises(IdenticalClassesError, match=message):
-            fit_ot_ablation(tiny_bridge, harmful, harmless, layers=[1], **quiet)
+            fit_ot_ablation(
+                tiny_bridge,
+                harmful,
+                harmless,
+                layers=[1],
+                collect=CollectOptions(progress=False),
+            )
         with pytest.raises(IdenticalClassesError, match=message):
-            fit_direction_ablation(tiny_bridge, harmful, harmless, layer=1, **quiet)
+            fit_direction_ablation(
+                tiny_bridge,
+                harmful,
+                harmless,
+                layer=1,
+                collect=CollectOptions(progress=False),
+            )
         with pytest.raises(IdenticalClassesError, match=message):
-            fit_actadd(tiny_bridge, harmful, harmless, layer=1, **quiet)
+            fit_actadd(
+                tiny_bridge,
+                harmful,
+                harmless,
+                layer=1,
+                collect=CollectOptions(progress=False),
+            )
         with pytest.raises(IdenticalClassesError, match=message):
             select_layers(tiny_bridge, harmful, harmless, **quiet)
 
@@ -297,11 +318,25 @@ def test_a_model_layer_where_the_classes_agree_is_refused_by_name(tiny_bridge) -
     # Layer 0 of a rotary model at the post-instruction positions: the template's embeddings,
     # the same rows for every prompt.
     with pytest.raises(IdenticalClassesError, match=r"blocks\.0\.hook_resid_pre: .*later layer"):
-        fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[0], n_components=4, progress=False)
+        fit_ot_ablation(
+            tiny_bridge,
+            HARMFUL,
+            HARMLESS,
+            layers=[0],
+            spec=dataclasses.replace(RECOMMENDED_MAP, n_components=4),
+            collect=CollectOptions(progress=False),
+        )
     kwargs = {"n_components": 4, "progress": False}
     # Among other layers (e.g. a map at every layer), that layer is left out, with a warning.
     with pytest.warns(UserWarning, match=r"no map at blocks\.0\.hook_resid_pre.*identical") as w:
-        fitted = fit_ot_ablation(tiny_bridge, HARMFUL, HARMLESS, layers=[0, 1], **kwargs)
+        fitted = fit_ot_ablation(
+            tiny_bridge,
+            HARMFUL,
+            HARMLESS,
+            layers=[0, 1],
+            spec=dataclasses.replace(RECOMMENDED_MAP, n_components=4),
+            collect=CollectOptions(progress=False),
+        )
     assert w[0].filename == __file__
     assert list(fitted) == ["blocks.1.hook_resid_pre"]
     assert fitted.metadata["layers"] == [1] and fitted.metadata["identical_layers"] == [0]
@@ -454,7 +489,7 @@ def test_copies_do_not_repeat_the_costly_checks(monkeypatch) -> None:
 
 
 def test_an_absurd_reg_is_refused_with_the_right_advice() -> None:
-    from tl_ot_ablation.lens.fit import MapSpec
+    from tl_ot_ablation.lens.map_spec import MapSpec
 
     source, target = _pair()
     for fit in (

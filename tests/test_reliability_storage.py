@@ -1,6 +1,7 @@
 """Reliability of saved objects: an interrupted save loses nothing, a re-save leaves nothing
 stale, and a corrupted folder either loads exactly what was saved or raises ``ValueError``."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -577,7 +578,12 @@ def qwen_fitted() -> tuple[Any, InterventionSet]:
 
     model = tiny_model("qwen2", n_layers=3, d_model=32)
     fitted = tlo.fit_ot_ablation(
-        model, HARMFUL, HARMLESS, layers=[1], n_components=2, batch_size=4, progress=False
+        model,
+        HARMFUL,
+        HARMLESS,
+        layers=[1],
+        spec=dataclasses.replace(tlo.RECOMMENDED_MAP, n_components=2),
+        collect=tlo.CollectOptions(batch_size=4, progress=False),
     )
     return model, fitted
 
@@ -633,18 +639,25 @@ def test_a_hook_name_typo_is_caught_with_a_suggestion(tmp_path: Path, qwen_fitte
     with pytest.raises(ValueError, match=suggestion):
         tlo.InterventionSet.load(folder, model=model)
     with pytest.raises(ValueError, match=suggestion):
-        tlo.generate(model, ["hi"], fwd_hooks=typo.fwd_hooks(), max_new_tokens=1, progress=False)
+        tlo.generate(
+            model,
+            ["hi"],
+            fwd_hooks=typo.fwd_hooks(),
+            max_new_tokens=1,
+            options=tlo.GenerationOptions(progress=False),
+        )
 
 
 def test_cli_refuses_an_out_folder_with_a_users_file_before_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tl_ot_ablation import cli
+    from tl_ot_ablation.cli import entry
 
     def refuse(args: Any) -> None:
         raise AssertionError("the model was loaded before the output folder was checked")
 
-    monkeypatch.setattr(cli, "_load", refuse)
+    monkeypatch.setattr(entry, "load_model_for", refuse)
     out = tlo.save(_set(2), tmp_path / "maps")
     (out / "analysis.ipynb").write_text("{}")
     assert cli.main(["fit", "--model", "tiny", "--out", str(out)]) == cli.BAD_INPUT

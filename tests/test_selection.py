@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import gaussian_rows, random_spd
 
+from tl_ot_ablation import CollectOptions
 from tl_ot_ablation.core.pca import PCABasis
 from tl_ot_ablation.core.shrinkage import ledoit_wolf_covariance
 from tl_ot_ablation.eval.selection import heldout_log_likelihood, layers_by_w2
@@ -87,10 +88,16 @@ def test_select_layers_ranks_the_models_layers_by_the_training_statistics(tiny_b
 
     import tl_ot_ablation as tlo
     from tl_ot_ablation.eval.selection import w2_by_layer
-    from tl_ot_ablation.lens.fit import collect_stats_pair
+    from tl_ot_ablation.lens.training import collect_stats_pair
 
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(3)]
-    stats = collect_stats_pair(tiny_bridge, HARMFUL, HARMLESS, names, progress=False)
+    stats = collect_stats_pair(
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        names,
+        CollectOptions(progress=False),
+    )
     ranking = w2_by_layer(stats, 3, n_components=4)
     chosen = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, n_components=4, progress=False)
     assert chosen == layers_by_w2(ranking)
@@ -104,17 +111,26 @@ def test_select_layers_reuses_a_pass_from_the_same_prompts_only(tiny_bridge) -> 
     from conftest import HARMFUL, HARMLESS
 
     import tl_ot_ablation as tlo
-    from tl_ot_ablation.lens.fit import collect_training
+    from tl_ot_ablation.lens.training import collect_training
 
     options = {"n_components": 4, "progress": False}
-    acts = tlo.collect_every_layer(tiny_bridge, HARMFUL, HARMLESS, progress=False)
+    acts = tlo.collect_every_layer(
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        tlo.CollectOptions(progress=False),
+    )
     fresh = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, count=2, **options)
     reused = tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, count=2, training=acts, **options)
     assert reused == fresh
     with pytest.raises(ValueError, match="not collected from these prompts"):
         tlo.select_layers(tiny_bridge, HARMFUL[:-1], HARMLESS, training=acts, **options)
     one_layer = collect_training(
-        tiny_bridge, HARMFUL, HARMLESS, ["blocks.0.hook_resid_pre"], progress=False
+        tiny_bridge,
+        HARMFUL,
+        HARMLESS,
+        ["blocks.0.hook_resid_pre"],
+        CollectOptions(progress=False),
     )
     with pytest.raises(ValueError, match="lacks some layers"):
         tlo.select_layers(tiny_bridge, HARMFUL, HARMLESS, training=one_layer, **options)

@@ -93,3 +93,31 @@ def test_stack_adds_a_leading_axis_that_indexing_undoes() -> None:
         )
     with pytest.raises(ValueError, match="at least one"):
         GaussianStats.stack([])
+
+
+def test_public_moments_round_trip_without_touching_private_state() -> None:
+    """What other modules read (``running_mean``, ``scatter``, ``scatter_diagonal``) rebuilds
+    the statistics exactly through ``from_moments``, and the views are copies."""
+    stats = GaussianStats.from_rows(_rows(20, 4, batch=(3,)))
+    rebuilt = GaussianStats.from_moments(stats.count, stats.running_mean, stats.scatter)
+    assert rebuilt.count == stats.count and rebuilt.batch_shape == stats.batch_shape
+    torch.testing.assert_close(rebuilt.mean, stats.mean, rtol=0, atol=0)
+    torch.testing.assert_close(rebuilt.cov, stats.cov, rtol=0, atol=0)
+    torch.testing.assert_close(
+        stats.scatter_diagonal, torch.diagonal(stats.scatter, dim1=-2, dim2=-1), rtol=0, atol=0
+    )
+    stats.scatter_diagonal.zero_()
+    stats.running_mean.zero_()
+    assert stats.scatter_diagonal.abs().min() > 0 and stats.mean.abs().min() > 0
+
+
+def test_running_mean_is_zero_before_rows_where_mean_raises() -> None:
+    empty = GaussianStats(3)
+    assert empty.running_mean.equal(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 1 rows"):
+        _ = empty.mean
+
+
+def test_from_moments_names_a_shape_mismatch(as_user: None) -> None:
+    with pytest.raises(ValueError, match=r"scatter must be \[\*batch, d, d\]"):
+        GaussianStats.from_moments(5, torch.zeros(2, 3), torch.zeros(2, 3, 4))

@@ -1,6 +1,8 @@
 """Issue 6's map variants: shrinkage estimators, the posterior gate, norm preservation and the
 covariance-only part, each against an independent reference."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from conftest import gaussian_rows, random_spd
 from sklearn.covariance import OAS, LedoitWolf
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation import GaussianOTMap, MeanShift
+from tl_ot_ablation import CollectOptions, GaussianOTMap, MeanShift
 from tl_ot_ablation.core.gate import gaussian_log_density, harmful_log_odds
 from tl_ot_ablation.core.shrinkage import ledoit_wolf_covariance, oas_covariance
 
@@ -220,11 +222,14 @@ def test_fit_ot_ablation_passes_the_variant_options(tiny_bridge) -> None:
         HARMFUL,
         HARMLESS,
         layers=[1],
-        n_components=4,
-        estimator="ledoit_wolf",
-        gate="posterior",
-        preserve_norm=True,
-        progress=False,
+        spec=dataclasses.replace(
+            tlo.RECOMMENDED_MAP,
+            n_components=4,
+            estimator="ledoit_wolf",
+            gate="posterior",
+            preserve_norm=True,
+        ),
+        collect=tlo.CollectOptions(progress=False),
     )
     name = "blocks.1.hook_resid_pre"
     fitted_map = fitted[name]
@@ -236,7 +241,7 @@ def test_fit_ot_ablation_passes_the_variant_options(tiny_bridge) -> None:
     assert fitted.metadata["estimator"] == "ledoit_wolf" and fitted.metadata["gate"] == "posterior"
     # Ledoit-Wolf is fitted from the collected rows, exactly as GaussianOTMap.fit would.
     rows = [
-        collect_activations(tiny_bridge, prompts, name, progress=False)[name]
+        collect_activations(tiny_bridge, prompts, name, CollectOptions(progress=False))[name]
         for prompts in (HARMFUL, HARMLESS)
     ]
     direct = GaussianOTMap.fit(*rows, n_components=4, estimator="ledoit_wolf", route="rows")

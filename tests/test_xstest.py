@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tl_ot_ablation.cli import build_parser, main
-from tl_ot_ablation.eval.jobs import JobPrompts
+from tl_ot_ablation.eval.jobs import JobPrompts, PromptFiles
 from tl_ot_ablation.eval.record import METRICS, CompareRecord
 from tl_ot_ablation.eval.settings import CompareSettings
 from tl_ot_ablation.eval.xstest import (
@@ -107,11 +107,11 @@ def test_over_refusal_removed_and_added_compare_each_safe_prompt() -> None:
 def test_over_refusal_prompts_are_off_unless_asked(tmp_path: Path) -> None:
     settings = CompareSettings(n_xstest=3)
     assert JobPrompts.shipped(settings).held_out.xstest is None
-    asked = JobPrompts.shipped(settings, xstest="shipped").held_out
+    asked = JobPrompts.shipped(settings, PromptFiles(xstest="shipped")).held_out
     assert asked.xstest is not None and len(asked.xstest.safe) == len(asked.xstest.unsafe) == 3
     assert list(asked.sets()) == ["harmful", "harmless", "xstest_safe", "xstest_unsafe"]
     with pytest.raises(FileNotFoundError):
-        JobPrompts.shipped(settings, xstest=tmp_path / "nope.csv")
+        JobPrompts.shipped(settings, PromptFiles(xstest=tmp_path / "nope.csv"))
 
 
 def test_the_compare_flags_parse() -> None:

@@ -17,23 +17,18 @@ from .core.stats import GaussianStats
 from .eval.api import choose_layer, compare, monitor, sweep
 from .eval.judge import judge
 from .eval.selection import select_layers
-from .lens.collect import collect_activations, collect_stats
-from .lens.fit import (
-    PLAIN_MAP,
-    RECOMMENDED_MAP,
-    MapSpec,
-    collect_every_layer,
-    fit_actadd,
-    fit_direction_ablation,
-    fit_ot_ablation,
-)
-from .lens.generation import generate
+from .lens.chat_template import format_chat, post_instruction_length
+from .lens.collect import CollectOptions, collect_activations, collect_stats
+from .lens.fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
+from .lens.generation import GenerationOptions, generate
 from .lens.hooks import as_hook, fwd_hooks
 from .lens.intervention_set import InterventionSet
+from .lens.map_spec import PLAIN_MAP, RECOMMENDED_MAP, MapSpec, Placement
 from .lens.models import load_model
-from .lens.monitor import ActivationMonitor
-from .lens.prompts import default_prompts, format_chat, load_prompts, post_instruction_length
+from .lens.monitor import ActivationMonitor, MonitorSpec
+from .lens.prompts import default_prompts, load_prompts
 from .lens.saving import load, save
+from .lens.training import collect_every_layer
 
 __version__ = "0.1.0"
 
@@ -42,15 +37,19 @@ __all__ = [
     "RECOMMENDED_MAP",
     "ActAdd",
     "ActivationMonitor",
+    "CollectOptions",
     "DirectionAblation",
     "GaussianOTMap",
     "GaussianStats",
+    "GenerationOptions",
     "InterventionSet",
     "MapSpec",
     "MeanShift",
+    "MonitorSpec",
     "OTDiagnostics",
     "PCABasis",
     "PerNeuronOT",
+    "Placement",
     "__version__",
     "all_reduce_stats",
     "as_hook",

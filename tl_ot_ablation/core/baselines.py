@@ -20,20 +20,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .degeneracy import check_distinct_classes, identical_classes, warn_if_degenerate
 from .errors import UserInputError
 from .stats import GaussianStats
 from .tensor_dataclass import StrengthMixin
 from .validate import (
     cast_back,
-    check_distinct_classes,
     check_float_tensor,
     check_reg,
     check_rows,
     check_same_width,
     check_unit_rows,
     compute_dtype,
-    identical_classes,
-    warn_if_degenerate,
 )
 
 
@@ -63,9 +61,7 @@ def _check_pair(source: GaussianStats, target: GaussianStats, min_count: int) ->
 
 def _identical_means(source: GaussianStats, target: GaussianStats, dtype: torch.dtype) -> Tensor:
     """``identical_classes`` of the two means, ``[*batch]`` (any count >= 1)."""
-    source_var, target_var = (
-        torch.diagonal(s._scatter, dim1=-2, dim2=-1).sum(-1) / s.count for s in (source, target)
-    )
+    source_var, target_var = (s.scatter_diagonal.sum(-1) / s.count for s in (source, target))
     spread = (source_var + target_var) / 2
     return identical_classes((source.mean, target.mean), spread, width=source.d, dtype=dtype)
 

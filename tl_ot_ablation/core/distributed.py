@@ -49,7 +49,7 @@ _DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 def _layout(stats: GaussianStats) -> list[float]:
     """``[ndim, dtype code, *batch_shape, d]`` of the statistics, as floats for a collective."""
-    dtype = stats._mean.dtype
+    dtype = stats.running_mean.dtype
     code = _DTYPES.index(dtype) if dtype in _DTYPES else len(_DTYPES)
     shape = (*stats.batch_shape, stats.d)
     return [float(len(shape)), float(code), *map(float, shape)]
@@ -90,23 +90,20 @@ def all_reduce_stats(stats: GaussianStats, group: dist.ProcessGroup | None = Non
     """
     _require_initialised()
     _check_same_layout(stats, group)
+    running_mean = stats.running_mean
     head = torch.tensor([float(stats.count)], dtype=torch.float64, device=stats.device)
-    weighted = torch.cat([head[:1], (stats._mean * stats.count).reshape(-1)])
+    weighted = torch.cat([head[:1], (running_mean * stats.count).reshape(-1)])
     dist.all_reduce(weighted, group=group)
     total = round(float(weighted[0]))
-    merged = GaussianStats(stats.d, batch_shape=stats.batch_shape, device=stats.device)
     if total == 0:
-        return merged
-    mean = (weighted[1:] / total).reshape(stats._mean.shape)
-    shift = stats._mean - mean
-    scatter = stats._scatter.clone()
+        return GaussianStats(stats.d, batch_shape=stats.batch_shape, device=stats.device)
+    mean = (weighted[1:] / total).reshape(running_mean.shape)
+    shift = running_mean - mean
+    scatter = stats.scatter
     if stats.count:
         scatter += stats.count * shift.unsqueeze(-1) * shift.unsqueeze(-2)
     dist.all_reduce(scatter, group=group)
-    merged.count = total
-    merged._mean = mean
-    merged._scatter = (scatter + scatter.mT) / 2
-    return merged
+    return GaussianStats.from_moments(total, mean, (scatter + scatter.mT) / 2)
 
 
 def all_reduce_stats_dict(

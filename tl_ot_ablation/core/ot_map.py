@@ -22,135 +22,53 @@ that part is written here.
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from . import gate as gating
+from .degeneracy import (
+    IdenticalClassesError,
+    check_distinct_classes,
+    identical_classes,
+    warn_if_degenerate,
+)
 from .diagnostics import OTDiagnostics
 from .errors import UserInputError
 from .linalg import bures_distance_squared, bures_ot_matrix, condition_number
+from .ot_apply import TransportApplication
+from .ot_fit import (
+    DEFAULT_REG,
+    BasisChoice,
+    Part,
+    Route,
+    basis_include,
+    check_map_options,
+    fit_basis,
+    non_finite_fit_error,
+    total_variance,
+    work_dtype,
+)
 from .pca import EigenMethod, PCABasis
-from .shrinkage import ledoit_wolf_covariance, oas_covariance
+from .shrinkage import Estimator, estimate_cov
 from .stats import GaussianStats, check_stats_pair
-from .tensor_dataclass import StrengthMixin
 from .validate import (
-    IdenticalClassesError,
-    cast_back,
-    check_distinct_classes,
-    check_float_tensor,
     check_n_components,
     check_reg,
     check_rows,
     check_same_width,
     check_symmetric_psd,
     compute_dtype,
-    identical_classes,
-    moments_dtype,
     storage_dtype,
-    warn_if_degenerate,
 )
-
-BasisChoice = Literal["pca", "pca+mean_diff"]
-Route = Literal["auto", "covariance", "rows"]
-Estimator = Literal["ridge", "oas", "ledoit_wolf"]
-Part = Literal["full", "covariance"]
-ESTIMATORS = ("ridge", "oas", "ledoit_wolf")
-DEFAULT_REG = 1e-3
 
 __all__ = ["GaussianOTMap", "IdenticalClassesError", "MeanShift", "OTDiagnostics"]
 
 
-def _fit_basis(
-    source: GaussianStats,
-    target: GaussianStats,
-    n_components: int | None,
-    basis: "BasisChoice | PCABasis",
-    eigen_method: EigenMethod,
-) -> PCABasis:
-    if isinstance(basis, PCABasis):
-        if basis.d_model != source.d or basis.batch_shape != source.batch_shape:
-            raise UserInputError(
-                f"the given basis has d_model={basis.d_model} and batch shape "
-                f"{tuple(basis.batch_shape)}; the statistics have d_model={source.d} and "
-                f"batch shape {tuple(source.batch_shape)}"
-            )
-        return basis.to(dtype=torch.float64)
-    include = _basis_include(basis, source.mean, target.mean)
-    pooled = source.merge(target)
-    return PCABasis.from_stats(pooled, n_components, include=include, method=eigen_method)
-
-
-def _basis_include(basis: "BasisChoice", mean_source: Tensor, mean_target: Tensor) -> Tensor | None:
-    if basis == "pca":
-        return None
-    if basis == "pca+mean_diff":
-        return mean_source - mean_target
-    raise UserInputError(f"basis must be 'pca', 'pca+mean_diff' or a PCABasis, got {basis!r}")
-
-
-def _non_finite_fit(cls: type, reg: float) -> ValueError:
-    # A larger ridge helps an ill-conditioned covariance only while it is small next to the
-    # variances; from reg ~ 1 on, A is already close to I and more cannot help.
-    knob = f"increase `reg` (currently {reg:g}) or " if reg < 1 else ""
-    return ValueError(
-        f"{cls.__name__} fit produced non-finite values; {knob}lower `n_components`, and check "
-        "the activations' scale (rescale them towards unit size)"
-    )
-
-
-def _work_dtype(dtype: torch.dtype, source: Tensor, target: Tensor) -> torch.dtype:
-    """``dtype``, or float64 where float32 second moments of either class would under- or
-    overflow (rows at a scale of ~1e-13 and below, or ~1e12 and above)."""
-    if torch.float64 in (moments_dtype(source), moments_dtype(target)):
-        return torch.float64
-    return dtype
-
-
-def _trace(stats: GaussianStats) -> Tensor:
-    """Total variance of the rows ``stats`` summarises, ``[*batch]``."""
-    return torch.diagonal(stats.cov, dim1=-2, dim2=-1).sum(-1)
-
-
-def _regularize(cov: Tensor, reg: float) -> Tensor:
-    k = cov.shape[-1]
-    scale = torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1)[..., None, None]
-    return cov + reg * scale * torch.eye(k, dtype=cov.dtype, device=cov.device)
-
-
-def check_map_options(estimator: object, gate: object, gate_prior: object, part: object) -> None:
-    """Raise unless the estimator, gate (and its prior) and part name valid choices."""
-    if estimator not in ESTIMATORS:
-        raise UserInputError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    gating.check_gate(gate, gate_prior)
-    if part not in ("full", "covariance"):
-        raise UserInputError(f"part must be 'full' or 'covariance', got {part!r}")
-
-
-def estimate_cov(stats: GaussianStats, rows: Tensor | None, estimator: str, reg: float) -> Tensor:
-    """The covariance a map uses: the unbiased sample covariance ("ridge"), or the OAS /
-    Ledoit-Wolf shrunk MLE covariance; then the relative ridge ``reg`` on top."""
-    if estimator == "ridge":
-        cov = stats.cov
-    elif estimator == "oas":
-        cov, _ = oas_covariance(stats.scatter / stats.count, stats.count)
-    elif estimator == "ledoit_wolf":
-        if rows is None:
-            raise UserInputError(
-                "estimator='ledoit_wolf' needs the rows (fourth moments), not streamed "
-                "statistics: use GaussianOTMap.fit(rows, ..., route='rows'), or estimator='oas'"
-            )
-        cov, _ = ledoit_wolf_covariance(rows)
-    else:
-        raise UserInputError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    return _regularize(cov, reg)
-
-
 @dataclass(frozen=True, eq=False)
-class GaussianOTMap(StrengthMixin):
+class GaussianOTMap(TransportApplication):
     """Closed-form 2-Wasserstein map between Gaussian fits of two activation sets, in a subspace.
 
     See the module docstring for the formula. Call it on ``[*batch, d_model]`` activations; a map
@@ -302,12 +220,12 @@ class GaussianOTMap(StrengthMixin):
         if route != "rows":
             raise UserInputError(f"route must be 'auto', 'covariance' or 'rows', got {route!r}")
         reg = check_reg(reg)
-        work = _work_dtype(dtype, source, target)
+        work = work_dtype(dtype, source, target)
         source, target = source.to(work), target.to(work)
         if isinstance(basis, PCABasis):
             pca = basis.to(dtype=work)
         else:
-            include = _basis_include(basis, source.mean(-2), target.mean(-2))
+            include = basis_include(basis, source.mean(-2), target.mean(-2))
             pooled = torch.cat([source, target], dim=-2)
             pca = PCABasis.from_rows(pooled, k, include=include, method=eigen_method)
         coords_source, coords_target = pca.project(source), pca.project(target)
@@ -342,12 +260,12 @@ class GaussianOTMap(StrengthMixin):
         reg = check_reg(reg)
         for stats in (source_stats, target_stats):
             # |S_ij| <= sqrt(S_ii S_jj): an overflow anywhere shows on the diagonal (O(d) check).
-            if not bool(torch.isfinite(torch.diagonal(stats._scatter, dim1=-2, dim2=-1)).all()):
-                raise _non_finite_fit(cls, reg)
+            if not bool(torch.isfinite(stats.scatter_diagonal).all()):
+                raise non_finite_fit_error(cls, reg)
         try:
-            pca = _fit_basis(source_stats, target_stats, n_components, basis, eigen_method)
+            pca = fit_basis(source_stats, target_stats, n_components, basis, eigen_method)
         except torch.linalg.LinAlgError as err:
-            raise _non_finite_fit(cls, reg) from err
+            raise non_finite_fit_error(cls, reg) from err
         return cls._from_subspace_stats(
             pca,
             source_stats.project(pca.components, pca.mean),
@@ -373,7 +291,7 @@ class GaussianOTMap(StrengthMixin):
     ) -> "GaussianOTMap":
         """The map from the Gaussians' moments in PCA coordinates (computed in float64), stored
         in ``dtype`` where that holds its covariances (see ``storage_dtype``)."""
-        spread = (_trace(source) + _trace(target)) / 2
+        spread = (total_variance(source) + total_variance(target)) / 2
         check_distinct_classes(
             identical_classes(
                 (source.mean, target.mean),
@@ -392,7 +310,7 @@ class GaussianOTMap(StrengthMixin):
         )
         if cls._USES_COVARIANCES:
             warn_if_degenerate(
-                {"source": _trace(source), "target": _trace(target)},
+                {"source": total_variance(source), "target": total_variance(target)},
                 cls.__name__,
                 "`reg` and `estimator` shrink towards each class's own variance, so neither "
                 "fixes this; MeanShift (A = I) does not use the covariances",
@@ -402,9 +320,9 @@ class GaussianOTMap(StrengthMixin):
         try:
             matrix = cls._linear_part(cov_s, cov_t)
         except torch.linalg.LinAlgError as err:
-            raise _non_finite_fit(cls, reg) from err
+            raise non_finite_fit_error(cls, reg) from err
         if not bool(torch.isfinite(matrix).all()):
-            raise _non_finite_fit(cls, reg)
+            raise non_finite_fit_error(cls, reg)
         fitted = cls(
             basis=pca.to(dtype=torch.float64),
             mean_source=source.mean,
@@ -418,105 +336,6 @@ class GaussianOTMap(StrengthMixin):
         )
         diagonals = torch.cat([torch.diagonal(c, dim1=-2, dim2=-1) for c in (cov_s, cov_t)], -1)
         return fitted.to(dtype=storage_dtype(dtype, diagonals, cls.__name__))
-
-    @property
-    def n_components(self) -> int:
-        return self.basis.n_components
-
-    @property
-    def d_model(self) -> int:
-        return self.basis.d_model
-
-    @cached_property
-    def _fused(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(W_in [d,k], bias [k], V [k,d])`` with ``edit(x) = (x @ W_in + bias) @ V``.
-
-        Expands ``s·((z - m_s) @ (A - I) + m_t - m_s) @ V`` with ``z = (x - μ) @ Vᵀ``, so an
-        ungated hook costs two thin matmuls per position.
-        """
-        with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor
-            v, offset, shift, bias = self._subspace_fused
-            w_in = v.mT @ shift
-            return w_in, bias - (offset.unsqueeze(-2) @ shift).squeeze(-2), v
-
-    @cached_property
-    def _subspace_fused(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(V [k,d], offset [k], shift [k,k], bias [k])`` with ``z = x @ Vᵀ - offset`` and
-        ``edit(x) = (z @ shift + bias) @ V``: the gated hook needs ``z`` for the gate, so it
-        takes this route (two thin matmuls and ``k × k`` work per position)."""
-        with torch.inference_mode(False), torch.no_grad():
-            v = self.basis.components
-            eye = torch.eye(self.n_components, dtype=v.dtype, device=v.device)
-            shift = self.strength * (self.matrix - eye)
-            offset = (self.basis.mean.unsqueeze(-2) @ v.mT).squeeze(-2)
-            bias = -(self.mean_source.unsqueeze(-2) @ shift).squeeze(-2)
-            if self.part == "full":
-                bias = bias + self.strength * (self.mean_target - self.mean_source)
-            return v, offset, shift, bias
-
-    @cached_property
-    def _gate_factors(self) -> tuple[Tensor, Tensor]:
-        """Cholesky factors of the stored source and target covariances, for the gate."""
-        with torch.inference_mode(False), torch.no_grad():
-            return (
-                torch.linalg.cholesky(self.cov_source.double()).to(self.cov_source.dtype),
-                torch.linalg.cholesky(self.cov_target.double()).to(self.cov_target.dtype),
-            )
-
-    def harmful_log_odds(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, " *batch"]:
-        """``logit P(harmful | x)`` under the fitted Gaussians (and ``gate_prior``), per row."""
-        computed = x.to(compute_dtype(check_float_tensor(x, "x").dtype))
-        v, offset, _, _ = (t.to(computed.dtype) for t in self._subspace_fused)
-        z = self._as_rows(computed, self.d_model) @ v.mT - offset.unsqueeze(-2)
-        return self._log_odds(z).reshape(x.shape[:-1])
-
-    def _log_odds(self, z: Tensor) -> Tensor:
-        """Log-odds per row of subspace coordinates ``z`` (``[*batch, n, k]``, or any leading
-        dims if the map is unbatched)."""
-        dtype = z.dtype
-        chol_s, chol_t = (t.to(dtype) for t in self._gate_factors)
-        flat = z.reshape(-1, z.shape[-1]) if len(self.batch_shape) == 0 else z
-        log_odds = gating.harmful_log_odds(
-            flat,
-            self.mean_source.to(dtype),
-            chol_s,
-            self.mean_target.to(dtype),
-            chol_t,
-            self.gate_prior,
-        )
-        return log_odds.reshape(z.shape[:-1])
-
-    def edit(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
-        """The displacement ``map(x) - x``, in the compute dtype (float64 only for float64 x)."""
-        return self._edit(x.to(compute_dtype(check_float_tensor(x, "x").dtype)))
-
-    def _edit(self, x: Tensor) -> Tensor:
-        """``edit`` of an activation already in its compute dtype."""
-        rows = self._as_rows(x, self.d_model)
-        if self.gate == "none":
-            w_in, bias, v = (t.to(x.dtype) for t in self._fused)
-            coefficients = rows @ w_in + bias.unsqueeze(-2)
-        else:
-            v, offset, shift, bias = (t.to(x.dtype) for t in self._subspace_fused)
-            z = rows @ v.mT - offset.unsqueeze(-2)
-            weight = gating.gate_weight(self._log_odds(z), self.gate)  # type: ignore[arg-type]
-            coefficients = (z @ shift + bias.unsqueeze(-2)) * weight.unsqueeze(-1)
-        delta = coefficients @ v
-        if self.preserve_norm:
-            moved = rows + delta
-            scale = rows.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(
-                torch.finfo(rows.dtype).tiny
-            )
-            delta = moved * scale - rows
-        return delta.reshape(x.shape)
-
-    def __call__(self, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch d_model"]:
-        """Transported activations, a new tensor in ``x``'s dtype and device."""
-        check_float_tensor(x, "x")  # an integer x would come back truncated
-        if self.strength == 0:
-            return x.clone()
-        computed = x.to(compute_dtype(x.dtype))  # one cast, shared by the sum and the edit
-        return cast_back(computed + self._edit(computed), x, type(self).__name__, self.strength)
 
     def inverse(self) -> "GaussianOTMap":
         """The map from target back to source (same subspace; e.g. to induce refusal)."""

@@ -202,7 +202,7 @@ class PCABasis(TensorDataclass):
         """PCA basis of the rows summarised by ``stats`` (float64)."""
         # Eigenvectors of the scatter matrix are those of the covariance: skip the d × d division.
         basis = cls.from_covariance(
-            stats.mean, stats._scatter, n_components, include=include, method=method
+            stats.mean, stats.scatter, n_components, include=include, method=method
         )
         scale = 1 / (stats.count - 1)
         return dataclasses.replace(

@@ -15,11 +15,19 @@ re-written here because scikit-learn works on one numpy matrix at a time, while 
 fitted for all layers at once on torch tensors.
 """
 
+from typing import TYPE_CHECKING, Literal
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from .errors import UserInputError
+
+if TYPE_CHECKING:
+    from .stats import GaussianStats
+
+Estimator = Literal["ridge", "oas", "ledoit_wolf"]
+ESTIMATORS = ("ridge", "oas", "ledoit_wolf")
 
 
 def _target_scale(cov: Tensor) -> Tensor:
@@ -70,3 +78,29 @@ def ledoit_wolf_covariance(
     beta = torch.minimum(beta, delta)
     weight = torch.where(delta > 0, beta / delta.clamp_min(1e-300), 0.0)
     return _shrink(cov, weight), weight
+
+
+def regularize(cov: Tensor, reg: float) -> Tensor:
+    """``cov + reg·(tr cov / k)·I``: the relative ridge every map adds to its covariances."""
+    k = cov.shape[-1]
+    scale = torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1)[..., None, None]
+    return cov + reg * scale * torch.eye(k, dtype=cov.dtype, device=cov.device)
+
+
+def estimate_cov(stats: "GaussianStats", rows: Tensor | None, estimator: str, reg: float) -> Tensor:
+    """The covariance a map uses: the unbiased sample covariance ("ridge"), or the OAS /
+    Ledoit-Wolf shrunk MLE covariance; then the relative ridge ``reg`` on top."""
+    if estimator == "ridge":
+        cov = stats.cov
+    elif estimator == "oas":
+        cov, _ = oas_covariance(stats.scatter / stats.count, stats.count)
+    elif estimator == "ledoit_wolf":
+        if rows is None:
+            raise UserInputError(
+                "estimator='ledoit_wolf' needs the rows (fourth moments), not streamed "
+                "statistics: use GaussianOTMap.fit(rows, ..., route='rows'), or estimator='oas'"
+            )
+        cov, _ = ledoit_wolf_covariance(rows)
+    else:
+        raise UserInputError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    return regularize(cov, reg)

@@ -201,6 +201,37 @@ class GaussianStats:
         return self._mean.clone()
 
     @property
+    def running_mean(self) -> Float[Tensor, "*batch d"]:
+        """The mean so far, float64: zeros before the first row (where ``mean`` raises)."""
+        return self._mean.clone()
+
+    @property
+    def scatter_diagonal(self) -> Float[Tensor, "*batch d"]:
+        """Per-coordinate centred sums of squares (the scatter's diagonal), without copying the
+        ``d x d`` matrix: a cheap finiteness check and total variance."""
+        return torch.diagonal(self._scatter, dim1=-2, dim2=-1).clone()
+
+    @classmethod
+    def from_moments(
+        cls,
+        count: int,
+        mean: Float[Tensor, "*batch d"],
+        scatter: Float[Tensor, "*batch d d"],
+    ) -> "GaussianStats":
+        """Statistics from a row count, a mean and a scatter matrix (float64), e.g. the sums of
+        several processes' statistics (``distributed.all_reduce_stats``)."""
+        if (*mean.shape[:-1], mean.shape[-1], mean.shape[-1]) != tuple(scatter.shape):
+            raise UserInputError(
+                f"mean {tuple(mean.shape)} and scatter {tuple(scatter.shape)} do not match: "
+                "the scatter must be [*batch, d, d] for a mean of [*batch, d]"
+            )
+        stats = cls(mean.shape[-1], batch_shape=mean.shape[:-1], device=mean.device)
+        stats.count = count
+        stats._mean = mean.to(torch.float64).clone()
+        stats._scatter = scatter.to(torch.float64).clone()
+        return stats
+
+    @property
     def scatter(self) -> Float[Tensor, "*batch d d"]:
         """Sum of centred outer products ``Σ (x - mean)(x - mean)ᵀ``, float64."""
         return self._scatter.clone()

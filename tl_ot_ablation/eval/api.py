@@ -17,12 +17,12 @@ Example (on a tiny random-weight model; use ``tlo.load_model()`` for the embedde
     ['direction_ablation', 'none']
 """
 
-import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import UserInputError
-from .compare import choose_layer as judged_layer_choice
+from .choices import choose_layer as judged_layer_choice
+from .job_guards import JobOutput
 from .jobs import JobPrompts, compare_job, monitor_job, sweep_job
 from .record import CompareRecord, MonitorRecord, SweepRecord
 from .selection import LayerChoice
@@ -32,12 +32,13 @@ S = TypeVar("S", bound=JobSettings)
 
 
 def _settings(kind: type[S], settings: S | None, preset: str, changes: dict[str, Any]) -> S:
-    """``settings`` with ``changes`` on top, or the ``preset`` with them."""
+    """``settings`` with ``changes`` on top, or the ``preset`` with them (the map's and the
+    collection's fields too, by name: ``n_components=16``, ``batch_size=8``)."""
     if settings is None:
         return kind.preset(preset, **changes)
     if not isinstance(settings, kind):
         raise TypeError(f"settings must be a {kind.__name__}, got {type(settings).__name__}")
-    return dataclasses.replace(settings, **changes) if changes else settings
+    return settings.with_changes(**changes) if changes else settings
 
 
 def _job_arguments(
@@ -53,10 +54,8 @@ def _job_arguments(
         "model": model,
         "prompts": prompts or JobPrompts.shipped(settings),
         "settings": settings,
-        "out": out,
+        "out": JobOutput(out, plots=out is not None, overwrite=overwrite),
         "model_name": str(getattr(model.cfg, "model_name", None) or type(model).__name__),
-        "plots": out is not None,
-        "overwrite": overwrite,
         "progress": progress,
     }
 

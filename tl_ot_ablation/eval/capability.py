@@ -95,8 +95,8 @@ def _json_question(row: Any, at: str) -> Question:
         raise UserInputError(f"{at}: {err}") from err
 
 
-def _no_questions(path: Path) -> ValueError:
-    return ValueError(
+def _no_questions(path: Path) -> UserInputError:
+    return UserInputError(
         f"{path} holds no questions; add some, or skip the capability check with "
         "--n-questions 0 (n_questions=0)"
     )

@@ -18,7 +18,7 @@ budget (``CompareSettings.match_measure``); all come from the first generated to
 search stays generation-free.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,7 @@ DAMAGE_METRICS = (
     "identical_rate_harmless",
     "label_changed_rate_harmless",
 )
-"""The per-method metrics this module adds (``record.METRICS`` lists them too)."""
+"""The per-method metrics this module adds; ``record.METRICS`` is built from this tuple."""
 
 
 def _p90(sample: np.ndarray, axis: int = -1) -> Any:
@@ -110,14 +110,13 @@ def summarise(
     return float(reduce[measure](values))
 
 
-def measure_text(measure: str, settings: Mapping[str, Any] | None = None) -> str:
-    """``measure`` in words, e.g. "90th-percentile harmless KL" (``settings``: a settings
-    mapping with its ``kl_threshold``).
+def measure_text(measure: str, threshold: float = KL_THRESHOLD) -> str:
+    """``measure`` in words, e.g. "90th-percentile harmless KL" (``threshold``: the settings'
+    ``kl_threshold``, for ``"share_above"``).
 
-    >>> measure_text("share_above", {"kl_threshold": 0.01})
+    >>> measure_text("share_above", 0.01)
     'share of harmless prompts with KL above 0.01 nats'
     """
-    threshold = (settings or {}).get("kl_threshold", KL_THRESHOLD)
     return {
         "mean": "mean harmless KL",
         "median": "median harmless KL",
@@ -174,52 +173,3 @@ def per_prompt_json(kl: Tensor | Sequence[float]) -> list[float]:
     re-summarise; a float64 repr would triple the file)."""
     values = kl.tolist() if isinstance(kl, Tensor) else list(kl)
     return [float(f"{float(v):.6g}") for v in values]
-
-
-DAMAGE_COLUMNS = (
-    ("kl_harmless", "mean KL", ".3g"),
-    ("kl_harmless_median", "median KL", ".3g"),
-    ("kl_harmless_p90", "p90 KL", ".3g"),
-    ("kl_harmless_max", "max KL", ".3g"),
-    ("kl_harmless_share_above", "share KL > t", ".2f"),
-    ("identical_rate_harmless", "answers identical", ".2f"),
-    ("label_changed_rate_harmless", "judged label changed", ".2f"),
-)
-"""The harmless-damage table's columns: ``(metric, header, format)``."""
-
-
-def _cell(value: Mapping[str, float] | None, spec: str) -> str:
-    if value is None:
-        return "-"
-    return f"{value['value']:{spec}} [{value['ci_low']:{spec}}, {value['ci_high']:{spec}}]"
-
-
-def damage_lines(record: Mapping[str, Any]) -> list[str]:
-    """The report's "Harmless damage" section (markdown lines; none for a record without the
-    distribution, e.g. one written before it existed)."""
-    methods = record["methods"]
-    if not any("kl_harmless_median" in row for row in methods.values()):
-        return []
-    threshold = record["settings"].get("kl_threshold", KL_THRESHOLD)
-    header = ["method", *(label for _, label, _ in DAMAGE_COLUMNS)]
-    rows = [
-        [name, *(_cell(row.get(key), spec) for key, _, spec in DAMAGE_COLUMNS)]
-        for name, row in methods.items()
-    ]
-    n = record["prompts"]["n_eval_harmless"]
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(row) + " |" for row in rows]
-    return [
-        "## Harmless damage, prompt by prompt",
-        "",
-        f"On the {n} held-out harmless prompts: the first-token KL from the unmodified model "
-        f"as a distribution (a mean can hide a few large values or spread a small one over "
-        f"every prompt), the share of prompts above t = {threshold:g} nats, the share of greedy "
-        "answers byte-identical to the unmodified model's, and the share whose judged label "
-        "changed (e.g. an over-refusal turned into an answer, or an answer into a refusal). "
-        "95 % bootstrap CIs; the interval of a maximum cannot exceed the sample maximum. "
-        "Per-prompt KLs: `kl_harmless_per_prompt` in results.json.",
-        "",
-        *table,
-        "",
-    ]

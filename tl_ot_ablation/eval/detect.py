@@ -32,11 +32,11 @@ from scipy import stats
 from torch import Tensor
 
 from ..core.errors import UserInputError
-from ..core.monitor import DEFAULT_PROBE_L2
-from ..lens.collect import Prompts
+from ..core.probe import DEFAULT_PROBE_L2
+from ..lens.collect import CollectOptions, Prompts
 from ..lens.intervention_set import InterventionSet
-from ..lens.monitor import ActivationMonitor, HookList
-from .metrics import Estimate
+from ..lens.monitor import ActivationMonitor, HookList, MonitorSpec
+from .metrics import Estimate, bootstrap_estimate
 
 FPR = 0.01
 """The false-positive rate ``tpr_at_1pct_fpr`` is read at."""
@@ -85,17 +85,14 @@ def _with_ci(
     seed: int,
 ) -> Estimate:
     value = float(statistic(positive, negative))
-    result = stats.bootstrap(
+    return bootstrap_estimate(
+        value,
         (positive, negative),
         statistic,
-        vectorized=True,
-        confidence_level=confidence,
+        confidence=confidence,
         n_resamples=n_resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
+        seed=seed,
     )
-    interval = result.confidence_interval
-    return Estimate(value, float(interval.low), float(interval.high))
 
 
 @dataclass(frozen=True)
@@ -204,6 +201,23 @@ class DetectionReport:
         }
 
 
+@dataclass(frozen=True)
+class DetectionOptions:
+    """The knobs of ``evaluate_detection``.
+
+    Attributes:
+        probe_l2: The probe's L2 penalty on standardised weights.
+        confidence: Confidence level of the bootstrap CIs.
+        n_resamples: Bootstrap resamples.
+        seed: Seeds the bootstrap.
+    """
+
+    probe_l2: float = DEFAULT_PROBE_L2
+    confidence: float = 0.95
+    n_resamples: int = 2000
+    seed: int = 0
+
+
 def evaluate_detection(
     model: Any,
     monitor: ActivationMonitor,
@@ -212,10 +226,7 @@ def evaluate_detection(
     harmless_eval: Prompts,
     *,
     probe_training: tuple[Prompts, Prompts] | None = None,
-    probe_l2: float = DEFAULT_PROBE_L2,
-    confidence: float = 0.95,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    options: DetectionOptions | None = None,
 ) -> DetectionReport:
     """How well each of ``monitor``'s scores detects each intervention, per monitored layer.
 
@@ -227,14 +238,15 @@ def evaluate_detection(
         harmless_eval: Held-out harmless prompts: clean (negatives).
         probe_training: ``(harmful, harmless)`` *training* prompts; if given, a ``probe``
             score is trained per intervention on them (``ActivationMonitor.with_probe``).
-        probe_l2: The probe's L2 penalty on standardised weights.
-        confidence, n_resamples, seed: The bootstrap CIs' settings.
+        options: The probe's penalty and the bootstrap CIs' settings (``DetectionOptions``;
+            default: its defaults).
 
     Returns:
         A ``DetectionReport`` with one result per (method, layer, score).
     """
     if not interventions:
         raise UserInputError("interventions is empty; name at least one {method: hooks}")
+    options = options or DetectionOptions()
     clean = [monitor.collect_rows(model, p) for p in (harmful_eval, harmless_eval)]
     clean_training = None
     if probe_training is not None:  # one pass for every method's probe
@@ -247,7 +259,11 @@ def evaluate_detection(
         scorer = monitor
         if probe_training is not None:
             scorer = monitor.with_probe(
-                model, *probe_training, fwd_hooks=hooks, l2=probe_l2, clean=clean_training
+                model,
+                *probe_training,
+                fwd_hooks=hooks,
+                l2=options.probe_l2,
+                clean=clean_training,
             )
         positive = scorer.prompt_scores(monitor.collect_rows(model, harmful_eval, fwd_hooks=hooks))
         negatives = [scorer.prompt_scores(rows) for rows in clean]
@@ -261,9 +277,9 @@ def evaluate_detection(
                         method=method,
                         layer=layer,
                         score=score,
-                        confidence=confidence,
-                        n_resamples=n_resamples,
-                        seed=seed,
+                        confidence=options.confidence,
+                        n_resamples=options.n_resamples,
+                        seed=options.seed,
                     )
                 )
     return DetectionReport(tuple(results), monitor.hook, monitor.collect.positions)
@@ -289,7 +305,7 @@ def fit_compare_monitor(
     *,
     n_components: int,
     training: Any,
-    collect: Mapping[str, Any],
+    collect: CollectOptions,
 ) -> ActivationMonitor:
     """The monitor behind ``compare``'s detectability columns, from its training activations."""
     return ActivationMonitor.fit(
@@ -297,10 +313,10 @@ def fit_compare_monitor(
         harmful,
         harmless,
         layers=[monitor_layer(layers, model.cfg.n_layers)],
-        n_components=n_components,
+        spec=MonitorSpec(n_components=n_components),
         hook="resid_pre",
+        collect=collect,
         training=training,
-        **collect,
     )
 
 

@@ -20,7 +20,7 @@ from ..core.errors import UserInputError
 from ..lens.collect import Prompts, batches, model_device, prepare_tokens, require_eval
 from ..lens.hooks import PositionSpec
 from ..lens.intervention_set import InterventionSet
-from ..lens.prompts import padded
+from ..lens.tokens import padded
 
 
 def next_token_logprobs(

@@ -20,7 +20,6 @@ and their class: "which prompts open it and why". It costs one partial pass (up 
 layer) over the training prompts, so it runs only when ``CompareSettings.gate_neighbours`` > 0.
 """
 
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..core.ot_map import GaussianOTMap
-from ..lens.collect import collect_activations, layer_of
+from ..lens.collect import CollectOptions, collect_activations, layer_of
 from ..lens.intervention_set import InterventionSet
 from .metrics import with_ci
 
@@ -159,10 +158,7 @@ def training_rows(
         model,
         texts,
         hook,
-        positions="last",
-        batch_size=batch_size,
-        system=system,
-        progress=False,
+        CollectOptions(positions="last", batch_size=batch_size, system=system, progress=False),
     )[hook]
     classes = ["harmful"] * len(harmful) + ["harmless"] * len(harmless)
     return rows, texts, classes
@@ -233,59 +229,3 @@ def explain_gates(
         )
         seconds[name] = round(time.perf_counter() - start, 2)
     return seconds
-
-
-SET_NAMES = {
-    "harmful": "held-out harmful",
-    "harmless": "held-out harmless",
-    "xstest_safe": "XSTest-style safe",
-    "xstest_unsafe": "XSTest-style unsafe",
-}
-
-
-def gate_lines(record: Mapping[str, Any]) -> list[str]:
-    """The report's gate section (markdown lines; none without a gated method)."""
-    gated = {name: row["gate"] for name, row in record["methods"].items() if row.get("gate")}
-    if not gated:
-        return []
-    rows = []
-    for name, gate in gated.items():
-        for kind, values in gate["posterior"].items():
-            opened = gate["open"][kind]
-            median = statistics.median(values) if values else float("nan")
-            rows.append(
-                f"| {name} | {gate['layer']} | {SET_NAMES.get(kind, kind)} | {len(values)} | "
-                f"{median:.3g} | {opened['value']:.2f} [{opened['ci_low']:.2f}, "
-                f"{opened['ci_high']:.2f}] |"
-            )
-    lines = [
-        "## The gate on held-out prompts",
-        "",
-        "The gate's posterior P(harmful | z) at the map's layer, at the last prompt token, "
-        "recorded during the generation passes (no extra pass). *Open*: posterior above "
-        f"{OPEN:g}. Per-prompt values: `gate.posterior` in results.json.",
-        "",
-        "| method | layer | prompts | n | median posterior | share open [95 % CI] |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-    ]
-    for name, gate in gated.items():
-        if not gate.get("top"):
-            continue
-        lines += [
-            f"Benign prompts that open `{name}`'s gate most, with their nearest training "
-            "prompts (cosine of last-token coordinates in the map's PCA subspace):",
-            "",
-        ]
-        for item in gate["top"]:
-            near = "; ".join(
-                f"{n['class']} ({n['cosine']:.2f}): *{n['prompt'][:80]}*"
-                for n in item["neighbours"]
-            )
-            lines.append(
-                f"- {item['posterior']:.3g}, {SET_NAMES.get(item['set'], item['set'])}: "
-                f"*{item['prompt'][:120]}* → {near}"
-            )
-        lines.append("")
-    return lines

@@ -13,20 +13,17 @@ in one place: write a function ``FitContext -> InterventionSet`` and register a 
 - ``ot_selective``: the Gaussian OT map at the selective layers.
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UserInputError
 from ..lens.collect import CollectOptions
-from ..lens.fit import (
-    MapSpec,
-    TrainingActivations,
-    fit_actadd,
-    fit_direction_ablation,
-    fit_ot_ablation,
-)
+from ..lens.fit import fit_actadd, fit_direction_ablation, fit_ot_ablation
 from ..lens.intervention_set import InterventionSet
+from ..lens.map_spec import MapSpec, Placement
+from ..lens.training import TrainingActivations
 
 
 @dataclass(frozen=True)
@@ -50,11 +47,10 @@ class FitContext:
             self.harmful,
             self.harmless,
             layers=layers,
-            spec=self.spec,
-            method=kind,  # type: ignore[arg-type]
-            sequential=sequential,
+            spec=dataclasses.replace(self.spec, kind=kind),  # type: ignore[arg-type]
+            collect=self.collect,
+            placement=Placement(sequential=sequential),
             training=self.training,
-            **self.collect.kwargs(),
         )
 
 
@@ -83,8 +79,8 @@ def _direction_ablation(ctx: FitContext) -> InterventionSet:
         ctx.harmful,
         ctx.harmless,
         layer=ctx.direction_layer,
+        collect=ctx.collect,
         training=ctx.training,
-        **ctx.collect.kwargs(),
     )
 
 
@@ -94,8 +90,8 @@ def _actadd(ctx: FitContext) -> InterventionSet:
         ctx.harmful,
         ctx.harmless,
         layer=ctx.layers[0],
+        collect=ctx.collect,
         training=ctx.training,
-        **ctx.collect.kwargs(),
     )
 
 

@@ -137,8 +137,24 @@ def statistic_ci(
     value = float(statistic(data, axis=-1))
     if data.size == 1 or np.all(data == data[0]):
         return Estimate(value, value, value)
+    return bootstrap_estimate(
+        value, (data,), statistic, confidence=confidence, n_resamples=n_resamples, seed=seed
+    )
+
+
+def bootstrap_estimate(
+    value: float,
+    samples: tuple[np.ndarray, ...],
+    statistic: Callable[..., Any],
+    *,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+) -> Estimate:
+    """``value`` with the percentile-bootstrap CI of ``statistic`` over ``samples`` (one
+    sample, or several resampled independently; ``scipy.stats.bootstrap``, seeded)."""
     result = stats.bootstrap(
-        (data,),
+        samples,
         statistic,
         confidence_level=confidence,
         n_resamples=n_resamples,

@@ -33,6 +33,7 @@ from ..io.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest, sha256_
 from .judge import LABELS
 from .metrics import Estimate, with_ci
 from .reading import LabelError, ReadItem, find_key, read_key, read_labels, rubric_text
+from .report_markdown import markdown_table
 
 READ_FORMAT = "tl_ot_ablation.read/1"
 READ_NAME = "read.json"
@@ -246,12 +247,12 @@ def _kappa(value: float | None) -> str:
 
 def _rate_table(
     kind: str, rows: Sequence[tuple[str, Any]], agree: Mapping[str, Any], judge: str
-) -> list[str]:
+) -> str:
     """One kind's read shares per method, with the judge's agreement where it was recorded."""
     header = ["method", "n", f"{kind}: read complies", "deflects", "refuses", "degenerate"]
     if agree:
         header += [f"`{judge}` complies", f"`{judge}` agrees on compliance"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table = []
     for method, rates in rows:
         cells = [f"`{method}`", str(rates["n"])]
         cells += [
@@ -260,8 +261,8 @@ def _rate_table(
         if agree:
             found = agree.get(method)
             cells += ["-", "-"] if found is None else _judge_cells(found)
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        table.append(cells)
+    return markdown_table(header, table)
 
 
 def _judge_cells(found: Mapping[str, Any]) -> list[str]:
@@ -290,7 +291,7 @@ def read_markdown(record: Mapping[str, Any]) -> str:
         rows = [(m, k[kind]) for m, k in record["methods"].items() if kind in k]
         if rows:
             agree = record["judge_agreement"] if kind == "harmful" else {}
-            lines += [*_rate_table(kind, rows, agree, judge), ""]
+            lines += [_rate_table(kind, rows, agree, judge), ""]
     if record["paired"]:
         lines.append(
             f"Read compliance minus `{record['baseline']}`'s, paired over the same harmful prompts:"

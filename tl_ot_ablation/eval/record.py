@@ -1,28 +1,44 @@
-"""The typed ``results.json`` / ``sweep.json`` / ``detect.json`` records: one module writes and
-reads them.
+"""The typed ``results.json`` / ``sweep.json`` / ``detect.json`` records.
 
-A record is built from dataclasses and converted to JSON here only; reading validates every
-key (an unknown or renamed key raises at once, naming it), so the report, the plots and a
-notebook that re-reads a saved run all see the same schema. The JSON layout is documented in
-the README's "results.json" section.
+Each record is a dataclass; ``record_codec`` writes and reads all of them the same way (fields
+in order, every key validated on reading, so an unknown or renamed key raises at once, naming
+it), and the report, the plots and a notebook that re-reads a saved run all see the same
+schema. The JSON layout is documented in the README's "results.json" section.
 """
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core.errors import UserInputError
 from ..core.monitor import SCORES
-from ..io import atomic
+from .damage import DAMAGE_METRICS
 from .detect import DetectionResult, find_result
 from .matched import StrengthMatch
 from .methods import check_method
 from .metrics import Estimate
+from .record_codec import CHECK, FLATTEN, Record, RecordError, check_keys, decode, read_json
 from .settings import CompareSettings, MonitorSettings, SweepSettings
 from .strength import StrengthChoice, StrengthPoint
+from .xstest import XSTEST_METRICS
+
+__all__ = [
+    "COMPARE_FORMAT",
+    "GATE_KEYS",
+    "METRICS",
+    "MONITOR_FORMAT",
+    "SWEEP_FORMAT",
+    "CompareRecord",
+    "MethodRecord",
+    "MonitorPromptsRecord",
+    "MonitorRecord",
+    "PromptsRecord",
+    "RecordError",
+    "SweepPoint",
+    "SweepRecord",
+    "compare_strengths",
+]
 
 COMPARE_FORMAT = "tl_ot_ablation.compare/1"
 SWEEP_FORMAT = "tl_ot_ablation.sweep/1"
@@ -46,95 +62,50 @@ METRICS = (
     "capability_accuracy",
     "detect_auroc_disagreement",
     "detect_auroc_likelihood",
-    # Harmless damage as a distribution (``damage.DAMAGE_METRICS``).
-    "kl_harmless_median",
-    "kl_harmless_p90",
-    "kl_harmless_max",
-    "kl_harmless_share_above",
-    "identical_rate_harmless",
-    "label_changed_rate_harmless",
-    # Over-refusal on XSTest-style prompts (``xstest.XSTEST_METRICS``).
-    "xstest_compliance_safe",
-    "xstest_compliance_unsafe",
-    "xstest_over_refusal_removed",
-    "xstest_over_refusal_added",
+    *DAMAGE_METRICS,  # harmless damage as a distribution
+    *XSTEST_METRICS,  # over-refusal on XSTest-style prompts
 )
-"""Every per-method metric a comparison can report (each an ``Estimate``); a record written
-before a metric existed simply lacks it."""
+"""Every per-method metric a comparison can report (each an ``Estimate``), in the order
+``results.json`` lists them; a record written before a metric existed simply lacks it."""
 GATE_KEYS = frozenset(
     {"hook", "layer", "position", "prior", "posterior", "posterior_max", "open", "top"}
 )
 """The keys of a method's ``gate`` entry (``gate_report.GateRecorder.summary``)."""
 
 
-class RecordError(UserInputError):
-    """A results file that does not follow the record schema."""
-
-
-def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise RecordError(f"{where} must be a JSON object, got {type(data).__name__}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise RecordError(
-            f"{where} has unknown key(s) {unknown}; expected some of {sorted(allowed)}"
-        )
-
-
-def _estimate(data: Any, where: str) -> Estimate:
-    _check_keys(data, {"value", "ci_low", "ci_high"}, where)
-    try:
-        return Estimate(float(data["value"]), float(data["ci_low"]), float(data["ci_high"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise RecordError(f"{where} needs numbers value, ci_low, ci_high ({err})") from err
-
-
-def _match(data: Any, where: str) -> StrengthMatch | None:
+def _check_selection(data: dict[str, Any] | None, where: str) -> None:
+    """A ``StrengthChoice.to_dict`` (its points ``StrengthPoint``s), or ``None``."""
     if data is None:
-        return None
-    _check_keys(data, {"strength", "damage", "budget", "reached", "path"}, where)
-    return StrengthMatch(
-        data["strength"],
-        data["damage"],
-        data["budget"],
-        data["reached"],
-        [(float(s), float(d)) for s, d in data.get("path", [])],
-    )
-
-
-def _selection(data: Any, where: str) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    _check_keys(data, {"strength", "rule", "ceiling", "points"}, where)
-    point_keys = {f.name for f in dataclasses.fields(StrengthPoint)}
+        return
+    check_keys(data, {"strength", "rule", "ceiling", "points"}, where)
     for number, point in enumerate(data.get("points", [])):
-        _check_keys(point, point_keys, f"{where}.points[{number}]")
+        decode(StrengthPoint, point, f"{where}.points[{number}]")
     try:
         StrengthChoice.from_dict(dict(data))
     except (KeyError, TypeError, ValueError) as err:
         raise RecordError(f"{where}: {err!r}") from err
-    return dict(data)
 
 
-def _gate(data: Any, where: str) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    _check_keys(data, set(GATE_KEYS), where)
-    return dict(data)
+def _check_gate(data: dict[str, Any] | None, where: str) -> None:
+    if data is not None:
+        check_keys(data, GATE_KEYS, where)
 
 
 @dataclass
-class MethodRecord:
+class MethodRecord(Record):
     """One method's evaluation: its strength, metrics with CIs and what it was fitted with."""
 
+    FILE = "method"
+
     strength: float | None = None
-    metrics: dict[str, Estimate] = field(default_factory=dict)
+    metrics: dict[str, Estimate] = field(default_factory=dict, metadata={FLATTEN: METRICS})
+    """Written as top-level keys of the method, in ``METRICS`` order."""
     refused_harmful: list[int] = field(default_factory=list)
     matched: StrengthMatch | None = None
     fit: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     judged_harmful: list[str] = field(default_factory=list)
-    selection: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = field(default=None, metadata={CHECK: _check_selection})
     """How the strength was chosen on the validation prompts (``StrengthChoice.to_dict``)."""
     kl_harmless_per_prompt: list[float] = field(default_factory=list)
     """First-token KL of each held-out harmless prompt (the distribution behind the KL
@@ -143,7 +114,7 @@ class MethodRecord:
     """The judge's label of each held-out harmless completion."""
     judged_xstest: dict[str, list[str]] = field(default_factory=dict)
     """``{"safe" | "unsafe": labels}`` of the XSTest-style completions, when run."""
-    gate: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = field(default=None, metadata={CHECK: _check_gate})
     """A gated map's posterior per prompt and the prompts that open it most
     (``gate_report``; ``None``: no gate)."""
 
@@ -152,46 +123,16 @@ class MethodRecord:
         if unknown:
             raise RecordError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "strength": self.strength,
-            **{key: self.metrics[key].to_dict() for key in METRICS if key in self.metrics},
-            "refused_harmful": self.refused_harmful,
-            "matched": None if self.matched is None else self.matched.to_dict(),
-            "fit": self.fit,
-            "seconds": self.seconds,
-            "judged_harmful": self.judged_harmful,
-            "selection": self.selection,
-            "kl_harmless_per_prompt": self.kl_harmless_per_prompt,
-            "judged_harmless": self.judged_harmless,
-            "judged_xstest": self.judged_xstest,
-            "gate": self.gate,
-        }
-
     def choice(self) -> StrengthChoice | None:
         """The strength choice as a ``StrengthChoice`` (its KL search is ``matched``)."""
         if self.selection is None:
             return None
         return dataclasses.replace(StrengthChoice.from_dict(self.selection), match=self.matched)
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str = "method") -> "MethodRecord":
-        plain = {f.name for f in dataclasses.fields(cls)} - {"metrics"}
-        _check_keys(data, plain | set(METRICS), where)
-        return cls(
-            strength=data.get("strength"),
-            metrics={k: _estimate(data[k], f"{where}.{k}") for k in METRICS if k in data},
-            refused_harmful=list(data.get("refused_harmful", [])),
-            matched=_match(data.get("matched"), f"{where}.matched"),
-            fit=dict(data.get("fit", {})),
-            seconds=dict(data.get("seconds", {})),
-            judged_harmful=list(data.get("judged_harmful", [])),
-            selection=_selection(data.get("selection"), f"{where}.selection"),
-            kl_harmless_per_prompt=[float(v) for v in data.get("kl_harmless_per_prompt", [])],
-            judged_harmless=list(data.get("judged_harmless", [])),
-            judged_xstest={k: list(v) for k, v in (data.get("judged_xstest") or {}).items()},
-            gate=_gate(data.get("gate"), f"{where}.gate"),
-        )
+    def value(self, metric: str) -> float | None:
+        """The point value of ``metric`` (``None`` when not recorded)."""
+        estimate = self.metrics.get(metric)
+        return None if estimate is None else estimate.value
 
 
 @dataclass
@@ -223,8 +164,12 @@ class PromptsRecord:
 
 
 @dataclass
-class CompareRecord:
+class CompareRecord(Record):
     """``results.json``: every method's result, the settings and the prompts used."""
+
+    FORMAT = COMPARE_FORMAT
+    FILE = "results.json"
+    DERIVED: ClassVar[Mapping[str, str]] = {"seed": "model"}
 
     model: str
     settings: CompareSettings
@@ -242,62 +187,12 @@ class CompareRecord:
         """The settings' seed (recorded at the top level too)."""
         return self.settings.seed
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": COMPARE_FORMAT,
-            "model": self.model,
-            "seed": self.seed,
-            "settings": self.settings.to_json(),
-            "prompts": dataclasses.asdict(self.prompts),
-            "methods": {name: method.to_json() for name, method in self.methods.items()},
-            "layer_choice": self.layer_choice,
-            "w2_by_layer": self.w2_by_layer,
-            "layer_trials": self.layer_trials,
-            "command": self.command,
-            "preset": self.preset,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "CompareRecord":
-        allowed = {f.name for f in dataclasses.fields(cls)} | {"format", "seed"}
-        _check_keys(data, allowed, "results.json")
-        if data.get("format") != COMPARE_FORMAT:
-            raise RecordError(f"format is {data.get('format')!r}, expected {COMPARE_FORMAT!r}")
-        prompt_fields = {f.name for f in dataclasses.fields(PromptsRecord)}
-        _check_keys(data["prompts"], prompt_fields, "results.json prompts")
-        try:
-            settings = CompareSettings.from_json(dict(data["settings"]))
-            prompts = PromptsRecord(**data["prompts"])
-        except (TypeError, ValueError) as err:
-            raise RecordError(f"results.json: {err}") from err
-        return cls(
-            model=data["model"],
-            settings=settings,
-            prompts=prompts,
-            methods={
-                name: MethodRecord.from_json(method, f"methods.{name}")
-                for name, method in data["methods"].items()
-            },
-            layer_choice=data.get("layer_choice", "given"),
-            w2_by_layer=data.get("w2_by_layer"),
-            layer_trials=data.get("layer_trials"),
-            command=data.get("command"),
-            preset=data.get("preset"),
-        )
-
-    def write(self, path: str | Path) -> Path:
-        """Write as JSON, atomically."""
-        return atomic.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | Path) -> "CompareRecord":
-        """Read and validate a ``results.json``."""
-        return cls.from_json(_read_json(path))
-
 
 @dataclass(frozen=True)
-class SweepPoint:
+class SweepPoint(Record):
     """One scored configuration of a sweep."""
+
+    FILE = "point"
 
     kind: str  # "layer", "pair", "k", "strength" or "reference"
     method: str
@@ -326,45 +221,18 @@ class SweepPoint:
         "kl_harmless_share_above",
     )
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "kind": self.kind,
-            "method": self.method,
-            "layers": list(self.layers),
-            "n_components": self.n_components,
-            "strength": self.strength,
-            "refusal_score": self.refusal_score.to_dict(),
-            "kl_harmless": self.kl_harmless.to_dict(),
-        }
-        for name in self.OPTIONAL:
-            estimate = getattr(self, name)
-            data[name] = None if estimate is None else estimate.to_dict()
-        return data
-
-    to_dict = to_json
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str = "point") -> "SweepPoint":
-        _check_keys(data, {f.name for f in dataclasses.fields(cls)}, where)
-        optional = {
-            name: None if data.get(name) is None else _estimate(data[name], f"{where}.{name}")
-            for name in cls.OPTIONAL
-        }
-        return cls(
-            data["kind"],
-            data["method"],
-            tuple(data["layers"]),
-            data["n_components"],
-            float(data["strength"]),
-            _estimate(data["refusal_score"], f"{where}.refusal_score"),
-            _estimate(data["kl_harmless"], f"{where}.kl_harmless"),
-            **optional,
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``to_json``)."""
+        return self.to_json()
 
 
 @dataclass
-class SweepRecord:
+class SweepRecord(Record):
     """``sweep.json``: every point, the W2 ranking, the budget and the best placement."""
+
+    FORMAT = SWEEP_FORMAT
+    FILE = "sweep.json"
+    DERIVED: ClassVar[Mapping[str, str]] = {"sweet_spot_depth_fraction": "best"}
 
     settings: SweepSettings
     n_layers: int
@@ -381,51 +249,6 @@ class SweepRecord:
         if self.best is None:
             return None
         return sum(self.best.layers) / len(self.best.layers) / self.n_layers
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": SWEEP_FORMAT,
-            "settings": self.settings.to_json(),
-            "n_layers": self.n_layers,
-            "kl_budget": self.kl_budget,
-            "best": None if self.best is None else self.best.to_json(),
-            "sweet_spot_depth_fraction": self.sweet_spot_depth_fraction,
-            "w2_by_layer": self.w2_by_layer,
-            "points": [p.to_json() for p in self.points],
-            "model": self.model,
-            "command": self.command,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "SweepRecord":
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        _check_keys(data, allowed | {"format", "sweet_spot_depth_fraction"}, "sweep.json")
-        if data.get("format") != SWEEP_FORMAT:
-            raise RecordError(f"format is {data.get('format')!r}, expected {SWEEP_FORMAT!r}")
-        try:
-            settings = SweepSettings.from_json(dict(data["settings"]))
-        except (TypeError, ValueError) as err:
-            raise RecordError(f"sweep.json: {err}") from err
-        best = data.get("best")
-        return cls(
-            settings=settings,
-            n_layers=int(data["n_layers"]),
-            kl_budget=float(data["kl_budget"]),
-            best=None if best is None else SweepPoint.from_json(best, "best"),
-            w2_by_layer=list(data["w2_by_layer"]),
-            points=[SweepPoint.from_json(p, f"points[{i}]") for i, p in enumerate(data["points"])],
-            model=data.get("model"),
-            command=data.get("command"),
-        )
-
-    def write(self, path: str | Path) -> Path:
-        """Write as JSON, atomically."""
-        return atomic.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | Path) -> "SweepRecord":
-        """Read and validate a ``sweep.json``."""
-        return cls.from_json(_read_json(path))
 
 
 def compare_strengths(
@@ -447,7 +270,7 @@ def compare_strengths(
         file = file / "results.json"
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file; give a compare results.json or its folder")
-    data = _read_json(file)
+    data = read_json(file)
     kind = data.get("format") if isinstance(data, dict) else None
     if kind != COMPARE_FORMAT:
         raise RecordError(
@@ -455,9 +278,8 @@ def compare_strengths(
         )
     try:
         record = CompareRecord.from_json(data)
-    except (RecordError, KeyError, TypeError, AttributeError) as err:
-        why = f"missing key {err}" if isinstance(err, KeyError) else str(err)
-        raise RecordError(f"{file} is not a compare results.json ({why})") from None
+    except RecordError as err:
+        raise RecordError(f"{file} is not a compare results.json ({err})") from None
     missing = [m for m in methods if m not in record.methods or record.methods[m].strength is None]
     if missing:
         recorded = [m for m, r in record.methods.items() if r.strength is not None]
@@ -486,31 +308,16 @@ class MonitorPromptsRecord:
     train_eval_overlap: int
 
 
-def _detection(data: Any, where: str) -> DetectionResult:
-    fields = {f.name for f in dataclasses.fields(DetectionResult)}
-    _check_keys(data, fields, where)
-    missing = sorted(fields - set(data))
-    if missing:
-        raise RecordError(f"{where} lacks {missing}")
-    if data["score"] not in SCORES:
-        raise RecordError(f"{where}.score is {data['score']!r}; expected one of {SCORES}")
-    try:
-        return DetectionResult(
-            method=str(data["method"]),
-            layer=int(data["layer"]),
-            score=data["score"],
-            auroc=_estimate(data["auroc"], f"{where}.auroc"),
-            tpr_at_1pct_fpr=_estimate(data["tpr_at_1pct_fpr"], f"{where}.tpr_at_1pct_fpr"),
-            threshold=float(data["threshold"]),
-            n_positive=int(data["n_positive"]),
-            n_negative=int(data["n_negative"]),
-        )
-    except (TypeError, ValueError) as err:
-        raise RecordError(f"{where}: {err}") from err
+def _check_scores(results: list[DetectionResult], where: str) -> None:
+    for number, result in enumerate(results):
+        if result.score not in SCORES:
+            raise RecordError(
+                f"{where}[{number}].score is {result.score!r}; expected one of {SCORES}"
+            )
 
 
 @dataclass
-class MonitorRecord:
+class MonitorRecord(Record):
     """``detect.json``: how well a monitor detects each method, per monitored layer and score.
 
     Attributes:
@@ -531,6 +338,10 @@ class MonitorRecord:
         command: The command line, for the CLI.
     """
 
+    FORMAT = MONITOR_FORMAT
+    FILE = "detect.json"
+    DERIVED: ClassVar[Mapping[str, str]] = {"seed": "model"}
+
     model: str
     settings: MonitorSettings
     prompts: MonitorPromptsRecord
@@ -542,9 +353,14 @@ class MonitorRecord:
     monitor_layers: list[int]
     hook: str
     positions: str
-    results: list[DetectionResult]
+    results: list[DetectionResult] = field(metadata={CHECK: _check_scores})
     w2_by_layer: list[dict[str, int | float]] | None = None
     command: str | None = None
+
+    @property
+    def seed(self) -> int:
+        """The settings' seed (recorded at the top level too)."""
+        return self.settings.seed
 
     def get(self, method: str, layer: int, score: str) -> DetectionResult:
         """The result of ``score`` at monitor ``layer`` against ``method``."""
@@ -555,77 +371,3 @@ class MonitorRecord:
         """The scores reported, in ``core.monitor.SCORES`` order."""
         present = {r.score for r in self.results}
         return [s for s in SCORES if s in present]
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form (``format`` first)."""
-        return {
-            "format": MONITOR_FORMAT,
-            "model": self.model,
-            "seed": self.settings.seed,
-            "settings": self.settings.to_json(),
-            "prompts": dataclasses.asdict(self.prompts),
-            "strengths": dict(self.strengths),
-            "strength_sources": dict(self.strength_sources),
-            "layers": list(self.layers),
-            "layer_choice": self.layer_choice,
-            "direction_layer": self.direction_layer,
-            "monitor_layers": list(self.monitor_layers),
-            "hook": self.hook,
-            "positions": self.positions,
-            "results": [r.to_dict() for r in self.results],
-            "w2_by_layer": self.w2_by_layer,
-            "command": self.command,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "MonitorRecord":
-        """Validate and read ``to_json`` output (an unknown or missing key raises)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        _check_keys(data, fields | {"format", "seed"}, "detect.json")
-        if data.get("format") != MONITOR_FORMAT:
-            raise RecordError(f"format is {data.get('format')!r}, expected {MONITOR_FORMAT!r}")
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
-        missing = sorted(required - set(data))
-        if missing:
-            raise RecordError(f"detect.json lacks {missing}")
-        prompt_fields = {f.name for f in dataclasses.fields(MonitorPromptsRecord)}
-        _check_keys(data["prompts"], prompt_fields, "detect.json prompts")
-        results = [_detection(r, f"results[{i}]") for i, r in enumerate(data["results"])]
-        try:
-            return cls(
-                model=str(data["model"]),
-                settings=MonitorSettings.from_json(dict(data["settings"])),
-                prompts=MonitorPromptsRecord(**data["prompts"]),
-                strengths={str(m): float(s) for m, s in data["strengths"].items()},
-                strength_sources={str(m): str(s) for m, s in data["strength_sources"].items()},
-                layers=[int(layer) for layer in data["layers"]],
-                layer_choice=str(data["layer_choice"]),
-                direction_layer=int(data["direction_layer"]),
-                monitor_layers=[int(layer) for layer in data["monitor_layers"]],
-                hook=str(data["hook"]),
-                positions=str(data["positions"]),
-                results=results,
-                w2_by_layer=data.get("w2_by_layer"),
-                command=data.get("command"),
-            )
-        except (TypeError, ValueError, AttributeError) as err:
-            raise RecordError(f"detect.json: {err}") from err
-
-    def write(self, path: str | Path) -> Path:
-        """Write as JSON, atomically."""
-        return atomic.write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
-
-    @classmethod
-    def read(cls, path: str | Path) -> "MonitorRecord":
-        """Read and validate a ``detect.json``."""
-        return cls.from_json(_read_json(path))
-
-
-def _read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RecordError(f"{path} is not valid JSON ({err})") from err

@@ -34,21 +34,17 @@ from torch import Tensor
 
 from ..core.errors import UserInputError
 from ..core.gate import gaussian_log_density
-from ..core.ot_map import (
-    DEFAULT_REG,
-    ESTIMATORS,
-    GaussianOTMap,
-    IdenticalClassesError,
-    estimate_cov,
-)
+from ..core.ot_fit import DEFAULT_REG
+from ..core.ot_map import GaussianOTMap, IdenticalClassesError
 from ..core.pca import PCABasis
+from ..core.shrinkage import ESTIMATORS, estimate_cov
 from ..core.stats import GaussianStats
 from ..lens.collect import CollectOptions, Prompts, check_layers, hook_name
-from ..lens.fit import (
-    DEFAULT_N_COMPONENTS,
+from ..lens.fit import check_distinct_prompts
+from ..lens.map_spec import DEFAULT_N_COMPONENTS
+from ..lens.training import (
     StatsPair,
     TrainingActivations,
-    check_distinct_prompts,
     collect_every_layer,
     training_fingerprint,
 )
@@ -319,7 +315,8 @@ def select_layers(
     options, checked), so the fits that follow can share it."""
     check_distinct_prompts(harmful, harmless)
     if training is None:
-        training = collect_every_layer(model, harmful, harmless, hook=hook, **options)
+        collect = CollectOptions(**options)
+        training = collect_every_layer(model, harmful, harmless, collect, hook=hook)
     else:
         collect = CollectOptions(**options)
         training.check(training_fingerprint(model, harmful, harmless, collect))

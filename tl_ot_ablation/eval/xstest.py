@@ -37,7 +37,7 @@ XSTEST_METRICS = (
     "xstest_over_refusal_removed",
     "xstest_over_refusal_added",
 )
-"""The per-method metrics this module adds (``record.METRICS`` lists them too)."""
+"""The per-method metrics this module adds; ``record.METRICS`` is built from this tuple."""
 
 
 @dataclass
@@ -178,46 +178,3 @@ def over_refusal_metrics(
         "xstest_over_refusal_removed": with_ci([float(b and not a) for a, b in pairs], seed=seed),
         "xstest_over_refusal_added": with_ci([float(a and not b) for a, b in pairs], seed=seed),
     }
-
-
-XSTEST_COLUMNS = (
-    ("xstest_compliance_safe", "safe: complies"),
-    ("xstest_over_refusal_removed", "safe: newly answered"),
-    ("xstest_over_refusal_added", "safe: newly refused"),
-    ("xstest_compliance_unsafe", "unsafe: complies"),
-)
-
-
-def over_refusal_lines(record: Mapping[str, Any]) -> list[str]:
-    """The report's "Over-refusal" section (markdown lines; none when not run)."""
-    methods = record["methods"]
-    if not any("xstest_compliance_safe" in row for row in methods.values()):
-        return []
-    prompts = record["prompts"]
-    header = ["method", *(label for _, label in XSTEST_COLUMNS)]
-    rows = []
-    for name, row in methods.items():
-        cells = [
-            "-"
-            if key not in row
-            else f"{row[key]['value']:.2f} [{row[key]['ci_low']:.2f}, {row[key]['ci_high']:.2f}]"
-            for key, _ in XSTEST_COLUMNS
-        ]
-        rows.append([name, *cells])
-    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    table += ["| " + " | ".join(r) + " |" for r in rows]
-    source = prompts.get("xstest_source")
-    where = "the package's own set" if source == SHIPPED else f"`{source}`"
-    return [
-        "## Over-refusal (XSTest-style prompts)",
-        "",
-        f"{prompts.get('n_xstest_safe', 0)} safe prompts that only sound unsafe and "
-        f"{prompts.get('n_xstest_unsafe', 0)} unsafe contrasts from {where}, greedy, judged. "
-        "Higher compliance on the safe ones is less over-refusal; *newly answered* / *newly "
-        "refused* compare each safe prompt with the unmodified model's answer. Read the "
-        "changed answers (`xstest_safe` in completions.json) before quoting a share: the judge "
-        "reads many deflections as compliance.",
-        "",
-        *table,
-        "",
-    ]

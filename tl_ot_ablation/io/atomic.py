@@ -19,12 +19,17 @@ Rules that keep a user's work safe:
 
 Files and folders get the modes the umask allows, as ``open`` and ``mkdir`` would give them.
 
+A cache entry (``entry``: one file or folder several processes may build at once) takes the
+same steps without a manifest; the first finished copy wins. Its partial is named by its pid,
+so a partial that a killed process left behind can be told apart and deleted (``remove_orphans``).
+
 Why hand-written: ``os.replace`` is atomic for files only, and no maintained library we depend
 on replaces a directory tree (the usual recipe, temp + fsync + rename, is the one used here).
 """
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -49,12 +54,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Persist a file's contents."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def fsync_tree(folder: Path) -> None:
     """Persist every file and folder entry below ``folder``."""
     for path in sorted(folder.rglob("*")):
         if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(path)
     for path in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
         fsync_dir(path)
 
@@ -289,3 +299,101 @@ def _move_into_place(temp: Path, path: Path) -> None:
         raise
     fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+_PARTIAL = re.compile(r"\.partial-(\d+)$")
+ORPHAN_AGE_S = 24 * 3600
+"""A partial older than this is an orphan even if a process with its pid runs (pids recycle)."""
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary sibling this process builds ``path`` in: ``<name>.partial-<pid>``."""
+    return path.with_name(f"{path.name}.partial-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on Windows, where signal 0 would kill it: assume so)."""
+    if pid == os.getpid() or os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_orphans(folder: Path, *, max_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Delete the ``*.partial-<pid>`` files and folders in ``folder`` that no running process
+    is writing: their pid is gone, or they are older than ``max_age_s``. Returns what was
+    deleted; a partial of a live process is kept (it may be mid-write)."""
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.iterdir():
+        match = _PARTIAL.search(path.name)
+        if match is None:
+            continue
+        try:
+            age = time.time() - path.lstat().st_mtime
+        except FileNotFoundError:  # its writer just renamed or removed it
+            continue
+        if age > max_age_s or not _pid_alive(int(match.group(1))):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def entry(path: Path) -> Iterator[Path]:
+    """Build one file or folder at ``path`` atomically: yields the partial path to create it at
+    (``partial_path``); on a clean exit it is fsynced and renamed into place (unless another
+    process got there first: a folder cannot replace a non-empty one, so theirs is kept), on
+    any failure deleted. No manifest is added (see ``folder`` for outputs).
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "blob.bin"
+        >>> with entry(target) as partial:
+        ...     _ = partial.write_bytes(b"data")
+        >>> target.read_bytes(), sorted(p.name for p in target.parent.iterdir())
+        (b'data', ['blob.bin'])
+    """
+    partial = partial_path(path)
+    _remove(partial)
+    try:
+        yield partial
+        if partial.is_dir():
+            fsync_tree(partial)
+        else:
+            fsync_file(partial)
+        try:
+            os.replace(partial, path)
+        except OSError:  # a folder cannot replace a non-empty one
+            if not path.exists():
+                raise
+            # Another process finished first: keep its copy; ours is deleted below.
+        fsync_dir(path.parent)
+    finally:
+        _remove(partial)
+
+
+def discard(path: Path) -> None:
+    """Take an entry out of use: rename it to this process's partial (one atomic step, so no
+    other reader sees half of it; one that has it open keeps its copy), then delete it."""
+    aside = partial_path(path)
+    _remove(aside)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    _remove(aside)

@@ -1,11 +1,16 @@
 """The TransformerLens layer: the only code that touches a model.
 
-Loading models (``models``), prompts and chat formatting (``prompts``), positions, activation
-collection (``collect``), hooks (``hooks``), fitting interventions on a model (``fit``),
-generation (``generation``), model-level sets of interventions (``intervention_set``) and their
-save/load (``saving``), the same hooks on plain ``transformers`` models (``hf_hooks``), tiny
-offline chat models of every common family (``testing``), and the activation monitor that
-flags tampered passes (``monitor``).
+One job per module. Models: loading (``models``) and the embedded models' checked cache
+(``model_cache``). Prompts: the shipped and user prompt sets (``prompts``), chat formatting and
+the post-instruction span (``chat_template``), control tokens in user text
+(``control_tokens``), left-padded tokenisation (``tokens``). Activations: collection
+(``collect``) and the training pass shared by many fits (``training``). Interventions: hooks
+(``hooks``) and the same hooks on plain ``transformers`` models (``hf_hooks``), the fit options
+(``map_spec``), fitting on a model (``fit``), model-level sets (``intervention_set``) and their
+save/load (``saving``), generation (``generation``). The activation monitor that flags
+tampered passes (``monitor``), what its hooks record (``monitor_log``) and where a hook point
+sits along the stream (``hook_order``). Tiny offline chat models of every common family
+(``testing``).
 Imports ``core``; never ``eval`` or the CLI.
 
 Glossary (one meaning per word, package-wide):

@@ -12,7 +12,7 @@ activations. Rows are taken at the fitting positions only (never at pads):
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ..core.errors import UserInputError
 from ..core.stats import GaussianStats
-from .prompts import format_chat, post_instruction_length, tokenize
+from .chat_template import format_chat, post_instruction_length
+from .tokens import tokenize
 
 FitPositions = Literal["post_instruction", "last", "all"]
 Prompts = Sequence[str] | tuple[Tensor, Tensor]
@@ -62,10 +63,6 @@ class CollectOptions:
                 "positions='post_instruction' needs the chat template (chat=True); for raw text "
                 "fit at positions='last' or 'all'"
             )
-
-    def kwargs(self) -> dict[str, Any]:
-        """As keyword arguments of ``collect_stats`` / ``collect_activations``."""
-        return asdict(self)
 
 
 def hook_name(hook: str, layer: int) -> str:
@@ -170,16 +167,15 @@ def for_each_batch(
     prompts: Prompts,
     hook_names: Sequence[str],
     on_rows: Callable[[str, Tensor], None],
+    options: CollectOptions | None = None,
     *,
-    positions: FitPositions = "post_instruction",
-    batch_size: int = 16,
     fwd_hooks: Sequence[tuple[str, Any]] = (),
-    system: str | None = None,
-    chat: bool = True,
-    progress: bool = True,
 ) -> None:
-    """Run the model over ``prompts`` and hand ``on_rows(name, rows [n, d_model])`` each batch's
-    rows at every hook point. ``fwd_hooks`` (e.g. earlier maps) run before the capture."""
+    """Run the model over ``prompts`` (as ``options`` says) and hand ``on_rows(name, rows
+    [n, d_model])`` each batch's rows at every hook point. ``fwd_hooks`` (e.g. earlier maps)
+    run before the capture."""
+    options = CollectOptions() if options is None else options
+    positions, system, chat = options.positions, options.system, options.chat
     require_eval(model)
     if isinstance(hook_names, str):
         hook_names = [hook_names]
@@ -208,9 +204,10 @@ def for_each_batch(
         return hook
 
     captures = [(name, capture(name)) for name in hook_names]
-    chunks = batches(ids, mask, batch_size, model_device(model))
+    chunks = batches(ids, mask, options.batch_size, model_device(model))
     with torch.inference_mode(), model.hooks(fwd_hooks=[*fwd_hooks, *captures]):
-        for batch_ids, batch_attention in tqdm(chunks, desc="activations", disable=not progress):
+        quiet = not options.progress
+        for batch_ids, batch_attention in tqdm(chunks, desc="activations", disable=quiet):
             fired.clear()
             batch_mask[:] = [position_mask(batch_attention, positions, n_post)]
             model(
@@ -230,15 +227,11 @@ def collect_activations(
     model: Any,
     prompts: Prompts,
     hook_names: Sequence[str] | str,
+    options: CollectOptions | None = None,
     *,
-    positions: FitPositions = "post_instruction",
-    batch_size: int = 16,
     fwd_hooks: Sequence[tuple[str, Any]] = (),
-    system: str | None = None,
-    chat: bool = True,
     device: torch.device | str | None = "cpu",
     dtype: torch.dtype = torch.float32,
-    progress: bool = True,
 ) -> dict[str, Float[Tensor, "n d_model"]]:
     """Residual rows at each hook point, ``{name: [n, d_model]}`` (on ``device`` in ``dtype``).
 
@@ -246,29 +239,26 @@ def collect_activations(
         model: A ``TransformerBridge`` in eval mode.
         prompts: Instructions (chat-formatted here) or an ``(input_ids, attention_mask)`` pair.
         hook_names: Hook points, e.g. ``"blocks.6.hook_resid_pre"`` (aliases and native names).
-        positions: Which positions give rows (see the module docstring).
-        batch_size: Prompts per forward pass.
+        options: How the prompts are run (``CollectOptions``: the positions that give rows,
+            see the module docstring; batch size, system prompt, chat formatting, progress).
         fwd_hooks: Hooks to run during collection (before the capture), e.g. earlier maps.
-        system: Optional system prompt for the chat template.
-        chat: Format ``prompts`` with the chat template (``False``: use them as raw text).
         device: Where the returned rows go (``None``: the device of their hook point, e.g.
             each layer's GPU for a dispatched model). ``dtype``: their dtype.
-        progress: Show a tqdm progress bar.
+
+    Example:
+        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> quiet = CollectOptions(positions="last", progress=False)
+        >>> rows = collect_activations(tiny_model(), ["a b", "c"], "blocks.1.hook_resid_pre", quiet)
+        >>> tuple(rows["blocks.1.hook_resid_pre"].shape)
+        (2, 32)
     """
     names = [hook_names] if isinstance(hook_names, str) else list(hook_names)
     rows: dict[str, list[Tensor]] = {name: [] for name in names}
-    for_each_batch(
-        model,
-        prompts,
-        names,
-        lambda name, batch: rows[name].append(batch.to(device=device, dtype=dtype)),
-        positions=positions,
-        batch_size=batch_size,
-        fwd_hooks=fwd_hooks,
-        system=system,
-        chat=chat,
-        progress=progress,
-    )
+
+    def keep(name: str, batch: Tensor) -> None:
+        rows[name].append(batch.to(device=device, dtype=dtype))
+
+    for_each_batch(model, prompts, names, keep, options, fwd_hooks=fwd_hooks)
     return {name: torch.cat(chunks) for name, chunks in rows.items()}
 
 
@@ -276,15 +266,11 @@ def collect_stats(
     model: Any,
     prompts: Prompts,
     hook_names: Sequence[str] | str,
+    options: CollectOptions | None = None,
     *,
-    positions: FitPositions = "post_instruction",
-    batch_size: int = 16,
     fwd_hooks: Sequence[tuple[str, Any]] = (),
-    system: str | None = None,
-    chat: bool = True,
-    progress: bool = True,
 ) -> dict[str, GaussianStats]:
-    """Streaming ``GaussianStats`` per hook point (same arguments as ``collect_activations``);
+    """Streaming ``GaussianStats`` per hook point (arguments as in ``collect_activations``);
     memory O(d_model²) per hook point however many prompts, on each hook point's device."""
     names = [hook_names] if isinstance(hook_names, str) else list(hook_names)
     stats: dict[str, GaussianStats] = {}
@@ -296,16 +282,5 @@ def collect_stats(
                 stats[name] = GaussianStats(batch.shape[-1], device=batch.device)
         stats[name].update(batch)
 
-    for_each_batch(
-        model,
-        prompts,
-        names,
-        update,
-        positions=positions,
-        batch_size=batch_size,
-        fwd_hooks=fwd_hooks,
-        system=system,
-        chat=chat,
-        progress=progress,
-    )
+    for_each_batch(model, prompts, names, update, options, fwd_hooks=fwd_hooks)
     return stats

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core.errors import UserInputError
-from .prompts import format_chat, post_instruction_length
+from .chat_template import format_chat, post_instruction_length
 
 
 def hook_names(model: Any) -> set[str]:

@@ -8,168 +8,37 @@ pass. ``fit_direction_ablation`` does what Arditi et al. (2024) do: one directio
 layer, projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post`` at every
 position. ``fit_actadd`` adds the mean difference at one layer.
 
-Options are held once: ``MapSpec`` says how each transport map is fitted and applied,
-``CollectOptions`` how the prompts are run. Every fit takes either object or their fields as
-keyword arguments (``n_components=32, progress=False``). ``TrainingActivations`` (one pass over
-many hook points) can stand in for a fit's own pass; it carries a fingerprint of the prompts,
-positions, system prompt and chat template it came from, and a fit with other ones raises.
+Options are held once, as objects (``lens.map_spec``): ``MapSpec`` says how each transport
+map is fitted and applied, ``Placement`` where the edit is read and applied, and
+``CollectOptions`` how the prompts are run; each defaults to what the jobs use, so
+``fit_ot_ablation(model, harmful, harmless, layers=[17])`` needs none of them.
+``TrainingActivations`` (``lens.training``: one pass over many hook points) can stand in for a
+fit's own pass; it carries a fingerprint of the prompts, positions, system prompt and chat
+template it came from, and a fit with other ones raises.
 """
 
 import dataclasses
-import hashlib
-import json
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..core.baselines import ActAdd, DirectionAblation, PerNeuronOT
-from ..core.errors import UserInputError
-from ..core.gate import GateKind
-from ..core.ot_map import (
-    DEFAULT_REG,
-    BasisChoice,
-    Estimator,
-    GaussianOTMap,
-    IdenticalClassesError,
-    MeanShift,
-    Part,
-    check_map_options,
-    check_reg,
-)
+from ..core.ot_map import GaussianOTMap, IdenticalClassesError, MeanShift
 from ..core.stats import GaussianStats
 from ..core.validate import stacklevel_outside
-from .collect import (
-    CollectOptions,
-    FitPositions,
-    Prompts,
-    check_layers,
-    collect_activations,
-    collect_stats,
-    hook_name,
-)
+from .chat_template import post_instruction_length
+from .collect import CollectOptions, FitPositions, Prompts, check_layers, hook_name
 from .compatibility import model_signature
 from .hooks import PositionSpec
 from .intervention_set import InterventionSet
-from .prompts import post_instruction_length
-
-MapKind = Literal["ot", "mean_shift", "per_neuron_ot"]
-StatsPair = tuple[Mapping[str, GaussianStats], Mapping[str, GaussianStats]]
-RowsPair = tuple[Mapping[str, Tensor], Mapping[str, Tensor]]
-DEFAULT_N_COMPONENTS = 64
-"""PCA subspace size ``k`` of every fit and job unless told otherwise (chosen by held-out
-likelihood on the embedded model; experiments/README.md)."""
-
-
-@dataclass(frozen=True)
-class MapSpec:
-    """How each transport map is fitted and applied (``GaussianOTMap`` / ``MeanShift``).
-
-    ``MapSpec()`` is the paper's plain map (sample covariances with a small ridge, no gate:
-    ``PLAIN_MAP``); ``RECOMMENDED_MAP`` (Ledoit-Wolf covariances, the posterior gate) is what
-    ``fit_ot_ablation`` and every job (fit, compare, sweep) use by default.
-
-    Attributes:
-        n_components: PCA subspace size ``k`` (``None``: the full space).
-        reg: Relative ridge on the covariances.
-        basis: "pca" or "pca+mean_diff" (see ``GaussianOTMap.fit``).
-        estimator: Covariance estimator, "ridge", "oas" or "ledoit_wolf" (needs rows).
-        gate: "none", "posterior" or "hard" (``core.gate``).
-        gate_prior: Prior probability of harmful in the gate.
-        preserve_norm: Keep each edited activation's norm.
-        part: "full", or "covariance" (the linear part without the translation).
-    """
-
-    n_components: int | None = DEFAULT_N_COMPONENTS
-    reg: float = DEFAULT_REG
-    basis: BasisChoice = "pca"
-    estimator: Estimator = "ridge"
-    gate: GateKind = "none"
-    gate_prior: float = 0.5
-    preserve_norm: bool = False
-    part: Part = "full"
-
-    def __post_init__(self) -> None:
-        k = self.n_components
-        if k is not None and not (isinstance(k, int) and k >= 1):
-            raise UserInputError(f"n_components must be an integer >= 1 or None, got {k!r}")
-        check_reg(self.reg)
-        if self.basis not in get_args(BasisChoice):
-            raise UserInputError(
-                f"basis must be one of {get_args(BasisChoice)}, got {self.basis!r}"
-            )
-        check_map_options(self.estimator, self.gate, self.gate_prior, self.part)
-
-    @property
-    def needs_rows(self) -> bool:
-        """Whether fitting needs the activation rows, not just streamed statistics."""
-        return self.estimator == "ledoit_wolf"
-
-    def application(self) -> dict[str, Any]:
-        """The options applied to a fitted map (``GaussianOTMap.with_options``)."""
-        return {
-            "gate": self.gate,
-            "gate_prior": self.gate_prior,
-            "preserve_norm": self.preserve_norm,
-            "part": self.part,
-        }
-
-
-RECOMMENDED_MAP = MapSpec(estimator="ledoit_wolf", gate="posterior")
-"""The map ``fit_ot_ablation`` and every job fit by default: Ledoit-Wolf covariances and the
-posterior gate, the variant that did best at matched damage (docs/results.md)."""
-PLAIN_MAP = MapSpec()
-"""The paper's plain map: sample covariances with a small ridge, every edit applied in full
-(``fit_ot_ablation(..., spec=PLAIN_MAP)``); at matched damage it deflects far more."""
-
-
-def split_options(
-    spec: MapSpec | None, options: Mapping[str, Any], *, allow_map: bool = True
-) -> tuple[MapSpec, CollectOptions]:
-    """``MapSpec`` and ``CollectOptions`` from a base ``spec`` and keyword overrides of either's
-    fields; an unknown keyword raises ``TypeError`` listing the known ones."""
-    map_fields = {f.name for f in dataclasses.fields(MapSpec)} if allow_map else set()
-    collect_fields = {f.name for f in dataclasses.fields(CollectOptions)}
-    unknown = sorted(set(options) - map_fields - collect_fields)
-    if unknown:
-        raise TypeError(
-            f"unexpected keyword argument(s) {unknown}; accepted: {sorted(map_fields)} "
-            f"(MapSpec) and {sorted(collect_fields)} (CollectOptions)"
-        )
-    spec = dataclasses.replace(
-        spec or MapSpec(), **{k: v for k, v in options.items() if k in map_fields}
-    )
-    collect = CollectOptions(**{k: v for k, v in options.items() if k in collect_fields})
-    return spec, collect
-
-
-def prompts_hash(*prompt_sets: Prompts) -> str:
-    """SHA-256 (first 16 hex digits) of the prompt sets, recorded with every fit."""
-    digest = hashlib.sha256()
-    for prompts in prompt_sets:
-        if isinstance(prompts, tuple):
-            for tensor in prompts:
-                digest.update(tensor.cpu().numpy().tobytes())
-        else:
-            digest.update(json.dumps(list(prompts)).encode())
-    return digest.hexdigest()[:16]
-
-
-def training_fingerprint(
-    model: Any, harmful: Prompts, harmless: Prompts, options: CollectOptions
-) -> str:
-    """What activations depend on besides the weights: the prompts, the fitting positions, the
-    system prompt and the chat template, if used (hex SHA-256, first 16 digits)."""
-    template = getattr(model.tokenizer, "chat_template", None) if options.chat else "raw text"
-    described = json.dumps(
-        [prompts_hash(harmful, harmless), options.positions, options.system, template]
-    )
-    return hashlib.sha256(described.encode()).hexdigest()[:16]
+from .map_spec import RECOMMENDED_MAP, MapSpec, Placement
+from .training import TrainingActivations, collect_pair, n_prompts, prompts_hash
 
 
 def apply_positions_for(positions: FitPositions) -> PositionSpec:
@@ -216,11 +85,6 @@ def _fitting_at(name: str) -> Iterator[None]:
         ) from err
 
 
-def n_prompts(prompts: Prompts) -> int:
-    """How many prompts: instructions, or rows of an ``(input_ids, attention_mask)`` pair."""
-    return len(prompts[0]) if isinstance(prompts, tuple) else len(prompts)
-
-
 def _fit_metadata(
     model: Any, method: str, harmful: Prompts, harmless: Prompts, **settings: Any
 ) -> dict[str, Any]:
@@ -234,99 +98,6 @@ def _fit_metadata(
     }
 
 
-@dataclass
-class TrainingActivations:
-    """Both prompt sets' activations at many hook points from one pass: the statistics always,
-    the rows too when an estimator needs them (Ledoit-Wolf), so no fit repeats the pass.
-
-    Attributes:
-        stats: ``(harmful, harmless)`` statistics by hook name.
-        rows: The same for the rows, or ``None``.
-        fingerprint: ``training_fingerprint`` of the prompts and options they came from.
-    """
-
-    stats: StatsPair
-    rows: RowsPair | None = None
-    fingerprint: str = field(default="", kw_only=True)
-
-    def check(self, fingerprint: str) -> None:
-        """Raise unless these activations came from the prompts and options a fit uses."""
-        if self.fingerprint != fingerprint:
-            raise UserInputError(
-                f"the cached training activations (fingerprint {self.fingerprint or 'none'}) "
-                f"were not collected from these prompts, positions, system prompt and chat "
-                f"template (fingerprint {fingerprint}); collect them again with "
-                "collect_every_layer(model, harmful, harmless, ...) using the fit's options"
-            )
-
-    def lookup(self, names: Sequence[str], *, rows: bool) -> Any:
-        """The cached pair restricted to ``names``, or ``None`` if a name (or the rows) is
-        missing."""
-        pair = self.rows if rows else self.stats
-        if pair is None or not all(n in pair[0] and n in pair[1] for n in names):
-            return None
-        return {n: pair[0][n] for n in names}, {n: pair[1][n] for n in names}
-
-
-def collect_pair(
-    model: Any,
-    harmful: Prompts,
-    harmless: Prompts,
-    names: Sequence[str],
-    options: CollectOptions,
-    *,
-    rows: bool = False,
-    fwd_hooks: Sequence[tuple[str, Any]] = (),
-    training: TrainingActivations | None = None,
-) -> Any:
-    """Statistics (or, with ``rows``, the activation rows) of both prompt sets at ``names``.
-
-    ``training`` stands in for the pass when it holds every name and no earlier hooks change
-    the activations; it must come from the same prompts and options (checked).
-    """
-    if training is not None:
-        training.check(training_fingerprint(model, harmful, harmless, options))
-        if not fwd_hooks:
-            hit = training.lookup(names, rows=rows)
-            if hit is not None:
-                return hit
-    kwargs = {**options.kwargs(), "fwd_hooks": fwd_hooks}
-    if rows:  # rows stay on their layer's device: the fit runs there, no round trip
-        return (
-            collect_activations(model, harmful, names, device=None, **kwargs),
-            collect_activations(model, harmless, names, device=None, **kwargs),
-        )
-    return (
-        collect_stats(model, harmful, names, **kwargs),
-        collect_stats(model, harmless, names, **kwargs),
-    )
-
-
-def collect_stats_pair(
-    model: Any, harmful: Prompts, harmless: Prompts, names: Sequence[str], **options: Any
-) -> StatsPair:
-    """Streamed statistics of both prompt sets at ``names`` (``CollectOptions`` fields)."""
-    return collect_pair(model, harmful, harmless, names, CollectOptions(**options))
-
-
-ROWS_CACHE_BYTES = 4 * 2**30
-"""Keep every layer's training rows in memory only below this size (float32 bytes)."""
-
-
-def rows_bytes(
-    model: Any, n_rows_prompts: int, n_names: int, positions: str, system: str | None = None
-) -> int | None:
-    """Float32 bytes of the rows ``n_rows_prompts`` prompts give at ``n_names`` hook points
-    (``None`` when it depends on the prompts' lengths, for ``positions="all"``)."""
-    if positions == "last":
-        per_prompt = 1
-    elif positions == "post_instruction":
-        per_prompt = post_instruction_length(model.tokenizer, system=system)
-    else:
-        return None
-    return n_rows_prompts * per_prompt * n_names * model.cfg.d_model * 4
-
-
 def span_length(model: Any, collect: CollectOptions, *positions: object) -> int | None:
     """The chat template's post-instruction length when one of ``positions`` (fitting or
     applying) is ``"post_instruction"``, else ``None``: a model without a template fits and
@@ -336,64 +107,13 @@ def span_length(model: Any, collect: CollectOptions, *positions: object) -> int 
     return post_instruction_length(model.tokenizer, system=collect.system)
 
 
-def collect_training(
-    model: Any,
-    harmful: Prompts,
-    harmless: Prompts,
-    names: Sequence[str],
-    *,
-    keep_rows: bool = False,
-    **options: Any,
-) -> TrainingActivations:
-    """One pass per prompt set over ``names`` (``CollectOptions`` fields): statistics, and with
-    ``keep_rows`` the rows as well (the statistics are then computed from them)."""
-    collect = CollectOptions(**options)
-    fingerprint = training_fingerprint(model, harmful, harmless, collect)
-    if not keep_rows:
-        stats = collect_pair(model, harmful, harmless, names, collect)
-        return TrainingActivations(stats, fingerprint=fingerprint)
-    rows = collect_pair(model, harmful, harmless, names, collect, rows=True)
-    stats = (
-        {name: GaussianStats.from_rows(block) for name, block in rows[0].items()},
-        {name: GaussianStats.from_rows(block) for name, block in rows[1].items()},
-    )
-    return TrainingActivations(stats, rows, fingerprint=fingerprint)
-
-
-def collect_every_layer(
-    model: Any,
-    harmful: Prompts,
-    harmless: Prompts,
-    *,
-    estimator: str = "ridge",
-    hook: str = "resid_pre",
-    **options: Any,
-) -> TrainingActivations:
-    """``collect_training`` at every layer's ``hook``: one pass per prompt set that ranks the
-    layers and feeds every later fit. The rows are kept too when ``estimator`` needs them
-    (Ledoit-Wolf) and they fit in ``ROWS_CACHE_BYTES``."""
-    collect = CollectOptions(**options)
-    names = [hook_name(hook, layer) for layer in range(model.cfg.n_layers)]
-    size = rows_bytes(
-        model,
-        n_prompts(harmful) + n_prompts(harmless),
-        len(names),
-        collect.positions,
-        collect.system,
-    )
-    keep_rows = estimator == "ledoit_wolf" and size is not None and size <= ROWS_CACHE_BYTES
-    return collect_training(model, harmful, harmless, names, keep_rows=keep_rows, **options)
-
-
-def fit_map(kind: MapKind, source: GaussianStats | Tensor, target: Any, spec: MapSpec) -> Any:
-    """One layer's map of ``kind`` from statistics or rows of both classes."""
-    if kind == "per_neuron_ot":
+def fit_map(source: GaussianStats | Tensor, target: Any, spec: MapSpec) -> Any:
+    """One layer's map of ``spec.kind`` from statistics or rows of both classes."""
+    if spec.kind == "per_neuron_ot":
         if not isinstance(source, GaussianStats) or not isinstance(target, GaussianStats):
             raise TypeError("per_neuron_ot is fitted from statistics, not rows")
         return PerNeuronOT.from_stats(source, target, reg=spec.reg)
-    if kind not in ("ot", "mean_shift"):
-        raise UserInputError(f"kind must be one of {get_args(MapKind)}, got {kind!r}")
-    cls = GaussianOTMap if kind == "ot" else MeanShift
+    cls = GaussianOTMap if spec.kind == "ot" else MeanShift
     options: dict[str, Any] = {
         "n_components": spec.n_components,
         "reg": spec.reg,
@@ -413,15 +133,12 @@ def fit_ot_ablation(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
-    *,
     layers: Sequence[int],
+    *,
     spec: MapSpec | None = None,
-    method: MapKind = "ot",
-    hook: str = "resid_pre",
-    sequential: bool = True,
-    apply_positions: PositionSpec | None = None,
+    collect: CollectOptions | None = None,
+    placement: Placement | None = None,
     training: TrainingActivations | None = None,
-    **options: Any,
 ) -> InterventionSet:
     """Fit a transport map from harmful to harmless activations at each of ``layers``.
 
@@ -430,19 +147,27 @@ def fit_ot_ablation(
         harmful: Instructions (or tokens) to move away from: the source distribution.
         harmless: Instructions (or tokens) to move towards: the target distribution.
         layers: Block indices to intervene at.
-        spec: How to fit and apply each map (default ``RECOMMENDED_MAP``, the gated
-            Ledoit-Wolf map; ``PLAIN_MAP`` is the paper's plain one).
-        method: Map kind: "ot" (the Bures-Wasserstein map), "mean_shift" (A = I) or
-            "per_neuron_ot" (uses ``spec.reg`` only).
-        hook: ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``.
-        sequential: Fit later layers on activations transported by the earlier maps.
-        apply_positions: Where the hooks apply (default: where the maps were fitted, plus
-            every generated token; never the first position).
-        training: Activations of these prompts already collected (``collect_every_layer``),
-            used instead of a new pass wherever the unmodified model's activations are needed.
-        **options: Fields of ``MapSpec`` (``n_components``, ``estimator``, ``gate``, ...)
-            overriding ``spec``, and of ``CollectOptions`` (``positions``, ``batch_size``,
-            ``system``, ``progress``).
+        spec: How to fit and apply each map, and which map (``MapSpec.kind``: "ot",
+            "mean_shift", "per_neuron_ot"); default ``RECOMMENDED_MAP``, the gated
+            Ledoit-Wolf map; ``PLAIN_MAP`` is the paper's plain one. Change one field with
+            ``dataclasses.replace(RECOMMENDED_MAP, n_components=32)``.
+        collect: How the prompts are run (``CollectOptions``: fitting positions, batch size,
+            system prompt, progress).
+        placement: The hook point, sequential fitting and where the hooks apply
+            (``Placement``; default ``resid_pre``, sequential, where the maps were fitted plus
+            every generated token, never the first position).
+        training: Activations of these prompts already collected (``collect_every_layer``,
+            with the same ``collect``), used instead of a new pass wherever the unmodified
+            model's activations are needed.
+
+    Example:
+        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> harmful, harmless = ["how to x", "make y", "do z now"], ["bake a", "sing b", "c d e"]
+        >>> quiet = CollectOptions(progress=False)
+        >>> ot = fit_ot_ablation(tiny_model(), harmful, harmless, layers=[1], collect=quiet,
+        ...                      spec=MapSpec(n_components=4))
+        >>> list(ot)
+        ['blocks.1.hook_resid_pre']
 
     Returns:
         An ``InterventionSet`` with one map per hook point, and the fit's settings in
@@ -454,14 +179,19 @@ def fit_ot_ablation(
         IdenticalClassesError: (a ``ValueError``) if the prompt sets are the same, or the
             activations are identical at every chosen hook point.
     """
-    spec, collect = split_options(RECOMMENDED_MAP if spec is None else spec, options)
+    spec = RECOMMENDED_MAP if spec is None else spec
+    collect = CollectOptions() if collect is None else collect
+    placement = Placement() if placement is None else placement
     check_distinct_prompts(harmful, harmless)
-    if method == "per_neuron_ot":  # fitted from statistics; only the ridge applies
-        spec = MapSpec(n_components=None, reg=spec.reg)
+    if spec.kind == "per_neuron_ot":  # fitted from statistics; only the ridge applies
+        spec = MapSpec(n_components=None, reg=spec.reg, kind=spec.kind)
     chosen = check_layers(model, layers)
-    names = [hook_name(hook, layer) for layer in chosen]
-    where = apply_positions_for(collect.positions) if apply_positions is None else apply_positions
+    names = [hook_name(placement.hook, layer) for layer in chosen]
+    where = placement.apply_positions
+    where = apply_positions_for(collect.positions) if where is None else where
     n_post = span_length(model, collect, collect.positions, where)
+    fields = dataclasses.asdict(spec)
+    method = fields.pop("kind")  # recorded as the method, before the other settings
     metadata = _fit_metadata(
         model,
         method,
@@ -470,10 +200,10 @@ def fit_ot_ablation(
         hook_names=names,
         layers=chosen,
         positions=collect.positions,
-        sequential=sequential,
+        sequential=placement.sequential,
         n_harmful=n_prompts(harmful),
         n_harmless=n_prompts(harmless),
-        **dataclasses.asdict(spec),
+        **fields,
     )
     maps: dict[str, Any] = {}
     identical: dict[str, IdenticalClassesError] = {}
@@ -481,7 +211,7 @@ def fit_ot_ablation(
     def fit_at(name: str, sources: Mapping[str, Any], targets: Mapping[str, Any]) -> None:
         try:
             with _fitting_at(name):
-                maps[name] = fit_map(method, sources[name], targets[name], spec)
+                maps[name] = fit_map(sources[name], targets[name], spec)
         except IdenticalClassesError as err:
             identical[name] = err
 
@@ -497,7 +227,7 @@ def fit_ot_ablation(
             training=training,
         )
 
-    if sequential:
+    if placement.sequential:
         for name in names:
             earlier = (
                 InterventionSet(maps, positions=where, n_post_instruction=n_post).fwd_hooks()
@@ -547,43 +277,68 @@ def _skip_identical(
     )
 
 
-def _mean_difference_stats(
+@dataclass(frozen=True)
+class _LayerMeans:
+    """Both classes' statistics at one layer's hook point, and where a one-layer fit applies."""
+
+    source: GaussianStats
+    target: GaussianStats
+    name: str
+    hook: str
+    where: PositionSpec
+    collect: CollectOptions
+
+    def interventions(
+        self, model: Any, maps: dict[str, Any], metadata: dict[str, Any]
+    ) -> InterventionSet:
+        positions = self.collect.positions
+        return InterventionSet(
+            maps,
+            positions=self.where,
+            n_post_instruction=span_length(model, self.collect, positions, self.where),
+            metadata=metadata,
+        )
+
+
+def _layer_means(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
     layer: int,
-    hook: str,
-    collect: CollectOptions,
+    collect: CollectOptions | None,
+    placement: Placement | None,
     training: TrainingActivations | None,
-) -> tuple[GaussianStats, GaussianStats]:
+) -> _LayerMeans:
+    """The statistics a one-layer fit (direction ablation, ActAdd) needs; it applies at every
+    position unless its ``Placement`` says otherwise."""
+    collect = CollectOptions() if collect is None else collect
+    placement = Placement() if placement is None else placement
+    where = "all" if placement.apply_positions is None else placement.apply_positions
     check_layers(model, [layer])
     check_distinct_prompts(harmful, harmless)
-    name = hook_name(hook, layer)
+    name = hook_name(placement.hook, layer)
     sources, targets = collect_pair(model, harmful, harmless, [name], collect, training=training)
-    return sources[name], targets[name]
+    return _LayerMeans(sources[name], targets[name], name, placement.hook, where, collect)
 
 
 def fit_direction_ablation(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
-    *,
     layer: int,
-    hook: str = "resid_pre",
-    apply_positions: PositionSpec = "all",
+    *,
+    collect: CollectOptions | None = None,
+    placement: Placement | None = None,
     training: TrainingActivations | None = None,
-    **options: Any,
 ) -> InterventionSet:
-    """Arditi et al.'s refusal-direction ablation: the unit difference of means at one layer,
-    projected out of every layer's ``resid_pre``, ``resid_mid`` and ``resid_post``.
+    """Arditi et al.'s refusal-direction ablation: the unit difference of means at one layer
+    (read at ``placement.hook``), projected out of every layer's ``resid_pre``, ``resid_mid``
+    and ``resid_post`` (at ``placement.apply_positions``, default every position).
 
-    ``options`` are ``CollectOptions`` fields; ``training`` as in ``fit_ot_ablation``."""
-    _, collect = split_options(None, options, allow_map=False)
-    source, target = _mean_difference_stats(
-        model, harmful, harmless, layer, hook, collect, training
-    )
-    with _fitting_at(hook_name(hook, layer)):
-        ablation = DirectionAblation.from_stats(source, target)
+    ``collect``, ``placement`` and ``training`` as in ``fit_ot_ablation``."""
+    means = _layer_means(model, harmful, harmless, layer, collect, placement, training)
+    with _fitting_at(means.name):
+        ablation = DirectionAblation.from_stats(means.source, means.target)
     names = [
         hook_name(kind, i)
         for i in range(model.cfg.n_layers)
@@ -595,51 +350,38 @@ def fit_direction_ablation(
         harmful,
         harmless,
         direction_layer=layer,
-        hook=hook,
-        positions=collect.positions,
+        hook=means.hook,
+        positions=means.collect.positions,
     )
-    return InterventionSet(
-        dict.fromkeys(names, ablation),
-        positions=apply_positions,
-        n_post_instruction=span_length(model, collect, collect.positions, apply_positions),
-        metadata=metadata,
-    )
+    return means.interventions(model, dict.fromkeys(names, ablation), metadata)
 
 
 def fit_actadd(
     model: Any,
     harmful: Prompts,
     harmless: Prompts,
-    *,
     layer: int,
-    hook: str = "resid_pre",
+    *,
     coefficient: float = 1.0,
-    apply_positions: PositionSpec = "all",
+    collect: CollectOptions | None = None,
+    placement: Placement | None = None,
     training: TrainingActivations | None = None,
-    **options: Any,
 ) -> InterventionSet:
-    """Add ``coefficient × (mean harmless − mean harmful)`` at one layer's hook point.
+    """Add ``coefficient × (mean harmless − mean harmful)`` at one layer's hook point
+    (``placement.hook``, applied at ``placement.apply_positions``, default every position).
 
-    ``options`` are ``CollectOptions`` fields; ``training`` as in ``fit_ot_ablation``."""
-    _, collect = split_options(None, options, allow_map=False)
-    source, target = _mean_difference_stats(
-        model, harmful, harmless, layer, hook, collect, training
-    )
-    with _fitting_at(hook_name(hook, layer)):
-        add = ActAdd.from_stats(source, target).with_strength(coefficient)
+    ``collect``, ``placement`` and ``training`` as in ``fit_ot_ablation``."""
+    means = _layer_means(model, harmful, harmless, layer, collect, placement, training)
+    with _fitting_at(means.name):
+        add = ActAdd.from_stats(means.source, means.target).with_strength(coefficient)
     metadata = _fit_metadata(
         model,
         "actadd",
         harmful,
         harmless,
         layer=layer,
-        hook=hook,
+        hook=means.hook,
         coefficient=coefficient,
-        positions=collect.positions,
+        positions=means.collect.positions,
     )
-    return InterventionSet(
-        {hook_name(hook, layer): add},
-        positions=apply_positions,
-        n_post_instruction=span_length(model, collect, collect.positions, apply_positions),
-        metadata=metadata,
-    )
+    return means.interventions(model, {means.name: add}, metadata)

@@ -2,9 +2,10 @@
 
 ``ActivationMonitor.fit`` streams the clean (unmodified) activations of harmful and harmless
 prompts at chosen layers into ``GaussianStats`` (the fit's own collection code,
-``lens.fit.collect_pair``) and fits one ``core.monitor.GaussianMonitor`` per layer; the monitor
-then scores any forward pass (``likelihood``, ``disagreement``, and, once ``with_probe`` has
-trained it on an attack, ``probe``; higher = more anomalous).
+``lens.training.collect_pair``) and fits one ``core.monitor.GaussianMonitor`` per layer; the
+monitor then scores any forward pass (``likelihood``, ``disagreement``, and, once
+``with_probe`` has trained it on an attack, ``probe``; higher = more anomalous). Its hooks
+record into a ``ScoreLog`` (``lens.monitor_log``).
 
 Where it sits. A hook sees the residual stream as the hooks registered *before* it at that hook
 point left it, so a monitor must sit at or after the intervention's hook point: an edit at
@@ -25,11 +26,11 @@ them as alarms.
 """
 
 import contextlib
-import re
+import dataclasses
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
@@ -37,9 +38,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.errors import UserInputError
-from ..core.monitor import DEFAULT_PROBE_L2, GaussianMonitor, LinearProbe, MonitorEstimator
-from ..core.ot_map import DEFAULT_REG
+from ..core.monitor import GaussianMonitor, MonitorEstimator
+from ..core.ot_fit import DEFAULT_REG
+from ..core.probe import DEFAULT_PROBE_L2, LinearProbe
 from ..core.validate import stacklevel_outside
+from .chat_template import post_instruction_length
 from .collect import (
     CollectOptions,
     Prompts,
@@ -48,36 +51,15 @@ from .collect import (
     hook_name,
     require_eval,
 )
-from .fit import (
-    DEFAULT_N_COMPONENTS,
-    TrainingActivations,
-    collect_pair,
-    n_prompts,
-    prompts_hash,
-)
+from .hook_order import first_position, stream_position
 from .intervention_set import InterventionSet
-from .prompts import post_instruction_length
+from .map_spec import DEFAULT_N_COMPONENTS
+from .monitor_log import MonitorHook, ScoreLog, Scores, score_rows
+from .training import TrainingActivations, collect_pair, n_prompts, prompts_hash
 
 MonitorHookKind = Literal["resid_pre", "resid_mid", "resid_post"]
 MonitorPositions = Literal["post_instruction", "last"]
-Scores = dict[str, dict[int, Tensor]]
-"""``{score_name: {layer: scores}}``, the shape every scoring method returns."""
 HookList = Sequence[tuple[str, Any]]
-
-# Where a residual hook point sits along the stream: (layer, stage), aliases and native names.
-_STREAM = re.compile(
-    r"^blocks\.(\d+)\.(hook_resid_pre|hook_in|hook_resid_mid|ln2\.hook_in|hook_resid_post|hook_out)$"
-)
-_STAGE = {
-    "hook_resid_pre": 0, "hook_in": 0, "hook_resid_mid": 1, "ln2.hook_in": 1,
-    "hook_resid_post": 2, "hook_out": 2,
-}  # fmt: skip
-
-
-def stream_position(name: str) -> tuple[int, int] | None:
-    """``(layer, stage)`` of a residual hook point (stage 0/1/2: pre/mid/post), else ``None``."""
-    match = _STREAM.match(name)
-    return (int(match.group(1)), _STAGE[match.group(2)]) if match else None
 
 
 def as_hook_list(hooks: InterventionSet | HookList) -> list[tuple[str, Any]]:
@@ -87,110 +69,30 @@ def as_hook_list(hooks: InterventionSet | HookList) -> list[tuple[str, Any]]:
     return list(hooks)
 
 
-@dataclass
-class ScoreLog:
-    """What the monitor's hooks recorded, one entry per hook call (layer by layer, in order).
-
-    Attributes:
-        entries: ``(layer, single_token, {score: [batch]})`` per call; ``single_token`` marks
-            a one-token pass (a token generated with the KV cache).
-    """
-
-    entries: list[tuple[int, bool, dict[str, Tensor]]] = field(default_factory=list)
-
-    def clear(self) -> None:
-        """Forget everything recorded so far."""
-        self.entries.clear()
-
-    def prompt_scores(self) -> Scores:
-        """Per-prompt scores of every multi-token pass, concatenated in order: ``[n]``."""
-        out: dict[str, dict[int, list[Tensor]]] = {}
-        for layer, single, scores in self.entries:
-            if not single:
-                for name, value in scores.items():
-                    out.setdefault(name, {}).setdefault(layer, []).append(value)
-        return {s: {layer: torch.cat(v) for layer, v in by.items()} for s, by in out.items()}
-
-    def token_scores(self) -> Scores:
-        """Per-generated-token scores, ``[n, steps]``: the single-token passes after each
-        multi-token (prompt) pass, batch by batch. Generating ``N`` tokens feeds back tokens
-        1..N-1, so ``steps = N - 1``. A batch that stopped early is padded with NaN; tokens
-        generated after a sequence's end (padding) are scored like any other."""
-        groups: dict[str, dict[int, list[tuple[int, list[Tensor]]]]] = {}
-        for layer, single, scores in self.entries:
-            for name, value in scores.items():
-                per_layer = groups.setdefault(name, {}).setdefault(layer, [])
-                if not single:
-                    per_layer.append((len(value), []))
-                elif per_layer:
-                    per_layer[-1][1].append(value)
-        out: Scores = {}
-        for name, by_layer in groups.items():
-            out[name] = {}
-            for layer, batches in by_layer.items():
-                steps = max(len(tokens) for _, tokens in batches)
-                blocks = []
-                for size, tokens in batches:
-                    block = torch.full((size, steps), torch.nan, dtype=torch.float64)
-                    if tokens:
-                        block[:, : len(tokens)] = torch.stack(tokens, dim=-1)
-                    blocks.append(block)
-                out[name][layer] = torch.cat(blocks)
-        return out
-
-
-@dataclass
-class MonitorHook:
-    """An observe-only TransformerLens hook: scores the pass's rows into ``log``, returns
-    ``None`` (the activation is never edited).
-
-    A multi-token pass is scored at its last ``n_positions`` positions (left padding keeps
-    them real tokens) and each prompt gets the mean of those rows' scores; a single-token pass
-    (generation with the KV cache) is scored at its one position.
-    """
-
-    monitor: GaussianMonitor
-    probe: LinearProbe | None
-    layer: int
-    n_positions: int
-    log: ScoreLog
-    _placed: dict[torch.device, tuple[GaussianMonitor, LinearProbe | None]] = field(
-        default_factory=dict, repr=False
-    )
-
-    def _on(self, device: torch.device) -> tuple[GaussianMonitor, LinearProbe | None]:
-        if device not in self._placed:
-            probe = None if self.probe is None else self.probe.to(device)
-            self._placed[device] = (self.monitor.to(device), probe)
-        return self._placed[device]
-
-    def __call__(self, resid: Float[Tensor, "batch pos d_model"], *, hook: Any) -> None:
-        single = resid.shape[1] == 1
-        rows = resid if single else resid[:, -self.n_positions :]
-        monitor, probe = self._on(resid.device)
-        with torch.no_grad():
-            scores = score_rows(monitor, probe, rows)
-        self.log.entries.append(
-            (self.layer, single, {name: v.mean(-1).cpu() for name, v in scores.items()})
-        )
-
-
-def score_rows(
-    monitor: GaussianMonitor, probe: LinearProbe | None, rows: Float[Tensor, "*batch d_model"]
-) -> dict[str, Float[Tensor, " *batch"]]:
-    """Every score of ``rows`` at one layer (the probe's only when there is one)."""
-    scores = monitor.scores(rows)
-    if probe is not None:
-        scores["probe"] = probe(rows)
-    return scores
-
-
 def _check_positions(collect: CollectOptions) -> None:
     if collect.positions not in get_args(MonitorPositions):
         raise UserInputError(
             f"the monitor reads positions {get_args(MonitorPositions)}, got "
             f"{collect.positions!r} ('all' gives prompts different numbers of rows)"
         )
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """How each layer's ``GaussianMonitor`` is fitted (``GaussianMonitor.from_stats``).
+
+    Attributes:
+        n_components: PCA subspace size ``k`` (< d_model); matching the attack's ``k`` makes
+            ``disagreement`` read exactly the subspace a map edits.
+        reg: Relative ridge.
+        estimator: Subspace covariance estimator, "oas" or "ridge".
+        prior: Prior probability of harmful.
+    """
+
+    n_components: int = DEFAULT_N_COMPONENTS
+    reg: float = DEFAULT_REG
+    estimator: MonitorEstimator = "oas"
+    prior: float = 0.5
 
 
 class ActivationMonitor:
@@ -209,8 +111,9 @@ class ActivationMonitor:
         >>> from tl_ot_ablation.lens.testing import tiny_model
         >>> model = tiny_model()
         >>> harmful, harmless = ["a b c", "d e", "f g h"], ["i j", "k l m", "n o"]
-        >>> mon = ActivationMonitor.fit(model, harmful, harmless, layers=[1], n_components=4,
-        ...                             progress=False)
+        >>> mon = ActivationMonitor.fit(model, harmful, harmless, layers=[1],
+        ...                             spec=MonitorSpec(n_components=4),
+        ...                             collect=CollectOptions(progress=False))
         >>> {name: tuple(s[1].shape) for name, s in mon.score(model, harmful).items()}
         {'likelihood': (3,), 'disagreement': (3,)}
     """
@@ -281,15 +184,12 @@ class ActivationMonitor:
         model: Any,
         harmful: Prompts,
         harmless: Prompts,
-        *,
         layers: Sequence[int],
-        n_components: int = DEFAULT_N_COMPONENTS,
+        *,
+        spec: MonitorSpec | None = None,
         hook: MonitorHookKind = "resid_post",
-        reg: float = DEFAULT_REG,
-        estimator: MonitorEstimator = "oas",
-        prior: float = 0.5,
+        collect: CollectOptions | None = None,
         training: TrainingActivations | None = None,
-        **options: Any,
     ) -> "ActivationMonitor":
         """Fit on the unmodified activations of harmful and harmless (training) prompts.
 
@@ -298,18 +198,16 @@ class ActivationMonitor:
             harmful: Harmful instructions (or tokens).
             harmless: Harmless instructions (or tokens).
             layers: Block indices to monitor.
-            n_components: PCA subspace size ``k`` (< d_model); matching the attack's ``k``
-                makes ``disagreement`` read exactly the subspace a map edits.
+            spec: The Gaussians' settings (``MonitorSpec``: ``n_components``, ``reg``,
+                ``estimator``, ``prior``).
             hook: ``"resid_post"`` (default), ``"resid_mid"`` or ``"resid_pre"``.
-            reg: Relative ridge (``GaussianMonitor.from_stats``).
-            estimator: Subspace covariance estimator, "oas" or "ridge".
-            prior: Prior probability of harmful.
+            collect: How the prompts are run (``CollectOptions``; ``positions``
+                "post_instruction" or "last").
             training: Cached activations of these prompts at the monitored hook points
-                (``lens.fit.collect_training``), used instead of a new pass.
-            **options: ``CollectOptions`` fields (``positions`` "post_instruction" or "last",
-                ``batch_size``, ``system``, ``progress``).
+                (``lens.training.collect_training``), used instead of a new pass.
         """
-        collect = CollectOptions(**options)
+        spec = MonitorSpec() if spec is None else spec
+        collect = CollectOptions() if collect is None else collect
         chosen = check_layers(model, layers)
         names = [hook_name(hook, layer) for layer in chosen]
         n_post = None
@@ -321,10 +219,10 @@ class ActivationMonitor:
             layer: GaussianMonitor.from_stats(
                 stats_h[name].to("cpu"),
                 stats_b[name].to("cpu"),
-                n_components=n_components,
-                reg=reg,
-                estimator=estimator,
-                prior=prior,
+                n_components=spec.n_components,
+                reg=spec.reg,
+                estimator=spec.estimator,
+                prior=spec.prior,
             )
             for layer, name in zip(chosen, names, strict=True)
         }
@@ -333,10 +231,10 @@ class ActivationMonitor:
             "d_model": model.cfg.d_model,
             "layers": chosen,
             "hook": hook,
-            "n_components": n_components,
-            "reg": reg,
-            "estimator": estimator,
-            "prior": prior,
+            "n_components": spec.n_components,
+            "reg": spec.reg,
+            "estimator": spec.estimator,
+            "prior": spec.prior,
             "positions": collect.positions,
             "n_harmful": n_prompts(harmful),
             "n_harmless": n_prompts(harmless),
@@ -387,10 +285,9 @@ class ActivationMonitor:
         )
 
     def _warn_if_blind(self, hooks: list[tuple[str, Any]]) -> None:
-        edits = [p for p in (stream_position(name) for name, _ in hooks) if p is not None]
-        if not edits:
+        first = first_position(name for name, _ in hooks)
+        if first is None:
             return
-        first = min(edits)
         for layer in self.monitors:
             here = stream_position(self.hook_names[layer])
             if here is not None and here < first:
@@ -416,16 +313,12 @@ class ActivationMonitor:
         hooks = as_hook_list(fwd_hooks)
         self._warn_if_blind(hooks)
         names = self.hook_names
+        # The prompts are always chat-formatted here (``chat`` is not taken from the fit).
+        run = dataclasses.replace(
+            self.collect, batch_size=batch_size or self.collect.batch_size, chat=True
+        )
         rows = collect_activations(
-            model,
-            prompts,
-            list(names.values()),
-            positions=self.collect.positions,
-            batch_size=batch_size or self.collect.batch_size,
-            fwd_hooks=hooks,
-            system=self.collect.system,
-            dtype=torch.float64,
-            progress=self.collect.progress,
+            model, prompts, list(names.values()), run, fwd_hooks=hooks, dtype=torch.float64
         )
         n = n_prompts(prompts)
         return {

@@ -20,7 +20,7 @@ Families (``FAMILIES``; the name is the ``architecture`` argument):
 import enum
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import torch
 
@@ -230,17 +230,20 @@ def tiny_tokenizer(
     )
 
 
-def tiny_model(
-    architecture: Architecture = "qwen2",
-    *,
-    n_layers: int = 3,
-    d_model: int = 32,
-    n_ctx: int = 256,
-    dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-    chat_template: TemplateChoice = FAMILY_TEMPLATE,
-) -> Any:
-    """A random-weight chat model of one family as a ``TransformerBridge`` (eval mode, CPU).
+class TinyOptions(TypedDict, total=False):
+    """The keyword arguments ``tiny_model`` passes on to ``tiny_hf_model`` (defaults there)."""
+
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    dtype: torch.dtype
+    seed: int
+    chat_template: TemplateChoice
+
+
+def tiny_model(architecture: Architecture = "qwen2", **options: Unpack[TinyOptions]) -> Any:
+    """A random-weight chat model of one family as a ``TransformerBridge`` (eval mode, CPU);
+    ``options`` as in ``tiny_hf_model`` (``n_layers``, ``d_model``, ``n_ctx``, ``dtype``, ...).
 
     Example:
         >>> model = tiny_model("llama3.1", n_layers=2)
@@ -249,15 +252,8 @@ def tiny_model(
     """
     from .models import bridge_from_hf
 
-    hf_model, tokenizer = tiny_hf_model(
-        architecture,
-        n_layers=n_layers,
-        d_model=d_model,
-        n_ctx=n_ctx,
-        dtype=dtype,
-        seed=seed,
-        chat_template=chat_template,
-    )
+    hf_model, tokenizer = tiny_hf_model(architecture, **options)
+    dtype = options.get("dtype", torch.float32)
     return bridge_from_hf(hf_model, tokenizer, f"tiny-{architecture}", dtype=dtype)
 
 
@@ -315,5 +311,7 @@ def tiny_hf_model(
                 }
             config = getattr(transformers, config_class)(**sizes)
         hf_model: Any = getattr(transformers, family.architecture)(config)
-    config._attn_implementation = "eager"  # what TransformerLens switches to anyway
+    # transformers' own attribute (no public setter on a built model; not ours, so not a
+    # private name crossing our modules): eager, what TransformerLens switches to anyway.
+    config._attn_implementation = "eager"
     return hf_model.to(dtype).eval(), tokenizer

@@ -1,0 +1,267 @@
+"""The choices ``compare`` makes before it evaluates: the selective layer and each strength.
+
+Both are made on training statistics or on a *validation* split, never on the evaluation
+prompts:
+
+- layers: ``"auto"`` is the W2² / variance argmax of the training statistics
+  (``choose_layers``, no generation); ``"judged"`` fits the first selective method at each
+  candidate layer and keeps the one whose validation harmful completions, at its KL ceiling,
+  the judge finds most compliant (``judge_layers``; ``choose_layer`` from Python);
+- strengths (``eval.strength``): the largest strength whose validation harmless KL stays
+  within the damage budget (by default direction ablation's own validation KL,
+  ``damage_budget``), then, among fractions of it, the one whose validation harmful
+  completions the judge finds most compliant (``chosen_strength``).
+"""
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from ..core.errors import UserInputError
+from ..lens.generation import GenerationOptions, generate_with_first_logprobs
+from ..lens.intervention_set import InterventionSet
+from ..lens.training import TrainingActivations
+from .common import at_strength, hooks_of, judged_generation, log
+from .damage import summarise
+from .fitting import collect_training_activations, compare_context
+from .methods import fit_method
+from .metrics import kl_divergence
+from .prompt_sets import ValidationPrompts
+from .selection import LayerChoice, best_trial, judged_candidates, resolve_layers, w2_by_layer
+from .settings import CompareSettings
+from .strength import StrengthChoice, StrengthPoint, choose_strength
+
+
+def choose_layers(
+    settings: CompareSettings, training: TrainingActivations, n_layers: int
+) -> tuple[CompareSettings, LayerChoice]:
+    """Settings with concrete selective layers (``"auto"``: the W2² / variance argmax of the
+    training statistics), and the choice with its W2 table."""
+    choice = resolve_layers(
+        settings.layers,
+        n_layers,
+        training.stats,
+        n_components=settings.map.n_components,
+        reg=settings.map.reg,
+    )
+    return dataclasses.replace(settings, layers=choice.layers), choice
+
+
+@dataclass
+class Validation:
+    """The validation prompts and the unmodified model's first-token log-probabilities on the
+    harmless ones (the reference of every validation KL)."""
+
+    prompts: ValidationPrompts
+    harmless_logprobs: Float[Tensor, "prompt vocab"]
+
+
+def validation_reference(
+    model: Any, prompts: ValidationPrompts, settings: CompareSettings
+) -> Validation:
+    """``prompts`` with the unmodified model's first step on the harmless ones."""
+    _, logprobs = generate_with_first_logprobs(
+        model,
+        prompts.harmless,
+        max_new_tokens=1,
+        options=GenerationOptions(
+            batch_size=settings.collect.batch_size, system=settings.collect.system, progress=False
+        ),
+    )
+    return Validation(prompts, logprobs)
+
+
+def needs_validation(settings: CompareSettings) -> bool:
+    """Whether strengths (a KL budget, or judged compliance) or the layer are chosen on the
+    validation prompts rather than fixed."""
+    return (
+        settings.match_kl is not None
+        or settings.select == "compliance"
+        or settings.layers == "judged"
+    )
+
+
+def fixed_budget(settings: CompareSettings) -> float | None:
+    """The KL budget when ``match_kl`` is a number (``None``: none, or set by a method)."""
+    return None if isinstance(settings.match_kl, str | None) else float(settings.match_kl)
+
+
+def harmless_kl(
+    model: Any,
+    interventions: InterventionSet,
+    harmless: Sequence[str],
+    reference_logprobs: Float[Tensor, "prompt vocab"],
+    settings: CompareSettings,
+) -> float:
+    """The matched-damage cost: ``settings.match_measure`` (the mean by default) of the
+    per-prompt first-token KL on ``harmless`` under ``interventions`` (``damage.summarise``)."""
+    _, logprobs = generate_with_first_logprobs(
+        model,
+        harmless,
+        fwd_hooks=interventions.fwd_hooks(),
+        max_new_tokens=1,
+        options=GenerationOptions(
+            batch_size=settings.collect.batch_size, system=settings.collect.system, progress=False
+        ),
+    )
+    kl = kl_divergence(reference_logprobs, logprobs)
+    return summarise(kl, settings.match_measure, settings.kl_threshold)
+
+
+def judged_completions(
+    model: Any,
+    interventions: InterventionSet | None,
+    harmful: Sequence[str],
+    settings: CompareSettings,
+) -> list[str]:
+    """The judge's labels of greedy completions of ``harmful`` under ``interventions``."""
+    *_, labels = judged_generation(
+        model,
+        harmful,
+        hooks_of(interventions),
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=settings.collect.batch_size,
+        system=settings.collect.system,
+        judge_method=settings.judge,
+    )
+    return labels
+
+
+def damage_budget(
+    model: Any, interventions: InterventionSet, validation: Validation, settings: CompareSettings
+) -> float:
+    """The damage budget set by a method: its validation harmless KL's ``match_measure`` at
+    strength 1."""
+    kl = harmless_kl(
+        model,
+        at_strength(interventions, 1.0),
+        validation.prompts.harmless,
+        validation.harmless_logprobs,
+        settings,
+    )
+    if not kl > 0:
+        raise RuntimeError(
+            f"direction ablation's harmless damage ({settings.match_measure} of the first-token "
+            f"KL, threshold {settings.kl_threshold:g} nats) is 0, so it cannot set a damage "
+            "budget; pass a number as match_kl, or another match_measure"
+        )
+    return kl
+
+
+def chosen_strength(
+    model: Any,
+    interventions: InterventionSet,
+    budget: float | None,
+    validation: Validation,
+    settings: CompareSettings,
+    *,
+    ceiling: float | None = None,
+    known_kl: Mapping[float, float] | None = None,
+) -> tuple[InterventionSet, StrengthChoice]:
+    """The set at the strength chosen on the validation prompts (``strength.choose_strength``):
+    KL ceiling from ``budget`` (or ``ceiling``), then the judged-compliance choice.
+    ``known_kl`` holds validation KLs already measured (``{strength: kl}``), not measured again."""
+    base = at_strength(interventions, 1.0)
+    measured = dict(known_kl or {})
+
+    def kl_at(strength: float) -> float:
+        if strength not in measured:
+            edited = at_strength(base, strength)
+            harmless = validation.prompts.harmless
+            measured[strength] = harmless_kl(
+                model, edited, harmless, validation.harmless_logprobs, settings
+            )
+        return measured[strength]
+
+    def judge_at(strength: float) -> list[str]:
+        edited = at_strength(base, strength)
+        return judged_completions(model, edited, validation.prompts.harmful, settings)
+
+    choice = choose_strength(
+        kl_at,
+        judge_at,
+        budget=budget,
+        ceiling=settings.strength if ceiling is None else ceiling,
+        fractions=settings.strength_fractions,
+        rule=settings.select,
+        max_strength=settings.max_strength,
+        steps=settings.bisection_steps,
+    )
+    return at_strength(base, choice.strength), choice
+
+
+def judge_layers(
+    model: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    settings: CompareSettings,
+    training: TrainingActivations,
+    validation: Validation,
+    *,
+    progress: bool = True,
+) -> tuple[CompareSettings, LayerChoice, float | None]:
+    """``layers="judged"``: the layer where ``settings.judged_method``, at its KL ceiling within
+    the budget, makes the model comply most often on the validation harmful prompts.
+
+    Each of ``selection.judged_candidates`` is tried with the method fitted there alone (one KL
+    search and one judged generation pass per layer); ``selection.best_trial`` picks. Returns the
+    settings with that layer, the choice with every trial, and the KL budget (measured here when
+    direction ablation sets it, so that it is not measured again)."""
+    n_layers = model.cfg.n_layers
+    spec = settings.map
+    w2 = w2_by_layer(training.stats, n_layers, n_components=spec.n_components, reg=spec.reg)
+    candidates = judged_candidates(n_layers, w2)
+    method = settings.judged_method
+    if settings.direction_layer is None or method is None:
+        raise UserInputError("judge_layers needs resolved settings with a selective method")
+
+    def fit_at(name: str, layers: list[int]) -> InterventionSet:
+        context = compare_context(
+            model, harmful, harmless, settings, training, layers=layers, progress=False
+        )
+        return fit_method(name, context)
+
+    budget = fixed_budget(settings)
+    if settings.match_kl == "direction_ablation":
+        direction = fit_at("direction_ablation", candidates)
+        budget = damage_budget(model, direction, validation, settings)
+    at_ceiling = dataclasses.replace(settings, select="compliance", strength_fractions=(1.0,))
+    trials: list[dict[str, Any]] = []
+    for layer in candidates:
+        log(f"layer {layer}: {method} judged on the validation prompts", progress)
+        fitted = fit_at(method, [layer])
+        _, choice = chosen_strength(model, fitted, budget, validation, at_ceiling)
+        unusable = StrengthPoint(choice.strength, 0.0)  # a ceiling of 0: nothing to judge
+        point = next((p for p in choice.points if p.strength == choice.strength), unusable)
+        trials.append({"layer": layer, **dataclasses.asdict(point)})
+    best = int(best_trial(trials)["layer"])
+    chosen = dataclasses.replace(settings, layers=[best])
+    return chosen, LayerChoice([best], "judged", w2, trials), budget
+
+
+def choose_layer(
+    model: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    validation: ValidationPrompts,
+    settings: CompareSettings | None = None,
+    *,
+    progress: bool = True,
+) -> LayerChoice:
+    """The layer ``compare`` judges best (``layers="judged"``), from Python: fit on ``harmful``
+    / ``harmless``, then for each candidate layer one KL search and one judged generation pass
+    over ``validation`` (``judge_layers``). Its ``trials`` hold every candidate's numbers."""
+    settings = dataclasses.replace(settings or CompareSettings(), layers="judged")
+    settings = settings.resolve(model.cfg.n_layers)
+    training = collect_training_activations(
+        model, harmful, harmless, settings, settings.methods, progress=progress
+    )
+    checked = validation_reference(model, validation, settings)
+    _, choice, _ = judge_layers(
+        model, harmful, harmless, settings, training, checked, progress=progress
+    )
+    return choice

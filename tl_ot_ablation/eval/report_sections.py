@@ -1,0 +1,180 @@
+"""The compare report's optional sections, each present only when its record has the data: the
+layer trials, harmless damage prompt by prompt, over-refusal, and the gate on held-out prompts.
+
+Rendering only (markdown lines from a typed ``CompareRecord``): the modules that compute these
+numbers (``damage``, ``xstest``, ``gate_report``) do not format them, and a section's wording can
+change without touching a metric.
+"""
+
+import statistics
+
+from .damage import DAMAGE_METRICS
+from .gate_report import OPEN
+from .record import CompareRecord
+from .report_markdown import estimate_cell, markdown_table
+from .xstest import SHIPPED
+
+DAMAGE_COLUMNS = (
+    ("kl_harmless", "mean KL", ".3g"),
+    ("kl_harmless_median", "median KL", ".3g"),
+    ("kl_harmless_p90", "p90 KL", ".3g"),
+    ("kl_harmless_max", "max KL", ".3g"),
+    ("kl_harmless_share_above", "share KL > t", ".2f"),
+    ("identical_rate_harmless", "answers identical", ".2f"),
+    ("label_changed_rate_harmless", "judged label changed", ".2f"),
+)
+"""The harmless-damage table's columns: ``(metric, header, format)`` (``damage.DAMAGE_METRICS``
+and the mean)."""
+assert {key for key, _, _ in DAMAGE_COLUMNS} == {"kl_harmless", *DAMAGE_METRICS}
+
+XSTEST_COLUMNS = (
+    ("xstest_compliance_safe", "safe: complies"),
+    ("xstest_over_refusal_removed", "safe: newly answered"),
+    ("xstest_over_refusal_added", "safe: newly refused"),
+    ("xstest_compliance_unsafe", "unsafe: complies"),
+)
+"""The over-refusal table's columns: ``(metric, header)`` (``xstest.XSTEST_METRICS``)."""
+
+SET_NAMES = {
+    "harmful": "held-out harmful",
+    "harmless": "held-out harmless",
+    "xstest_safe": "XSTest-style safe",
+    "xstest_unsafe": "XSTest-style unsafe",
+}
+"""How the gate section names each prompt set."""
+
+
+def layer_trial_lines(record: CompareRecord) -> list[str]:
+    """Under ``layers="judged"``: what each candidate layer did on the validation prompts."""
+    trials = record.layer_trials
+    if not trials:
+        return []
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    rows = [
+        [
+            str(t["layer"]),
+            f"{t['strength']:.3g}",
+            f"{t['kl']:.3g}",
+            *(share(t[key]) for key in ("compliance", "deflection", "degenerate")),
+        ]
+        for t in trials
+    ]
+    header = ["layer", "strength (KL ceiling)", "validation KL", "complies", "deflects", "degen."]
+    return [
+        f"Layer: each candidate with `{record.settings.judged_method}` alone at its KL ceiling, "
+        "judged on the validation harmful prompts; the most compliant wins (ties: the lower KL).",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
+def damage_lines(record: CompareRecord) -> list[str]:
+    """The "Harmless damage" section (none for a record without the distribution, e.g. one
+    written before it existed)."""
+    methods = record.methods
+    if not any("kl_harmless_median" in method.metrics for method in methods.values()):
+        return []
+    header = ["method", *(label for _, label, _ in DAMAGE_COLUMNS)]
+    rows = [
+        [name, *(estimate_cell(method.metrics.get(key), spec) for key, _, spec in DAMAGE_COLUMNS)]
+        for name, method in methods.items()
+    ]
+    return [
+        "## Harmless damage, prompt by prompt",
+        "",
+        f"On the {record.prompts.n_eval_harmless} held-out harmless prompts: the first-token KL "
+        "from the unmodified model as a distribution (a mean can hide a few large values or "
+        "spread a small one over every prompt), the share of prompts above "
+        f"t = {record.settings.kl_threshold:g} nats, the share of greedy "
+        "answers byte-identical to the unmodified model's, and the share whose judged label "
+        "changed (e.g. an over-refusal turned into an answer, or an answer into a refusal). "
+        "95 % bootstrap CIs; the interval of a maximum cannot exceed the sample maximum. "
+        "Per-prompt KLs: `kl_harmless_per_prompt` in results.json.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
+def over_refusal_lines(record: CompareRecord) -> list[str]:
+    """The "Over-refusal" section (none when not run)."""
+    methods = record.methods
+    if not any("xstest_compliance_safe" in method.metrics for method in methods.values()):
+        return []
+    prompts = record.prompts
+    header = ["method", *(label for _, label in XSTEST_COLUMNS)]
+    rows = [
+        [name, *(estimate_cell(method.metrics.get(key), ".2f") for key, _ in XSTEST_COLUMNS)]
+        for name, method in methods.items()
+    ]
+    source = prompts.xstest_source
+    where = "the package's own set" if source == SHIPPED else f"`{source}`"
+    return [
+        "## Over-refusal (XSTest-style prompts)",
+        "",
+        f"{prompts.n_xstest_safe} safe prompts that only sound unsafe and "
+        f"{prompts.n_xstest_unsafe} unsafe contrasts from {where}, greedy, judged. "
+        "Higher compliance on the safe ones is less over-refusal; *newly answered* / *newly "
+        "refused* compare each safe prompt with the unmodified model's answer. Read the "
+        "changed answers (`xstest_safe` in completions.json) before quoting a share: the judge "
+        "reads many deflections as compliance.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+
+
+def gate_lines(record: CompareRecord) -> list[str]:
+    """The gate section (none without a gated method)."""
+    gated = {name: method.gate for name, method in record.methods.items() if method.gate}
+    if not gated:
+        return []
+    rows = []
+    for name, gate in gated.items():
+        for kind, values in gate["posterior"].items():
+            opened = gate["open"][kind]
+            median = statistics.median(values) if values else float("nan")
+            rows.append(
+                [
+                    name,
+                    str(gate["layer"]),
+                    SET_NAMES.get(kind, kind),
+                    str(len(values)),
+                    f"{median:.3g}",
+                    f"{opened['value']:.2f} [{opened['ci_low']:.2f}, {opened['ci_high']:.2f}]",
+                ]
+            )
+    header = ["method", "layer", "prompts", "n", "median posterior", "share open [95 % CI]"]
+    lines = [
+        "## The gate on held-out prompts",
+        "",
+        "The gate's posterior P(harmful | z) at the map's layer, at the last prompt token, "
+        "recorded during the generation passes (no extra pass). *Open*: posterior above "
+        f"{OPEN:g}. Per-prompt values: `gate.posterior` in results.json.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+    for name, gate in gated.items():
+        if not gate.get("top"):
+            continue
+        lines += [
+            f"Benign prompts that open `{name}`'s gate most, with their nearest training "
+            "prompts (cosine of last-token coordinates in the map's PCA subspace):",
+            "",
+        ]
+        for item in gate["top"]:
+            near = "; ".join(
+                f"{n['class']} ({n['cosine']:.2f}): *{n['prompt'][:80]}*"
+                for n in item["neighbours"]
+            )
+            lines.append(
+                f"- {item['posterior']:.3g}, {SET_NAMES.get(item['set'], item['set'])}: "
+                f"*{item['prompt'][:120]}* → {near}"
+            )
+        lines.append("")
+    return lines
