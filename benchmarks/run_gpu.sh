@@ -12,5 +12,7 @@ $PY benchmarks/bench_fit.py --preset main --device cuda --threads 16 \
     --out benchmarks/results/fit-main-cuda.json
 # Hooks: generation throughput and overhead on the GPU.
 $PY benchmarks/bench_hooks.py --device cuda --threads 16 --out benchmarks/results/hooks-cuda.json
-# The same code on CUDA: the device-agnostic tests that take a device.
-$PY -m pytest -q -rs tests/test_device.py tests/test_distributed.py
+# The same code on CUDA: the device-agnostic tests that take a device (their CUDA cases are
+# marked gpu), and the multi-process merge.
+$PY -m pytest -q -rs -m gpu tests/
+$PY -m pytest -q -rs tests/core/test_distributed.py

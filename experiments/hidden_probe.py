@@ -27,10 +27,10 @@ from _results import write_results
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_predict
 from tqdm import tqdm
-from train_judge import scores
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.judge import LABELS, features
+from tl_ot_ablation.eval.judge_scores import scores
 from tl_ot_ablation.lens.chat_template import format_chat
 from tl_ot_ablation.lens.tokens import tokenize
 

@@ -4,8 +4,8 @@ Fits every intervention once on the package's training prompts (64 + 64), then g
 greedy tokens for held-out harmful and harmless prompts from the package's evaluation split and
 from ../shared/data's validation split under each configuration below. The pool is written
 unlabelled to ``experiments/results/judge-pool.jsonl``; people read and label it (refusal,
-deflection, compliance, degenerate), and the labelled file ships with the tests as
-``tests/data/judge_labels.jsonl``, where the compliance judge is trained and validated.
+deflection, compliance, degenerate), and the labelled file is
+``data/judge/labels-1.5b.jsonl``, where the compliance judge is trained and validated.
 
     .venv/bin/python experiments/judge_pool.py
 """

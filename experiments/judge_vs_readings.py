@@ -1,6 +1,6 @@
 """Issue 12: the shipped judge against every blind reading, in one table.
 
-For the held-out labelled sets (``tests/data``; the guide's rule) and each later blind reading
+For the held-out labelled sets (``data/judge``; the rubric, adjudicated) and each later blind reading
 of edited models' answers (``_readings.READINGS``; the guide's rule or a stricter one), scores
 the shipped classifier and the marker judge, unchanged: compliance-vs-not agreement with each
 reader, four-label accuracy with the first, the readers' agreement with each other, and the
@@ -15,17 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _readings import GUIDE, READINGS, load_readings
+from _readings import READINGS, load_readings
 from _results import write_results
-from train_judge import scores
 
 from tl_ot_ablation.eval.judge import judge, marker_labels
+from tl_ot_ablation.eval.judge_scores import scores
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data" / "judge"
+RUBRIC = "rubric: two blind readers, adjudicated (tl_ot_ablation/data/rubric.md)"
 HELD_OUT = {  # name: (file, the rows of it that no judge was trained on)
-    "1.5B validation": ("judge_labels.jsonl", "validation"),
-    "0.5B test": ("judge_labels_0.5b.jsonl", "test"),
-    "../shared/data run (fresh)": ("judge_labels_shared.jsonl", "test"),
+    "1.5B validation": ("labels-1.5b.jsonl", "validation"),
+    "0.5B test": ("labels-0.5b.jsonl", "test"),
+    "../shared/data run (fresh)": ("labels-shared.jsonl", "test"),
 }
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         lines = (DATA / file).read_text().splitlines()
         rows = [json.loads(line) for line in lines if line.strip()]
         rows = [{**r, "labels": [r["label"]]} for r in rows if r["split"] == split]
-        record[name] = score(rows, GUIDE)
+        record[name] = score(rows, RUBRIC)
     for run, reading in READINGS.items():
         record[run] = score(load_readings(run), reading.rule)
     write_results("judge-vs-readings.json", record)

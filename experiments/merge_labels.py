@@ -16,7 +16,7 @@ from pathlib import Path
 from tl_ot_ablation.eval.judge import LABELS
 from tl_ot_ablation.io import atomic
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_labels.jsonl"
+OUT = Path(__file__).resolve().parents[1] / "data" / "judge" / "labels-1.5b.jsonl"
 FIELDS = ("config", "source", "kind", "prompt", "completion", "label")
 
 

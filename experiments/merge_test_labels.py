@@ -7,15 +7,15 @@ shuffled (seed 0) and labelled by reading: four LLM helper agents, a quarter eac
 ``docs/judge-labelling.md``, blind to every judge. Whole prompts are split by the same rule as
 ``merge_labels.py`` (first hex digit of the prompt's SHA-256 in 0-3: ``test``, else ``train``),
 so a prompt held out in one set is held out in the other; no judge is trained or tuned on the
-test part, which ``train_judge.py`` scores once per judge.
+test part, which ``python -m tl_ot_ablation.eval.judge_training`` scores once per judge.
 
     .venv/bin/python experiments/merge_test_labels.py ITEMS.json LABELS.jsonl [LABELS.jsonl ...]
 
 ``ITEMS.json``: the shuffled items (``id``, ``method``, ``kind``, ``prompt``, ``completion``);
 each ``LABELS.jsonl`` line: ``{"id", "label", "note"}``. Writes
-``tests/data/judge_labels_0.5b.jsonl``.
+``data/judge/labels-0.5b.jsonl``.
 
-The third set (``--source compare-shared --all-test --out tests/data/judge_labels_shared.jsonl``)
+The third set (``--source compare-shared --all-test --out data/judge/labels-shared.jsonl``)
 comes from the 1.5B model's compare run on the real ``../shared/data`` validation prompts, after
 the judge was final: every row is ``test``, so it measures the shipped judge on prompts and
 completions it never saw, written by other people.
@@ -29,7 +29,7 @@ from pathlib import Path
 from tl_ot_ablation.eval.judge import LABELS
 from tl_ot_ablation.io import atomic
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "judge_labels_0.5b.jsonl"
+OUT = Path(__file__).resolve().parents[1] / "data" / "judge" / "labels-0.5b.jsonl"
 
 
 def split_of(prompt: str) -> str:

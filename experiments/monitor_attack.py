@@ -70,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(2)
     start = time.perf_counter()
     if args.model == "tiny":  # a dry run of the script in seconds
-        from tl_ot_ablation.lens.testing import tiny_model
+        from tl_ot_ablation.lens.tiny import tiny_model
 
         model = tiny_model(n_layers=6, d_model=64, n_ctx=512)
     else:

@@ -4,7 +4,7 @@
 their labels back per method: label counts, the read compliance rate with its bootstrap interval,
 each method's paired difference from ``--baseline`` over the same prompts, and, when the run
 recorded the shipped judge's labels (``deflection_levers.py`` does), how the judge scored against
-the reading (``train_judge.scores``: accuracy, compliance agreement, confusion matrix);
+the reading (``eval.judge_scores.scores``: accuracy, compliance agreement, confusion matrix);
 ``--judge-now`` instead judges the items' completions here with the shipped classifier (for
 runs, like ``sweep --judged``, that keep only the judge's shares).
 Writes ``experiments/results/<NAME>.json``.
@@ -25,9 +25,9 @@ from collections import Counter
 from pathlib import Path
 
 from _results import write_results
-from train_judge import scores
 
 from tl_ot_ablation.eval.judge import LABELS, judge
+from tl_ot_ablation.eval.judge_scores import scores
 from tl_ot_ablation.eval.metrics import with_ci
 
 

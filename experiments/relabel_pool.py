@@ -1,9 +1,9 @@
 """Relabel the judge's labelled pool under one rubric: two blind readings and adjudication.
 
-The pool's labels (``tests/data/judge_labels*.jsonl``) were read under two rules (the old
-labelling guide and a stricter instruction added later), so they disagree with each other on
-hollow answers. This script re-reads every harmful answer in the pool under the package's one
-rubric (``tl_ot_ablation/data/rubric.md``):
+The pool's labels (``data/judge/labels-*.jsonl``, formerly in ``tests/data``) were read under two
+rules (the old labelling guide and a stricter instruction added later), so they disagree with
+each other on hollow answers. This script re-reads every harmful answer in the pool under the
+package's one rubric (``tl_ot_ablation/data/rubric.md``):
 
     .venv/bin/python experiments/relabel_pool.py export OUT --parts 2
         writes OUT/key.json (id -> pool file and row; kept from readers) and, for each reader
@@ -36,9 +36,9 @@ from tl_ot_ablation.io import atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = {
-    "1.5b": ROOT / "tests" / "data" / "judge_labels.jsonl",
-    "0.5b": ROOT / "tests" / "data" / "judge_labels_0.5b.jsonl",
-    "shared": ROOT / "tests" / "data" / "judge_labels_shared.jsonl",
+    "1.5b": ROOT / "data" / "judge" / "labels-1.5b.jsonl",
+    "0.5b": ROOT / "data" / "judge" / "labels-0.5b.jsonl",
+    "shared": ROOT / "data" / "judge" / "labels-shared.jsonl",
 }
 READERS = ("a", "b")
 SEEDS = {"a": 1, "b": 2}
@@ -55,8 +55,12 @@ def _pool_rows() -> list[dict]:
                 continue
             text = json.dumps([row["prompt"], row["completion"]])
             digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-            item = items.setdefault(digest, {**row, "id": digest, "rows": []})
-            item["rows"].append({"pool": name, "row": row["id"], "label": row["label"]})
+            item = items.setdefault(
+                digest,
+                {**row, "label": row.get("label_before", row["label"]), "id": digest, "rows": []},
+            )
+            before = row.get("label_before", row["label"])  # the label before this relabelling
+            item["rows"].append({"pool": name, "row": row["id"], "label": before})
     return list(items.values())
 
 

@@ -24,7 +24,7 @@ from tl_ot_ablation.eval.evaluate import next_token_logprobs
 from tl_ot_ablation.eval.judge import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELLED = ROOT / "tests" / "data" / "judge_labels.jsonl"
+LABELLED = ROOT / "data" / "judge" / "labels-1.5b.jsonl"
 RUBRIC = """Below is a request sent to an AI assistant and the start of its reply (cut off \
 after about 64 tokens; do not count the cut against it).
 

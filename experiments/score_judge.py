@@ -1,8 +1,8 @@
 """Issue 12: score the shipped judge, unchanged, on a labelled set it never saw.
 
-``train_judge.py`` trains the head and scores it once on the held-out parts of the sets it was
-built from. This scores the head as shipped on a *fresh* set (every row ``test``, e.g.
-``tests/data/judge_labels_shared.jsonl``: the 1.5B model's compare run on the real
+``python -m tl_ot_ablation.eval.judge_training`` trains the head and scores it once on the
+held-out parts of the sets it was built from. This scores the head as shipped on a *fresh* set (every row ``test``, e.g.
+``data/judge/labels-shared.jsonl``: the 1.5B model's compare run on the real
 ../shared/data validation prompts, labelled by reading after the head was final), beside the
 marker judge, and per configuration and prompt kind compares the compliance rate the readers
 found with the one each judge reports, since a judge that is accurate overall can still be
@@ -11,8 +11,8 @@ appears there (some ../shared/data validation prompts were in the first labellin
 other completions) are scored apart, so the ``unseen prompts`` part is fresh in prompt and text.
 Writes ``experiments/results/judge-<NAME>.json``.
 
-    .venv/bin/python experiments/score_judge.py tests/data/judge_labels_shared.jsonl --name shared \
-        --seen tests/data/judge_labels.jsonl tests/data/judge_labels_0.5b.jsonl
+    .venv/bin/python experiments/score_judge.py data/judge/labels-shared.jsonl --name shared \
+        --seen data/judge/labels-1.5b.jsonl data/judge/labels-0.5b.jsonl
 """
 
 import argparse
@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 
 from _results import write_results
-from train_judge import scores
 
 from tl_ot_ablation.eval.judge import judge, marker_labels
+from tl_ot_ablation.eval.judge_scores import scores
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ A reader on a code host then sees the tables and plots without running anything.
 is stripped of old outputs, executed top to bottom by ``nbclient`` (the model is the embedded
 one: ``TL_OT_ABLATION_DEMO_MODEL`` is unset), scrubbed of this machine's paths (``scrub``) and
 replaced atomically only if every cell ran; a failing notebook is left as it was. The tests
-re-execute the same notebooks (``tests/test_demos.py``) and check the committed outputs came from
-such a run; ``tests/test_hygiene.py`` checks no committed file holds a machine path.
+re-execute the same notebooks (``tests/project/test_demos.py``) and check the committed outputs
+came from such a run; ``tests/project/test_hygiene.py`` checks no committed file holds a machine
+path.
 
     .venv/bin/python scripts/execute_notebooks.py [NAME ...]   # default: every demos/*.ipynb
     .venv/bin/python scripts/execute_notebooks.py --scrub-only [NAME ...]   # paths only, no run

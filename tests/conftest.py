@@ -1,4 +1,6 @@
-"""Shared fixtures and float64 helpers for the pure-tensor tests."""
+"""Repo-wide fixtures: the seed, the user's view of errors, tiny offline bridges, one thread."""
+
+import os
 
 import pytest
 import torch
@@ -9,23 +11,18 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def random_spd(
-    d: int, *, condition: float = 10.0, batch: tuple[int, ...] = (), seed: int = 0
-) -> torch.Tensor:
-    """A random symmetric positive-definite float64 matrix with the given condition number."""
-    g = torch.Generator().manual_seed(seed)
-    q = torch.linalg.qr(torch.randn(*batch, d, d, generator=g, dtype=torch.float64)).Q
-    eig = torch.logspace(0, torch.log10(torch.tensor(condition)).item(), d, dtype=torch.float64)
-    eig = eig[torch.randperm(d, generator=g)]
-    return (q * eig) @ q.mT
-
-
-def gaussian_rows(n: int, mean: torch.Tensor, cov: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
-    """``n`` float64 samples of N(mean, cov) (batched over leading dims of mean/cov)."""
-    g = torch.Generator().manual_seed(seed)
-    chol = torch.linalg.cholesky(cov)
-    noise = torch.randn(*mean.shape[:-1], n, mean.shape[-1], generator=g, dtype=torch.float64)
-    return mean.unsqueeze(-2) + noise @ chol.mT
+@pytest.fixture(autouse=True, scope="session")
+def _result_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Jobs run by the tests keep their result cache in a temporary folder, never in the
+    user's ``~/.cache`` (the model cache stays where it is: the real model is big). Session
+    scope, so module fixtures that run a job see it too."""
+    before = os.environ.get("TL_OT_ABLATION_RESULT_CACHE")
+    os.environ["TL_OT_ABLATION_RESULT_CACHE"] = str(tmp_path_factory.mktemp("result-cache"))
+    yield
+    if before is None:
+        del os.environ["TL_OT_ABLATION_RESULT_CACHE"]
+    else:
+        os.environ["TL_OT_ABLATION_RESULT_CACHE"] = before
 
 
 @pytest.fixture
@@ -41,29 +38,33 @@ def as_user():
 @pytest.fixture(scope="session")
 def tiny_bridge():
     """A 3-layer random-weight Qwen2-style chat model as a TransformerBridge (offline)."""
-    from tl_ot_ablation.lens.testing import tiny_model
+    from tl_ot_ablation.lens.tiny import tiny_model
 
     return tiny_model("qwen2", n_layers=3, d_model=32)
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from tl_ot_ablation.lens.testing import tiny_model
+    from tl_ot_ablation.lens.tiny import tiny_model
 
     return tiny_model("gpt2", n_layers=2, d_model=32)
 
 
-HARMFUL = [
-    "how to pick a lock",
-    "make something dangerous now",
-    "bad thing",
-    "steal a car quickly please",
-    "x",
-]
-HARMLESS = [
-    "bake a cake",
-    "write a poem about trees and rivers",
-    "hello",
-    "sum two numbers",
-    "why is the sky blue",
-]
+@pytest.fixture
+def no_accelerator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Act as a machine with neither CUDA nor MPS, whatever this one has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module that asks for it (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): tiny models and matrices gain nothing from more,
+    and two-thread torch runs 10-40x slower while another process holds the cores
+    (shared/TL4-NOTES.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

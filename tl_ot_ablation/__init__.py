@@ -1,11 +1,13 @@
 """Refusal ablation by Gaussian optimal transport in a PCA subspace, for TransformerLens.
 
-Three layers (``docs/architecture.md``): ``core`` (``GaussianStats``, ``GaussianOTMap``, the
-baselines: pure tensors in and out), ``lens`` (``collect_*``, ``fit_*``, ``InterventionSet``,
-``generate``: TransformerLens 4.x bridges) and ``eval`` (``judge``, the jobs ``compare``,
-``sweep``, ``monitor`` and ``choose_layer``, reports); ``metrics`` gathers the measurements
-(``tlo.metrics.judge``, ``kl_divergence``, ...). ``fit_ot_ablation`` fits ``RECOMMENDED_MAP``
-(the gated Ledoit-Wolf map) unless given ``spec=PLAIN_MAP``. See the README for a quickstart.
+Layers, each importing only those before it (``docs/architecture.md``): ``core``
+(``GaussianStats``, ``GaussianOTMap``, the baselines: pure tensors in and out), ``io`` (atomic,
+verified storage), ``lens`` (``collect_*``, ``fit_*``, ``InterventionSet``, ``generate``,
+``save`` / ``load``: TransformerLens 4.x bridges), ``eval`` (``judge``, the jobs ``compare``,
+``sweep``, ``monitor`` and ``choose_layer``, reports) and ``cli`` (the command line);
+``metrics`` gathers the measurements (``tlo.metrics.judge``, ``kl_divergence``, ...).
+``fit_ot_ablation`` fits ``RECOMMENDED_MAP`` (the gated Ledoit-Wolf map) unless given
+``spec=PLAIN_MAP``. See the README for a quickstart.
 """
 
 from . import metrics

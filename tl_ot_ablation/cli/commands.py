@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..eval.jobs import JobOutput, compare_job, fit_job, monitor_job, sweep_job
+from ..io.result_cache import ResultCache
 from .prepare import Job
 from .printers import print_comparison, print_detection, print_fit, print_sweep
 
 
 def _output(args: argparse.Namespace, job: Job) -> JobOutput:
     """Where and how a job writes its folder: ``--out``, ``--no-plots`` and ``--force``."""
-    return JobOutput(job.out, plots=not args.no_plots, overwrite=args.force)
+    cache = ResultCache(enabled=not getattr(args, "no_cache", False))
+    return JobOutput(job.out, plots=not args.no_plots, overwrite=args.force, cache=cache)
 
 
 def _reported(args: argparse.Namespace, command: str) -> dict[str, Any]:

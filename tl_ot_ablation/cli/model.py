@@ -4,7 +4,7 @@ One place so the tests can stop a command at the model load (``entry`` looks
 ``load_model_for`` up here at call time).
 
 ``--model tiny`` is a product feature, not a test hook: a random-weight chat model built
-offline in well under a second (``lens.testing.tiny_model``, the same documented builder the
+offline in well under a second (``lens.tiny.tiny_model``, the same documented builder the
 tests and ``docs/models.md`` use), so that every command can be tried end to end with no
 download and no GPU (README: ``tl-ot-ablation compare --quick --model tiny``). It is imported
 only when asked for.
@@ -30,7 +30,7 @@ TINY = "tiny"
 def load_model_for(args: argparse.Namespace) -> Any:
     """The ``TransformerBridge`` named by ``args.model`` (``TINY``: the tiny offline model)."""
     if args.model == TINY:
-        from ..lens.testing import tiny_model
+        from ..lens.tiny import tiny_model
 
         return tiny_model(n_ctx=512)
     return load_model(args.model, device=args.device, dtype=DTYPES[args.dtype])

@@ -81,6 +81,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--force", action="store_true", help="replace a folder we did not write")
     run.add_argument("--no-plots", action="store_true")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor store the unmodified model's outputs in the result cache "
+        "($TL_OT_ABLATION_RESULT_CACHE, else ~/.cache/tl_ot_ablation/results)",
+    )
+    run.add_argument(
+        "--clear-cache", action="store_true", help="empty the result cache before running"
+    )
 
 
 def _add_map_options(group: argparse._ArgumentGroup) -> None:

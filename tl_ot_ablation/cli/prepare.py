@@ -16,6 +16,7 @@ from ..core.errors import UserInputError
 from ..eval.jobs import JobPrompts, PromptFiles, check_monitor_prompts, check_output
 from ..eval.record import compare_strengths
 from ..eval.settings import FitSettings, JobSettings
+from ..io.result_cache import ResultCache
 from ..lens.intervention_set import InterventionSet
 from .to_settings import settings_from_args
 
@@ -65,6 +66,9 @@ def check_before_loading(args: argparse.Namespace) -> Job | None:
     if args.batch_size < 1:
         raise UserInputError(f"--batch-size must be >= 1, got {args.batch_size}")
     resolve_device(args.device, option="--device")
+    if getattr(args, "clear_cache", False):
+        cache = ResultCache()
+        print(f"cleared {cache.clear()} entries from the result cache {cache.root}")
     if args.command == "generate":
         if not args.prompt and not args.prompts:
             raise UserInputError("give --prompt TEXT (repeatable) or --prompts FILE")

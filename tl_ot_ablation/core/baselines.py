@@ -59,11 +59,16 @@ def _check_pair(source: GaussianStats, target: GaussianStats, min_count: int) ->
             )
 
 
-def _identical_means(source: GaussianStats, target: GaussianStats, dtype: torch.dtype) -> Tensor:
-    """``identical_classes`` of the two means, ``[*batch]`` (any count >= 1)."""
+def _check_mean_pair(
+    source: GaussianStats, target: GaussianStats, dtype: torch.dtype, what: str, consequence: str
+) -> None:
+    """The checks of a fit from the two means alone (``DirectionAblation``, ``ActAdd``): the
+    statistics match (any count >= 1) and the means differ beyond rounding."""
+    _check_pair(source, target, 1)
     source_var, target_var = (s.scatter_diagonal.sum(-1) / s.count for s in (source, target))
     spread = (source_var + target_var) / 2
-    return identical_classes((source.mean, target.mean), spread, width=source.d, dtype=dtype)
+    same = identical_classes((source.mean, target.mean), spread, width=source.d, dtype=dtype)
+    check_distinct_classes(same, what, "means", consequence)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,11 +104,11 @@ class DirectionAblation(StrengthMixin):
     def from_stats(
         cls, source: GaussianStats, target: GaussianStats, *, dtype: torch.dtype = torch.float32
     ) -> "DirectionAblation":
-        _check_pair(source, target, 1)
-        check_distinct_classes(
-            _identical_means(source, target, dtype),
+        _check_mean_pair(
+            source,
+            target,
+            dtype,
             cls.__name__,
-            "means",
             "there is no direction to ablate (their difference is zero or rounding noise)",
         )
         diff = source.mean - target.mean
@@ -166,12 +171,8 @@ class ActAdd(StrengthMixin):
     def from_stats(
         cls, source: GaussianStats, target: GaussianStats, *, dtype: torch.dtype = torch.float32
     ) -> "ActAdd":
-        _check_pair(source, target, 1)
-        check_distinct_classes(
-            _identical_means(source, target, dtype),
-            cls.__name__,
-            "means",
-            "the vector to add would be zero or rounding noise",
+        _check_mean_pair(
+            source, target, dtype, cls.__name__, "the vector to add would be zero or rounding noise"
         )
         return cls(vector=(target.mean - source.mean).to(dtype))
 

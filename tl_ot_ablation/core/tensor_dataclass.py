@@ -8,6 +8,7 @@ tensors with ``_check_tensor_fields``: finite floats, one batch shape, one size 
 """
 
 import dataclasses
+import hashlib
 import math
 import warnings
 from collections.abc import Iterator
@@ -126,6 +127,23 @@ class TensorDataclass:
             event = self.EVENT_DIMS[name]
             return value.shape[: value.ndim - event]
         return torch.Size()
+
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the class, every field's value and every tensor's dtype, shape and
+        bytes: equal exactly when two objects compute the same thing (a cache key)."""
+        digest = hashlib.sha256(type(self).__name__.encode())
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            digest.update(f.name.encode())
+            if isinstance(value, TensorDataclass):
+                digest.update(value.fingerprint().encode())
+            elif isinstance(value, Tensor):
+                flat = value.detach().cpu().contiguous()
+                digest.update(f"{flat.dtype}{tuple(flat.shape)}".encode())
+                digest.update(flat.reshape(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
+        return digest.hexdigest()
 
     def _replace_tensors(self: Self, fn: Any) -> Self:
         changes = {}

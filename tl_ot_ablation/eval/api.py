@@ -8,7 +8,7 @@ prompts are the package's own splits unless ``prompts`` (``JobPrompts``) says ot
 
 Example (on a tiny random-weight model; use ``tlo.load_model()`` for the embedded one):
     >>> import tl_ot_ablation as tlo
-    >>> from tl_ot_ablation.lens.testing import tiny_model
+    >>> from tl_ot_ablation.lens.tiny import tiny_model
     >>> record = tlo.compare(
     ...     tiny_model(n_ctx=512), preset="quick", methods=("none", "direction_ablation"),
     ...     match_kl=None, select="kl", layers=[1], n_train=4, n_eval=2, n_texts=1,
@@ -17,10 +17,12 @@ Example (on a tiny random-weight model; use ``tlo.load_model()`` for the embedde
     ['direction_ablation', 'none']
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import UserInputError
+from ..io.result_cache import ResultCache
 from .choices import choose_layer as judged_layer_choice
 from .job_guards import JobOutput
 from .jobs import JobPrompts, compare_job, monitor_job, sweep_job
@@ -48,13 +50,15 @@ def _job_arguments(
     out: str | Path | None,
     overwrite: bool,
     progress: bool,
+    cache: bool = False,
 ) -> dict[str, Any]:
     """What every ``eval.jobs`` function takes, from the API's arguments."""
+    output = JobOutput(out, plots=out is not None, overwrite=overwrite)
     return {
         "model": model,
         "prompts": prompts or JobPrompts.shipped(settings),
         "settings": settings,
-        "out": JobOutput(out, plots=out is not None, overwrite=overwrite),
+        "out": dataclasses.replace(output, cache=ResultCache() if cache else None),
         "model_name": str(getattr(model.cfg, "model_name", None) or type(model).__name__),
         "progress": progress,
     }
@@ -69,15 +73,17 @@ def compare(
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    cache: bool = True,
     **changes: Any,
 ) -> CompareRecord:
     """``tl-ot-ablation compare`` from Python: every method fitted, its strength matched and
     chosen on validation prompts, evaluated on held-out ones (``CompareSettings`` documents
     every field you can change, e.g. ``methods=``, ``layers=``, ``n_eval=``). The default
     setting chooses the layer by judged compliance too: on a CPU that takes hours (README,
-    run times); ``preset="quick"`` is the small one."""
+    run times); ``preset="quick"`` is the small one. ``cache`` keeps the unmodified model's
+    outputs on disk (``io.result_cache``), so a second run on the same prompts skips them."""
     chosen = _settings(CompareSettings, settings, preset, changes)
-    arguments = _job_arguments(model, chosen, prompts, out, overwrite, progress)
+    arguments = _job_arguments(model, chosen, prompts, out, overwrite, progress, cache)
     record, _ = compare_job(**arguments, preset=preset if settings is None else None)
     return record
 

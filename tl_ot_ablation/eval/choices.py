@@ -14,8 +14,8 @@ prompts:
 """
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from jaxtyping import Float
@@ -53,11 +53,67 @@ def choose_layers(
 
 @dataclass
 class Validation:
-    """The validation prompts and the unmodified model's first-token log-probabilities on the
-    harmless ones (the reference of every validation KL)."""
+    """The validation prompts, the unmodified model's first-token log-probabilities on the
+    harmless ones (the reference of every validation KL), and what was measured on them.
+
+    A run measures the same edit more than once: the layer search judges the chosen layer at
+    its KL ceiling and the strength choice then asks for that point again, with the same
+    bisection of KLs before it; direction ablation's KL at strength 1 is the budget and the
+    top of its own search. ``kl`` and ``labels`` remember every result under the edit's
+    fingerprint and the settings it depends on, so none is decoded twice.
+    """
 
     prompts: ValidationPrompts
     harmless_logprobs: Float[Tensor, "prompt vocab"]
+    measured: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+    reused: int = 0
+    """How many measurements were served from ``measured`` instead of being run again."""
+
+    def _remember(self, key: tuple[Any, ...] | None, run: Callable[[], Any]) -> Any:
+        if key is None:  # an edit without a fingerprint (a plain callable): always run
+            return run()
+        if key in self.measured:
+            self.reused += 1
+        else:
+            self.measured[key] = run()
+        return self.measured[key]
+
+    def kl(self, model: Any, interventions: InterventionSet, settings: CompareSettings) -> float:
+        """``harmless_kl`` of ``interventions`` on the validation harmless prompts."""
+        collect = settings.collect
+        key = _edit_key(
+            "kl",
+            interventions,
+            (collect.batch_size, collect.system, settings.match_measure, settings.kl_threshold),
+        )
+        return self._remember(
+            key,
+            lambda: harmless_kl(
+                model, interventions, self.prompts.harmless, self.harmless_logprobs, settings
+            ),
+        )
+
+    def labels(
+        self, model: Any, interventions: InterventionSet | None, settings: CompareSettings
+    ) -> list[str]:
+        """``judged_completions`` of ``interventions`` on the validation harmful prompts."""
+        collect = settings.collect
+        depends = (settings.max_new_tokens, collect.batch_size, collect.system, settings.judge)
+        key = _edit_key("labels", interventions, depends)
+        return list(
+            self._remember(
+                key,
+                lambda: judged_completions(model, interventions, self.prompts.harmful, settings),
+            )
+        )
+
+
+def _edit_key(
+    what: str, interventions: InterventionSet | None, depends: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
+    """The memo key of a measurement of ``interventions`` (``None``: the unmodified model)."""
+    fingerprint = "unmodified" if interventions is None else interventions.fingerprint()
+    return None if fingerprint is None else (what, fingerprint, *depends)
 
 
 def validation_reference(
@@ -136,13 +192,7 @@ def damage_budget(
 ) -> float:
     """The damage budget set by a method: its validation harmless KL's ``match_measure`` at
     strength 1."""
-    kl = harmless_kl(
-        model,
-        at_strength(interventions, 1.0),
-        validation.prompts.harmless,
-        validation.harmless_logprobs,
-        settings,
-    )
+    kl = validation.kl(model, at_strength(interventions, 1.0), settings)
     if not kl > 0:
         raise RuntimeError(
             f"direction ablation's harmless damage ({settings.match_measure} of the first-token "
@@ -170,16 +220,11 @@ def chosen_strength(
 
     def kl_at(strength: float) -> float:
         if strength not in measured:
-            edited = at_strength(base, strength)
-            harmless = validation.prompts.harmless
-            measured[strength] = harmless_kl(
-                model, edited, harmless, validation.harmless_logprobs, settings
-            )
+            measured[strength] = validation.kl(model, at_strength(base, strength), settings)
         return measured[strength]
 
     def judge_at(strength: float) -> list[str]:
-        edited = at_strength(base, strength)
-        return judged_completions(model, edited, validation.prompts.harmful, settings)
+        return validation.labels(model, at_strength(base, strength), settings)
 
     choice = choose_strength(
         kl_at,

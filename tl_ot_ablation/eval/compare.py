@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UserInputError
+from ..io.result_cache import ResultCache
 from ..lens.intervention_set import InterventionSet
 from ..lens.training import prompts_hash
 from .choices import (
@@ -28,9 +29,7 @@ from .choices import (
     damage_budget,
     fixed_budget,
     judge_layers,
-    judged_completions,
     needs_validation,
-    validation_reference,
 )
 from .common import at_strength, log
 from .detect import detectability, fit_compare_monitor
@@ -41,6 +40,7 @@ from .prompt_sets import EvalPrompts, ValidationPrompts, held_out_overlap, valid
 from .record import CompareRecord, PromptsRecord
 from .settings import CompareSettings
 from .strength import StrengthChoice, StrengthPoint
+from .unmodified_cache import cached_validation, unmodified_evaluation, unmodified_labels
 from .xstest import OverRefusalPrompts
 
 
@@ -66,6 +66,7 @@ def run_comparison(
     *,
     validation: ValidationPrompts | None = None,
     progress: bool = True,
+    cache: ResultCache | None = None,
 ) -> Comparison:
     """Fit every method on the training prompts, choose its strength on ``validation`` and
     evaluate it on ``prompts``.
@@ -76,6 +77,8 @@ def run_comparison(
     ``settings.select="compliance"``, the fraction of the ceiling with the most judged
     compliance on the validation harmful prompts is used. ``validation`` is required unless
     strengths are fixed (``match_kl=None, select="kl"``) and the layers are not judged.
+    ``cache`` keeps the unmodified model's outputs between runs (``unmodified_cache``); within
+    a run, no validation measurement is made twice (``choices.Validation``).
     """
     n_layers = model.cfg.n_layers
     settings = (settings or CompareSettings()).resolve(n_layers)
@@ -84,7 +87,7 @@ def run_comparison(
         model, train_harmful, train_harmless, settings, settings.methods, progress=progress
     )
     checked = (
-        validation_reference(model, validation, settings)
+        cached_validation(model, validation, settings, cache)
         if validation is not None and needs_validation(settings)
         else None
     )
@@ -114,13 +117,13 @@ def run_comparison(
         )
     log("evaluating the unmodified model", progress)
     start = time.perf_counter()
-    none, reference = evaluate_method(
-        model, "none", None, prompts, settings, None, monitor=monitor, progress=progress
+    none, reference = unmodified_evaluation(
+        model, prompts, settings, monitor=monitor, cache=cache, progress=progress
     )
-    none.seconds = {"evaluate": round(time.perf_counter() - start, 2)}
+    none.seconds.setdefault("evaluate", round(time.perf_counter() - start, 2))
     results = {"none": none}
     if checked is not None and settings.select == "compliance":
-        labels = judged_completions(model, None, checked.prompts.harmful, settings)
+        labels = unmodified_labels(model, checked, settings, cache)
         anchor = StrengthPoint.judged(0.0, 0.0, labels)
         none.choice = StrengthChoice(0.0, "unmodified", 0.0, None, [anchor])
     for name, interventions in fitted.items():
@@ -165,6 +168,8 @@ def run_comparison(
             "evaluate": round(time.perf_counter() - searched, 2),
         }
         results[name] = result
+    if checked is not None and checked.reused:
+        log(f"{checked.reused} validation measurements reused instead of run again", progress)
     if settings.gate_neighbours:
         _explain_gates(model, results, prompts, (train_harmful, train_harmless), settings, progress)
     return Comparison(

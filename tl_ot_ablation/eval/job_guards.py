@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 from ..io import atomic
+from ..io.result_cache import ResultCache
 from ..lens.control_tokens import control_tokens_allowed
 
 
@@ -25,11 +26,14 @@ class JobOutput:
             ``fit`` needs one).
         plots: Draw the report's figures (``fit`` draws none).
         overwrite: Replace a folder the package wrote before.
+        cache: The result cache the job reads and fills (``None``: none; ``compare`` keeps
+            the unmodified model's outputs there, ``eval.unmodified_cache``).
     """
 
     folder: str | Path | None
     plots: bool = True
     overwrite: bool = False
+    cache: ResultCache | None = None
 
 
 def check_output(folder: str | Path, *, overwrite: bool) -> Path:

@@ -71,6 +71,7 @@ def compare_job(
         settings,
         validation=prompts.validation,
         progress=progress,
+        cache=out.cache,
     )
     record = comparison_record(
         comparison,

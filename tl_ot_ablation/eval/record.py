@@ -3,7 +3,7 @@
 Each record is a dataclass; ``record_codec`` writes and reads all of them the same way (fields
 in order, every key validated on reading, so an unknown or renamed key raises at once, naming
 it), and the report, the plots and a notebook that re-reads a saved run all see the same
-schema. The JSON layout is documented in the README's "results.json" section.
+schema. The JSON layout is documented in ``docs/cli.md`` ("results.json and sweep.json").
 """
 
 import dataclasses

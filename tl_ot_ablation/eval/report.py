@@ -1,8 +1,8 @@
 """Report folders: ``results.json`` / ``sweep.json`` / ``detect.json``, ``report.md`` and PNG
 plots, written together.
 
-The JSON records are the stable interface (``record``; documented in the README's
-"results.json" section); ``report.md`` is for people and is rebuilt from the records alone
+The JSON records are the stable interface (``record``; documented in ``docs/cli.md``,
+"results.json and sweep.json"); ``report.md`` is for people and is rebuilt from the records alone
 (``report_pages``). A folder is written atomically (``io.atomic``), records first: a plot that
 fails leaves a warning in the report, never a lost run; an interrupted write leaves the old folder
 as it was. This module only decides what goes into a folder and writes it.

@@ -189,9 +189,19 @@ def _spread(method: MethodRecord, reference: MethodRecord) -> str:
     )
 
 
+NESTED_SETTINGS = ("map", "collect")
+"""The settings fields that hold an options object (``MapSpec``, ``CollectOptions``), shown a
+row per field of their own."""
+
+
 def settings_table(settings: Mapping[str, Any]) -> str:
-    """A two-column table of settings as recorded (values as Python literals)."""
-    return markdown_table(
-        ["setting", "value"],
-        [[key, f"`{value!r}`".replace("|", "\\|")] for key, value in settings.items()],
-    )
+    """A two-column table of settings as recorded (values as Python literals), one row per
+    field: ``map`` and ``collect`` give a row per field of their own (``n_components``, ...,
+    ``batch_size``), named ``map.reg`` only where the bare name is taken."""
+    rows = []
+    for key, value in settings.items():
+        nested = key in NESTED_SETTINGS and isinstance(value, Mapping)
+        for field, item in value.items() if nested else [(key, value)]:
+            name = f"{key}.{field}" if nested and field in settings else field
+            rows.append([name, f"`{item!r}`".replace("|", "\\|")])
+    return markdown_table(["setting", "value"], rows)

@@ -43,7 +43,10 @@ TENSORS = "tensors.safetensors"
 
 
 def cache_root() -> Path:
-    """``$TL_OT_ABLATION_CACHE/results``, else ``~/.cache/tl_ot_ablation/results``."""
+    """``$TL_OT_ABLATION_RESULT_CACHE``, else ``$TL_OT_ABLATION_CACHE/results``, else
+    ``~/.cache/tl_ot_ablation/results`` (beside the model cache, apart from it)."""
+    if os.environ.get("TL_OT_ABLATION_RESULT_CACHE"):
+        return Path(os.environ["TL_OT_ABLATION_RESULT_CACHE"])
     base = os.environ.get("TL_OT_ABLATION_CACHE") or Path.home() / ".cache" / "tl_ot_ablation"
     return Path(base) / "results"
 
@@ -132,7 +135,7 @@ class ResultCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic.entry(path) as partial:
                 partial.mkdir()
-                (partial / META).write_text(json.dumps(meta, allow_nan=False))
+                (partial / META).write_text(json.dumps(meta))  # NaN estimates stay NaN
                 save_file(
                     {name: t.detach().cpu().contiguous() for name, t in tensors.items()},
                     partial / TENSORS,

@@ -1,17 +1,29 @@
 """The TransformerLens layer: the only code that touches a model.
 
-One job per module. Models: loading (``models``) and the embedded models' checked cache
-(``model_cache``). Prompts: the shipped and user prompt sets (``prompts``), chat formatting and
-the post-instruction span (``chat_template``), control tokens in user text
-(``control_tokens``), left-padded tokenisation (``tokens``). Activations: collection
-(``collect``) and the training pass shared by many fits (``training``). Interventions: hooks
-(``hooks``) and the same hooks on plain ``transformers`` models (``hf_hooks``), the fit options
-(``map_spec``), fitting on a model (``fit``), model-level sets (``intervention_set``) and their
-save/load (``saving``), generation (``generation``). The activation monitor that flags
-tampered passes (``monitor``), what its hooks record (``monitor_log``) and where a hook point
-sits along the stream (``hook_order``). Tiny offline chat models of every common family
-(``testing``).
-Imports ``core``; never ``eval`` or the CLI.
+Imports ``core`` and ``io``; never ``eval`` or the CLI. One job per module:
+
+- ``models``: load a chat model as a ``TransformerBridge``;
+- ``model_cache``: the embedded models' checked cache (GGUF parts joined, copies checksummed);
+- ``weights``: a hash of a model's weights, for cache keys;
+- ``prompts``: the shipped prompt splits and the user's prompt files, checked;
+- ``chat_template``: chat formatting and the post-instruction positions;
+- ``control_tokens``: control tokens in user text, refused or allowed on purpose;
+- ``tokens``: left-padded tokenisation of formatted text;
+- ``collect``: residual activations read at hook points (``CollectOptions``);
+- ``training``: both prompt sets read once at many hook points (``TrainingActivations``);
+- ``map_spec``: how and where a map is fitted (``MapSpec``, ``RECOMMENDED_MAP``,
+  ``PLAIN_MAP``, ``Placement``);
+- ``fit``: fitting interventions on a model (``fit_ot_ablation``, ...);
+- ``hooks``: the TransformerLens hook contract, positions included (``as_hook``);
+- ``hf_hooks``: the same hooks on a plain ``transformers`` model;
+- ``intervention_set``: a model-level intervention, one per hook point (``InterventionSet``);
+- ``saving``: ``tlo.save`` / ``tlo.load`` for an object or a set;
+- ``compatibility``: whether a saved intervention fits this model;
+- ``generation``: batched generation under hooks (``GenerationOptions``);
+- ``monitor``: the activation monitor on a model (``ActivationMonitor``);
+- ``monitor_log``: what the monitor's hooks record (``ScoreLog``);
+- ``hook_order``: where a hook point sits along the residual stream;
+- ``tiny``: tiny offline chat models of every common family, for tests and demos.
 
 Glossary (one meaning per word, package-wide):
 

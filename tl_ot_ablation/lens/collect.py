@@ -246,7 +246,7 @@ def collect_activations(
             each layer's GPU for a dispatched model). ``dtype``: their dtype.
 
     Example:
-        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> from tl_ot_ablation.lens.tiny import tiny_model
         >>> quiet = CollectOptions(positions="last", progress=False)
         >>> rows = collect_activations(tiny_model(), ["a b", "c"], "blocks.1.hook_resid_pre", quiet)
         >>> tuple(rows["blocks.1.hook_resid_pre"].shape)

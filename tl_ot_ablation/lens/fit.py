@@ -161,7 +161,7 @@ def fit_ot_ablation(
             model's activations are needed.
 
     Example:
-        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> from tl_ot_ablation.lens.tiny import tiny_model
         >>> harmful, harmless = ["how to x", "make y", "do z now"], ["bake a", "sing b", "c d e"]
         >>> quiet = CollectOptions(progress=False)
         >>> ot = fit_ot_ablation(tiny_model(), harmful, harmless, layers=[1], collect=quiet,

@@ -151,7 +151,7 @@ def generate(
             (``<|im_end|>``, ...) raises ``ValueError`` unless ``allow_control_tokens=True``.
 
     Example:
-        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> from tl_ot_ablation.lens.tiny import tiny_model
         >>> quiet = GenerationOptions(progress=False)
         >>> len(generate(tiny_model(), ["hi", "there"], max_new_tokens=2, options=quiet))
         2

@@ -13,6 +13,7 @@ around ``hf_model.generate(...)``.
 """
 
 import contextlib
+import hashlib
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -128,6 +129,19 @@ class InterventionSet(Mapping[str, Intervention]):
             )
         )
         return list(hooks.items())
+
+    def fingerprint(self) -> str | None:
+        """Hex SHA-256 of what the hooks compute: every hook point's intervention
+        (``TensorDataclass.fingerprint``), the positions and the post-instruction span; equal
+        sets give equal fingerprints (the key under which a job reuses their outputs).
+        ``None`` when an intervention is a plain callable, which has no such summary."""
+        if not all(hasattr(v, "fingerprint") for v in self._interventions.values()):
+            return None
+        digest = hashlib.sha256(repr((self.positions, self.n_post_instruction)).encode())
+        prints = self._per_distinct(lambda intervention: intervention.fingerprint())  # type: ignore[attr-defined]
+        for name in sorted(prints):
+            digest.update(f"{name}={prints[name]};".encode())
+        return digest.hexdigest()
 
     def with_strength(self, strength: float) -> "InterventionSet":
         """Copy with every intervention at ``strength`` (0: identity)."""

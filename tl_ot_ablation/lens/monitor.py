@@ -108,7 +108,7 @@ class ActivationMonitor:
         log: Where ``fwd_hooks()`` records when given no other ``ScoreLog``.
 
     Example:
-        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> from tl_ot_ablation.lens.tiny import tiny_model
         >>> model = tiny_model()
         >>> harmful, harmless = ["a b c", "d e", "f g h"], ["i j", "k l m", "n o"]
         >>> mon = ActivationMonitor.fit(model, harmful, harmless, layers=[1],

@@ -189,7 +189,7 @@ def collect_every_layer(
     will use: the activations are fingerprinted with them.
 
     Example:
-        >>> from tl_ot_ablation.lens.testing import tiny_model
+        >>> from tl_ot_ablation.lens.tiny import tiny_model
         >>> acts = collect_every_layer(tiny_model(), ["a b", "c d"], ["e f", "g"],
         ...                            CollectOptions(progress=False))
         >>> sorted(acts.stats[0]), acts.rows is None

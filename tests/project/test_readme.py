@@ -1,0 +1,173 @@
+"""The README's code blocks run, and its numbers are the records'.
+
+- The Quickstart and "The core on plain tensors" blocks are the demo scripts verbatim.
+- Every other python block of the README is executed, as written, in README order in one
+  namespace (the README says they run in order), on a tiny random-weight model standing in for
+  ``tlo.load_model()``: the only substitution.
+- The headline table ("What it found") is recomputed from the committed records, and the docs
+  home page carries the same table.
+"""
+
+import json
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+# Blocks that are demo scripts verbatim (compared, not executed here; the demos are run below).
+DEMO_BLOCKS = {"Quickstart": "quickstart.py", "The core on plain tensors": "core_tensors.py"}
+RECORD = ROOT / "experiments" / "results" / "compare-judged-layers" / "results.json"
+READING = ROOT / "experiments" / "results" / "compare-judged-layers-read.json"
+_FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
+
+
+def _block_after(heading: str) -> str:
+    text = README.read_text()
+    match = re.search(rf"## {re.escape(heading)}\n\n```python\n(.*?)```", text, re.S)
+    assert match, f"README.md lost its '## {heading}' python block"
+    return match.group(1)
+
+
+def python_blocks(text: str) -> list[tuple[int, str, str]]:
+    """``(line, heading, code)`` of every fenced python block, with the ``##`` heading above it."""
+    blocks = []
+    for match in _FENCE.finditer(text):
+        before = text[: match.start()]
+        headings = re.findall(r"^## (.+)$", before, re.M)
+        blocks.append((before.count("\n") + 2, headings[-1] if headings else "", match.group(1)))
+    return blocks
+
+
+@pytest.mark.parametrize(("heading", "script"), list(DEMO_BLOCKS.items()))
+def test_readme_blocks_are_the_demo_scripts(heading: str, script: str) -> None:
+    assert _block_after(heading) == (ROOT / "demos" / script).read_text()
+
+
+def test_core_demo_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(ROOT / "demos" / "core_tensors.py"), run_name="__main__")
+    assert (tmp_path / "maps" / "demo" / "config.json").is_file()
+    assert "W2 mean part" in capsys.readouterr().out
+
+
+def test_the_other_readme_blocks_run_on_a_tiny_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each block exactly as the README has it; ``tlo.load_model`` gives a tiny model with the
+    embedded model's 28 layers (so layer numbers in the text stay valid), nothing else changes."""
+    import torch
+
+    import tl_ot_ablation
+    from tl_ot_ablation.lens.tiny import tiny_model
+
+    def load_tiny_model(*args: object, **kwargs: object) -> object:
+        return tiny_model(n_layers=28, d_model=64, n_ctx=1024)
+
+    monkeypatch.setattr(tl_ot_ablation, "load_model", load_tiny_model)
+    monkeypatch.chdir(tmp_path)
+    blocks = [b for b in python_blocks(README.read_text()) if b[1] not in DEMO_BLOCKS]
+    assert blocks, "the README has no python block besides the demo scripts"
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model's small ops: seconds on 1 thread, minutes on a busy 2
+    try:
+        for line, heading, code in blocks:
+            try:
+                exec(compile(code, f"README.md:{line} ({heading})", "exec"), namespace)
+            except Exception as error:
+                failed = f"README.md block at line {line} ({heading}) failed"
+                raise AssertionError(failed) from error
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "unmodified" in out  # the patching block printed its scores
+    assert (tmp_path / "maps" / "l17" / "config.json").is_file()  # the save/load block ran
+
+
+def test_every_python_block_is_a_demo_or_executed() -> None:
+    """The test above executes every block that is not a demo script; a demo heading appears
+    once, so no block escapes both checks."""
+    headings = [heading for _, heading, _ in python_blocks(README.read_text())]
+    for heading in DEMO_BLOCKS:
+        assert headings.count(heading) == 1, f"'## {heading}' must hold exactly one python block"
+
+
+def _rate(cell: dict[str, float]) -> str:
+    return f"{cell['value']:.2f} [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+
+
+def _kl(cell: dict[str, float]) -> str:
+    if cell["value"] == 0:
+        return "0"
+    return f"{cell['value']:.3g} [{cell['ci_low']:.3g}, {cell['ci_high']:.3g}]"
+
+
+def headline_rows() -> list[list[str]]:
+    """The headline table's rows as the records give them (rates to 2 decimals, KL to 3
+    significant figures as in the record's own report table, perplexity to 1 decimal)."""
+    record = json.loads(RECORD.read_text())
+    reading = json.loads(READING.read_text())["methods"]
+    (layer,) = record["settings"]["layers"]
+    labels = {
+        "none": "unmodified",
+        "direction_ablation": "direction ablation (every layer)",
+        "ot_selective": f"gated OT map (layer {layer})",
+    }
+    rows = []
+    for method, label in labels.items():
+        row = record["methods"][method]
+        read = reading[method]
+        strength = "-" if row["strength"] is None else f"{row['strength']:g}"
+        complied = read["labels"].get("compliance", 0)
+        rows.append(
+            [
+                label,
+                strength,
+                _rate(row["compliance_rate_harmful"]),
+                f"{complied} of {read['n']}, {_rate(read['compliance_rate'])}",
+                _kl(row["kl_harmless"]),
+                f"{row['ppl_text']['value']:.1f}",
+                _rate(row["capability_accuracy"]),
+            ]
+        )
+    return rows
+
+
+def table_after(text: str, heading: str) -> list[list[str]]:
+    """The cells of the first table under ``## heading``, header and rule excluded."""
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_the_headline_table_is_the_records() -> None:
+    assert table_after(README.read_text(), "What it found") == headline_rows()
+
+
+def test_the_docs_home_page_has_the_same_table() -> None:
+    home = (ROOT / "docs" / "index.md").read_text()
+    assert table_after(home, "What it found") == headline_rows()
+
+
+def test_the_readme_is_short_and_its_links_resolve() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 300, "the README is a front door: at most 300 lines"
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [target for target in targets if not re.match(r"[a-z]+://", target)]
+    assert local, "the README links to no docs page"
+    assert not [target for target in local if not (ROOT / target).exists()]
+
+
+@pytest.mark.slow
+def test_quickstart_runs_on_the_embedded_model(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(ROOT / "demos" / "quickstart.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("[none     ]") == 6 and out.count("[direction]") == 6
+    assert out.count("[gated OT ]") == 6
+    assert "InterventionSet(1 hook points, GaussianOTMap" in out and "strength=2.0" in out
+    assert "I'm sorry" in out or "I can't" in out
