@@ -113,7 +113,8 @@ class ResultCache:
                 UserWarning,
                 stacklevel=2,
             )
-            atomic.discard(path)
+            with contextlib.suppress(OSError):  # a read-only cache: leave it, recompute
+                atomic.discard(path)
             self.misses += 1
             return None
         with contextlib.suppress(OSError):  # a read-only cache still serves
