@@ -25,6 +25,9 @@ from .arg_types import (
 )
 from .model import DTYPES
 
+# What add_argument_group returns: argparse has no public name for its class.
+ArgumentGroup = argparse._ArgumentGroup
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and prompts")
@@ -92,7 +95,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_map_options(group: argparse._ArgumentGroup) -> None:
+def _add_map_options(group: ArgumentGroup) -> None:
     """The map fields every job shares (defaults: ``JobSettings``, the recommended map)."""
     defaults = JobSettings().map
     group.add_argument("-k", "--n-components", type=int, default=defaults.n_components)
@@ -221,7 +224,7 @@ def _add_sweep(commands: Any) -> None:
     _add_map_options(group)
 
 
-def _add_damage_options(group: argparse._ArgumentGroup, budget: str) -> None:
+def _add_damage_options(group: ArgumentGroup, budget: str) -> None:
     """What a damage budget bounds, and the KL threshold of the share-above measure."""
     group.add_argument(
         "--match-measure",
