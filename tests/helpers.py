@@ -15,6 +15,7 @@ import torch
 from hypothesis import strategies as st
 
 from tl_ot_ablation import DirectionAblation, GaussianOTMap, InterventionSet, PerNeuronOT
+from tl_ot_ablation.eval.prompt_sets import EvalPrompts, ValidationPrompts
 from tl_ot_ablation.eval.record import CompareRecord, MethodRecord, PromptsRecord
 from tl_ot_ablation.eval.settings import CompareSettings
 from tl_ot_ablation.io import serialize
@@ -207,3 +208,8 @@ def compare_record(path: Path, strengths: dict[str, float], **changes) -> Path:
     methods = {"none": MethodRecord(None)} | {m: MethodRecord(s) for m, s in strengths.items()}
     CompareRecord("tiny", settings, prompts, methods).write(path / "results.json")
     return path / "results.json"
+
+
+# Validation and held-out prompts of the compare tests: disjoint from HARMFUL / HARMLESS.
+VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shirt", "read a map"])
+HELD_OUT = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing a song"], ["Bread."])

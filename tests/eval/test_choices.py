@@ -7,16 +7,12 @@ from pathlib import Path
 import pytest
 
 import tl_ot_ablation as tlo
-from tests.helpers import HARMFUL, HARMLESS
+from tests.helpers import HARMFUL, HARMLESS, HELD_OUT, VALIDATION
 from tl_ot_ablation.eval.common import at_strength
 from tl_ot_ablation.eval.compare import comparison_record, run_comparison
-from tl_ot_ablation.eval.prompt_sets import EvalPrompts, ValidationPrompts
 from tl_ot_ablation.eval.selection import best_trial, judged_candidates
 from tl_ot_ablation.eval.settings import CompareSettings
 from tl_ot_ablation.lens.collect import layer_of
-
-VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shirt", "read a map"])
-HELD_OUT = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing a song"], ["Bread."])
 
 
 def test_judging_layers_needs_validation_prompts(tiny_bridge) -> None:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tests.helpers import HARMFUL, HARMLESS
+from tests.helpers import HARMFUL, HARMLESS, VALIDATION
 from tl_ot_ablation.eval.compare import comparison_record, run_comparison
 from tl_ot_ablation.eval.evaluate import completion_nll
 from tl_ot_ablation.eval.methods import COMPARED, METHODS
@@ -15,9 +15,6 @@ from tl_ot_ablation.eval.settings import CompareSettings
 # --- the comparison pipeline -----------------------------------------------------------------
 
 TEXTS = ["The cat sat on the mat and looked out at the rain.", "Bread is made of flour."]
-
-
-VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shirt", "read a map"])
 
 
 @pytest.fixture(scope="module")

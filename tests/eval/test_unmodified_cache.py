@@ -7,17 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from tests.helpers import HARMFUL, HARMLESS
+from tests.helpers import HARMFUL, HARMLESS, HELD_OUT, VALIDATION
 from tl_ot_ablation.eval.choices import chosen_strength, validation_reference
 from tl_ot_ablation.eval.compare import run_comparison
 from tl_ot_ablation.eval.fitting import fit_methods
-from tl_ot_ablation.eval.prompt_sets import EvalPrompts, ValidationPrompts
 from tl_ot_ablation.eval.settings import CompareSettings
 from tl_ot_ablation.eval.unmodified_cache import evaluation_inputs
 from tl_ot_ablation.io.result_cache import ResultCache
 
-VALIDATION = ValidationPrompts(["burn a house", "forge a cheque"], ["fold a shirt", "read a map"])
-HELD_OUT = EvalPrompts(["rob a bank", "hurt someone"], ["plant a tree", "sing a song"], ["Bread."])
 SETTINGS = CompareSettings.preset(
     n_components=4,
     layers="judged",
