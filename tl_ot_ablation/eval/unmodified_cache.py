@@ -7,7 +7,8 @@ judged validation harmful completions, and the whole held-out evaluation of ``"n
 those passes). Here they are read from and written to an ``io.result_cache.ResultCache``,
 keyed by everything they depend on:
 
-- the model's weights hash (``lens.weights``) and the package version;
+- the model's weights hash (``lens.weights``), its device type and chat template, and the
+  package version with the shipped judge head's hash;
 - the prompts themselves (every held-out set, the texts, the questions, the XSTest set);
 - the settings that reach these outputs (tokens, batch size, system prompt, judge, judge
   tokens, seed, KL threshold), and the monitor's fingerprint when one watches the passes.
@@ -26,6 +27,7 @@ import torch
 
 from ..io.manifest import sha256_file
 from ..io.result_cache import CachedResult, ResultCache
+from ..lens.collect import model_device
 from ..lens.monitor import ActivationMonitor
 from ..lens.weights import weights_sha256
 from .choices import Validation, validation_reference
@@ -56,6 +58,8 @@ def _inputs(model: Any, what: str, settings: CompareSettings, **parts: Any) -> d
         "what": what,
         "package": code_version(),
         "model": weights_sha256(model),
+        "device": model_device(model).type,  # other hardware rounds differently
+        "chat_template": getattr(model.tokenizer, "chat_template", None),
         "tokens": settings.max_new_tokens,
         "batch_size": collect.batch_size,
         "system": collect.system,
