@@ -42,13 +42,18 @@ META = "meta.json"
 TENSORS = "tensors.safetensors"
 
 
+def cache_home() -> Path:
+    """Where the package keeps its caches: ``$TL_OT_ABLATION_CACHE``, else
+    ``~/.cache/tl_ot_ablation`` (the model cache's files, and ``results/`` below it)."""
+    return Path(os.environ.get("TL_OT_ABLATION_CACHE") or Path.home() / ".cache" / "tl_ot_ablation")
+
+
 def cache_root() -> Path:
-    """``$TL_OT_ABLATION_RESULT_CACHE``, else ``$TL_OT_ABLATION_CACHE/results``, else
-    ``~/.cache/tl_ot_ablation/results`` (beside the model cache, apart from it)."""
+    """``$TL_OT_ABLATION_RESULT_CACHE``, else ``cache_home() / "results"`` (beside the model
+    cache, apart from it)."""
     if os.environ.get("TL_OT_ABLATION_RESULT_CACHE"):
         return Path(os.environ["TL_OT_ABLATION_RESULT_CACHE"])
-    base = os.environ.get("TL_OT_ABLATION_CACHE") or Path.home() / ".cache" / "tl_ot_ablation"
-    return Path(base) / "results"
+    return cache_home() / "results"
 
 
 def cache_key(inputs: Mapping[str, Any]) -> str:

@@ -19,7 +19,6 @@ warning, never loaded.
 import hashlib
 import importlib.util
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 from ..core.errors import UserInputError
 from ..io import atomic
 from ..io.manifest import sha256_file
+from ..io.result_cache import cache_home
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 
 
 def cache_dir() -> Path:
-    """Where assembled model files go: ``$TL_OT_ABLATION_CACHE`` or ``~/.cache/tl_ot_ablation``."""
-    root = os.environ.get("TL_OT_ABLATION_CACHE") or Path.home() / ".cache" / "tl_ot_ablation"
-    return Path(root)
+    """Where assembled model files go: ``io.result_cache.cache_home()``
+    (``$TL_OT_ABLATION_CACHE`` or ``~/.cache/tl_ot_ablation``)."""
+    return cache_home()
 
 
 def remove_orphan_partials(folder: Path | None = None) -> list[Path]:
