@@ -23,6 +23,14 @@ from .validate import all_finite
 Self = TypeVar("Self", bound="TensorDataclass")
 
 
+def update_digest(digest: Any, tensor: Tensor) -> None:
+    """Fold a tensor into a ``hashlib`` digest: its dtype, shape and raw bytes (any dtype,
+    bfloat16 included), so equal digests mean bit-identical tensors."""
+    flat = tensor.detach().cpu().contiguous()
+    digest.update(f"{flat.dtype}{tuple(flat.shape)}".encode())
+    digest.update(flat.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 class TensorDataclass:
     """Mixin for ``@dataclass(frozen=True)`` classes whose tensors share leading batch dims."""
 
@@ -138,9 +146,7 @@ class TensorDataclass:
             if isinstance(value, TensorDataclass):
                 digest.update(value.fingerprint().encode())
             elif isinstance(value, Tensor):
-                flat = value.detach().cpu().contiguous()
-                digest.update(f"{flat.dtype}{tuple(flat.shape)}".encode())
-                digest.update(flat.reshape(-1).view(torch.uint8).numpy().tobytes())
+                update_digest(digest, value)
             else:
                 digest.update(repr(value).encode())
         return digest.hexdigest()

@@ -14,27 +14,29 @@ from typing import Any
 
 import torch
 
+from ..core.tensor_dataclass import update_digest
+
 _HASHES: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    if tensor.is_quantized:
-        parts = [tensor.int_repr()]
-        if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            parts += [torch.tensor([tensor.q_scale(), float(tensor.q_zero_point())])]
-        else:
-            parts += [tensor.q_per_channel_scales(), tensor.q_per_channel_zero_points()]
-        return b"".join(_tensor_bytes(part) for part in parts)
-    flat = tensor.detach().cpu().contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
+def _quantized_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """A quantised tensor as plain ones: its integer values, scales and zero points."""
+    if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        scale = torch.tensor([tensor.q_scale(), float(tensor.q_zero_point())])
+        return [tensor.int_repr(), scale]
+    return [tensor.int_repr(), tensor.q_per_channel_scales(), tensor.q_per_channel_zero_points()]
 
 
 def _update(digest: Any, value: object) -> None:
-    """Fold a state-dict value into ``digest``: a tensor by dtype, shape and bytes; a tuple or
-    list (the packed parameters of a quantised layer) item by item; anything else by repr."""
-    if isinstance(value, torch.Tensor):
+    """Fold a state-dict value into ``digest``: a tensor by dtype, shape and bytes
+    (``core.tensor_dataclass.update_digest``; a quantised one part by part); a tuple or list
+    (the packed parameters of a quantised layer) item by item; anything else by repr."""
+    if isinstance(value, torch.Tensor) and value.is_quantized:
         digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
-        digest.update(_tensor_bytes(value))
+        for part in _quantized_parts(value):
+            update_digest(digest, part)
+    elif isinstance(value, torch.Tensor):
+        update_digest(digest, value)
     elif isinstance(value, tuple | list):
         digest.update(f"{type(value).__name__}{len(value)}".encode())
         for item in value:
