@@ -18,6 +18,7 @@ from .core.pca import PCABasis
 from .core.stats import GaussianStats
 from .eval.api import choose_layer, compare, monitor, sweep
 from .eval.judge import judge
+from .eval.prompt_sets import EvalPrompts, JobPrompts, ValidationPrompts
 from .eval.selection import select_layers
 from .lens.chat_template import format_chat, post_instruction_length
 from .lens.collect import CollectOptions, collect_activations, collect_stats
@@ -41,10 +42,12 @@ __all__ = [
     "ActivationMonitor",
     "CollectOptions",
     "DirectionAblation",
+    "EvalPrompts",
     "GaussianOTMap",
     "GaussianStats",
     "GenerationOptions",
     "InterventionSet",
+    "JobPrompts",
     "MapSpec",
     "MeanShift",
     "MonitorSpec",
@@ -52,6 +55,7 @@ __all__ = [
     "PCABasis",
     "PerNeuronOT",
     "Placement",
+    "ValidationPrompts",
     "__version__",
     "all_reduce_stats",
     "as_hook",

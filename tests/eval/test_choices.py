@@ -118,3 +118,67 @@ def test_the_trials_are_recorded_and_reported(judged, tmp_path: Path) -> None:
     assert data["layer_choice"] == "judged"
     assert data["layer_trials"] == judged.layer_trials
     assert type(record).from_json(data).layer_trials == judged.layer_trials
+
+
+def test_stopping_early_keeps_the_judged_layer_and_decodes_less(tiny_bridge, monkeypatch) -> None:
+    """Candidates judged one prompt at a time stop once they cannot beat the best so far; the
+    layer, and its trial, are the ones judging every prompt gives."""
+    from tl_ot_ablation.eval import choices
+
+    complying = {0: 1, 1: 2, 2: 6}  # compliant validation answers of 6, by the map's layer
+    decoded: list[int] = []
+
+    def judged_completions(model, interventions, harmful, settings):
+        names = [] if interventions is None else [name for name, _ in interventions.items()]
+        [layer] = {layer_of(name) for name in names} or {None}
+        decoded.append(len(harmful))
+        index = [validation.harmful.index(prompt) for prompt in harmful]
+        return ["compliance" if i < complying.get(layer, 0) else "refusal" for i in index]
+
+    monkeypatch.setattr(choices, "judged_completions", judged_completions)
+    validation = tlo.ValidationPrompts(
+        [f"harmful request {i}" for i in range(6)], list(VALIDATION.harmless)
+    )
+    base = CompareSettings.preset(n_components=4, max_new_tokens=2, bisection_steps=1)
+    runs = {}
+    for group in (None, 1):
+        decoded.clear()
+        settings = base.with_changes(early_stop=group)
+        choice = choices.choose_layer(
+            tiny_bridge, HARMFUL, HARMLESS, validation, settings, progress=False
+        )
+        runs[group] = (choice, sum(decoded))
+    (every, decoded_every), (early, decoded_early) = runs[None], runs[1]
+    assert every.layers == early.layers == [2]
+    by_layer = {t["layer"]: t for t in early.trials}
+    assert by_layer[2]["compliance"] == 1.0 and by_layer[2]["judged_prompts"] is None
+    stopped = [t for t in early.trials if t["judged_prompts"] is not None]
+    assert stopped and all(t["judged_prompts"] < 6 for t in stopped)
+    assert decoded_early < decoded_every == 6 * len(every.trials)
+    # The screen ran (refusal log-odds recorded) only where candidates can stop.
+    assert all("refusal_log_odds" in t for t in early.trials)
+    assert not any("refusal_log_odds" in t for t in every.trials)
+
+
+def test_the_report_shows_which_trials_stopped_early(judged) -> None:
+    """A stopped trial's shares are of the prompts judged: the report says how many."""
+    import dataclasses
+
+    from tl_ot_ablation.eval.report_sections import layer_trial_lines
+
+    record = comparison_record(
+        judged,
+        model_name="tiny",
+        train={"harmful": HARMFUL, "harmless": HARMLESS},
+        held_out=HELD_OUT,
+        validation=VALIDATION,
+    )
+    first, *rest = record.layer_trials
+    trials = [{**first, "judged_prompts": 1, "refusal_log_odds": 0.5}, *rest]
+    text = "\n".join(layer_trial_lines(dataclasses.replace(record, layer_trials=trials)))
+    assert "prompts judged" in text and "refusal log-odds (screen)" in text
+    rows = [line for line in text.splitlines() if line.startswith(f"| {first['layer']} ")]
+    assert len(rows) == 1 and rows[0].rstrip(" |").endswith("| 1") and "0.50" in rows[0]
+    every = [{k: v for k, v in t.items() if k != "refusal_log_odds"} for t in record.layer_trials]
+    plain = "\n".join(layer_trial_lines(dataclasses.replace(record, layer_trials=every)))
+    assert "prompts judged" not in plain and "stopped early" not in plain

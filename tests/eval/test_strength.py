@@ -1,7 +1,10 @@
 """Choosing a strength on validation prompts: KL ceiling, then judged compliance."""
 
+import random
+
 import pytest
 
+from tl_ot_ablation.eval.early_stop import judge_until_decided
 from tl_ot_ablation.eval.record import MethodRecord
 from tl_ot_ablation.eval.strength import candidate_strengths, choose_strength
 
@@ -10,7 +13,7 @@ def _judge_by(compliant: dict[float, int], n: int = 4):
     """A stand-in judge: ``compliant[s]`` of ``n`` completions comply at strength ``s``."""
     calls: list[float] = []
 
-    def judge_at(strength: float) -> list[str]:
+    def judge_at(strength: float, need: int | None = None) -> list[str]:
         calls.append(strength)
         k = compliant[round(strength, 6)]
         return ["compliance"] * k + ["deflection"] * (n - k)
@@ -40,7 +43,7 @@ def test_ties_go_to_the_lower_strength() -> None:
 def test_the_ceiling_follows_the_budget() -> None:
     calls: list[float] = []
 
-    def judge_at(strength: float) -> list[str]:
+    def judge_at(strength: float, need: int | None = None) -> list[str]:
         calls.append(strength)
         return ["compliance", "refusal"]
 
@@ -65,11 +68,61 @@ def test_a_zero_ceiling_chooses_zero_without_judging() -> None:
 
 def test_bad_rules_and_fractions_are_refused() -> None:
     with pytest.raises(ValueError, match="rule must be one of"):
-        choose_strength(lambda s: s, lambda s: [], budget=None, rule="vibes")
+        choose_strength(lambda s: s, lambda s, need: [], budget=None, rule="vibes")
     with pytest.raises(ValueError, match="fractions"):
-        choose_strength(lambda s: s, lambda s: [], budget=None, fractions=(0.5, 1.5))
+        choose_strength(lambda s: s, lambda s, need: [], budget=None, fractions=(0.5, 1.5))
     with pytest.raises(ValueError, match="no judged completions"):
-        choose_strength(lambda s: s, lambda s: [], budget=None)
+        choose_strength(lambda s: s, lambda s, need: [], budget=None)
+
+
+def _stopping_judge(answers: dict[float, list[str]], group: int, *, stop: bool = True):
+    """A stand-in judge that judges ``group`` prompts at a time and, when ``stop``, stops as
+    ``compare`` does; records how many prompts it judged at each strength."""
+    judged: dict[float, int] = {}
+
+    def judge_at(strength: float, need: int | None) -> list[str | None]:
+        truth = answers[strength]
+
+        def judge(start: int, stop: int) -> list[str]:
+            judged[strength] = judged.get(strength, 0) + stop - start
+            return truth[start:stop]
+
+        need = need if stop else None
+        return judge_until_decided([None] * len(truth), judge, group=group, need=need)
+
+    return judge_at, judged
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 8])
+def test_stopping_early_keeps_the_choice_of_judging_every_prompt(group: int) -> None:
+    rng = random.Random(group)
+    for _ in range(50):
+        answers = {
+            s: rng.choices(["compliance", "refusal", "deflection"], k=8)
+            for s in (0.5, 1.0, 1.5, 2.0)
+        }
+        stopping, judged = _stopping_judge(answers, group)
+        every, _ = _stopping_judge(answers, group=8, stop=False)
+        options = {"budget": None, "ceiling": 2.0, "fractions": (0.25, 0.5, 0.75, 1.0)}
+        early = choose_strength(lambda s: s, stopping, **options)
+        full = choose_strength(lambda s: s, every, **options)
+        assert early.strength == full.strength
+        chosen = next(p for p in early.points if p.strength == early.strength)
+        assert chosen.complete and chosen == next(
+            p for p in full.points if p.strength == full.strength
+        )
+        stopped = [p for p in early.points if not p.complete]
+        assert all(p.judged_prompts == judged[p.strength] < 8 for p in stopped)
+
+
+def test_a_candidate_that_cannot_tie_the_best_is_stopped_after_one_group() -> None:
+    answers = {1.0: ["compliance"] * 8, 0.5: ["refusal"] * 8}
+    judge_at, judged = _stopping_judge(answers, group=2)
+    choice = choose_strength(lambda s: s, judge_at, budget=None, ceiling=1.0, fractions=(0.5, 1.0))
+    assert choice.strength == 1.0
+    assert judged == {1.0: 8, 0.5: 2}  # 0 of 2 plus 6 to go cannot reach 8
+    weak = choice.points[0]
+    assert weak.judged_prompts == 2 and weak.refusal == 1.0 and not weak.complete
 
 
 def test_candidates_are_distinct_fractions_of_the_ceiling() -> None:
@@ -78,11 +131,13 @@ def test_candidates_are_distinct_fractions_of_the_ceiling() -> None:
 
 
 def test_the_choice_round_trips_through_the_record() -> None:
-    def judge_at(strength: float) -> list[str]:
+    def judge_at(strength: float, need: int | None) -> list[str | None]:
         k = int(strength * 4)
-        return ["compliance"] * k + ["refusal"] * (4 - k)
+        labels: list[str | None] = ["compliance"] * k + ["refusal"] * (4 - k)
+        return labels if need is None else [*labels[:2], None, None]  # stopped after 2
 
     choice = choose_strength(lambda s: s**2, judge_at, budget=0.9, steps=4)
+    assert any(p.judged_prompts == 2 for p in choice.points)
     record = MethodRecord(choice.strength, matched=choice.match, selection=choice.to_dict())
     again = MethodRecord.from_json(record.to_json())
     assert again.choice() == choice

@@ -83,6 +83,22 @@ def kl_budget(value: str) -> str | float | None:
     return budget
 
 
+def group_or_none(value: str) -> int | str:
+    """A positive number of prompts, or ``"none"`` (kept as the string, since ``None`` means
+    "not given, the preset's value")."""
+    if value == "none":
+        return value
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of prompts >= 1 or 'none', got {value!r}"
+        )
+    return count
+
+
 def sweep_kl_budget(value: str) -> str | float:
     """``sweep`` always picks its best point within a budget: ``none`` is refused."""
     budget = kl_budget(value)

@@ -16,6 +16,7 @@ from ..eval.strength import RULES
 from ..lens.models import DEFAULT_MODEL
 from .arg_types import (
     compare_layers,
+    group_or_none,
     judge_name,
     kl_budget,
     layer_list,
@@ -150,6 +151,14 @@ def _add_compare(commands: Any) -> None:
     ):
         group.add_argument(flag, type=Path, help=text)
     group.add_argument("--n-validation", type=int, help="validation prompts per side")
+    group.add_argument(
+        "--early-stop",
+        type=group_or_none,
+        metavar="N",
+        help="judge validation completions N prompts at a time and stop a layer or strength "
+        "candidate once it can no longer be chosen (exact; default 16, --quick 8); 'none': "
+        "judge every prompt in one pass",
+    )
     group.add_argument(
         "--judge",
         type=judge_name,

@@ -88,14 +88,18 @@ def settings_from_args(args: argparse.Namespace, compared: Any = None) -> JobSet
         "n_validation": args.n_validation,
         "n_xstest": args.n_xstest,
         "gate_neighbours": args.gate_neighbours,
+        "early_stop": args.early_stop,
         "strength_fractions": None
         if args.strength_fractions is None
         else tuple(args.strength_fractions),
     }
+    given = {k: v for k, v in optional.items() if v is not None}
+    if given.get("early_stop") == "none":  # asked for: never stop (None means "not given")
+        given["early_stop"] = None
     return CompareSettings.preset(
         preset,
         **fields,
-        **{k: v for k, v in optional.items() if v is not None},
+        **given,
         direction_layer=args.direction_layer,
         strength=args.strength,
         match_kl=args.match_kl,

@@ -27,9 +27,10 @@ from ..lens.intervention_set import InterventionSet
 from ..lens.training import TrainingActivations
 from .common import at_strength, hooks_of, judged_generation, log
 from .damage import summarise
+from .early_stop import Labels, cannot_reach, compliant, judge_until_decided, needed_count
 from .fitting import collect_training_activations, compare_context
 from .methods import fit_method
-from .metrics import kl_divergence
+from .metrics import kl_divergence, refusal_log_odds, refusal_token_ids
 from .prompt_sets import ValidationPrompts
 from .selection import LayerChoice, best_trial, judged_candidates, resolve_layers, w2_by_layer
 from .settings import CompareSettings
@@ -94,18 +95,67 @@ class Validation:
         )
 
     def labels(
-        self, model: Any, interventions: InterventionSet | None, settings: CompareSettings
-    ) -> list[str]:
-        """``judged_completions`` of ``interventions`` on the validation harmful prompts."""
+        self,
+        model: Any,
+        interventions: InterventionSet | None,
+        settings: CompareSettings,
+        *,
+        need: int | None = None,
+    ) -> Labels:
+        """The judge's labels of greedy completions of the validation harmful prompts under
+        ``interventions``, ``settings.early_stop`` prompts at a time; given ``need``, judging
+        stops once that many compliant answers are out of reach (``early_stop``: the labels
+        not judged are ``None``). A later call continues where an earlier one stopped."""
         collect = settings.collect
-        depends = (settings.max_new_tokens, collect.batch_size, collect.system, settings.judge)
-        key = _edit_key("labels", interventions, depends)
-        return list(
-            self._remember(
-                key,
-                lambda: judged_completions(model, interventions, self.prompts.harmful, settings),
-            )
+        depends = (
+            settings.max_new_tokens,
+            collect.batch_size,
+            collect.system,
+            settings.judge,
+            settings.early_stop,
         )
+        key = _edit_key("labels", interventions, depends)
+        harmful = self.prompts.harmful
+        unjudged: Labels = [None] * len(harmful)
+        known: Labels = list(self.measured.get(key, unjudged)) if key else unjudged
+        if key in self.measured and (None not in known or cannot_reach(known, need)):
+            self.reused += 1  # every prompt judged, or judged far enough to answer
+            return known
+        labels = judge_until_decided(
+            known,
+            lambda start, stop: judged_completions(
+                model, interventions, harmful[start:stop], settings
+            ),
+            group=settings.early_stop,
+            need=need,
+        )
+        if key is not None:
+            self.measured[key] = labels
+        return labels
+
+    def refusal_odds(
+        self, model: Any, interventions: InterventionSet, settings: CompareSettings
+    ) -> float:
+        """The mean refusal log-odds of the first answer token on the validation harmful
+        prompts under ``interventions`` (one forward pass, no decoding): the screen that
+        orders the layer search's candidates, most compliant-looking first."""
+        collect = settings.collect
+        key = _edit_key("refusal", interventions, (collect.batch_size, collect.system))
+
+        def run() -> float:
+            _, logprobs = generate_with_first_logprobs(
+                model,
+                self.prompts.harmful,
+                fwd_hooks=interventions.fwd_hooks(),
+                max_new_tokens=1,
+                options=GenerationOptions(
+                    batch_size=collect.batch_size, system=collect.system, progress=False
+                ),
+            )
+            odds = refusal_log_odds(logprobs, refusal_token_ids(model.tokenizer))
+            return float(odds.mean())
+
+        return float(self._remember(key, run))
 
 
 def _edit_key(
@@ -223,8 +273,8 @@ def chosen_strength(
             measured[strength] = validation.kl(model, at_strength(base, strength), settings)
         return measured[strength]
 
-    def judge_at(strength: float) -> list[str]:
-        return validation.labels(model, at_strength(base, strength), settings)
+    def judge_at(strength: float, need: int | None) -> Labels:
+        return validation.labels(model, at_strength(base, strength), settings, need=need)
 
     choice = choose_strength(
         kl_at,
@@ -274,18 +324,40 @@ def judge_layers(
     if settings.match_kl == "direction_ablation":
         direction = fit_at("direction_ablation", candidates)
         budget = damage_budget(model, direction, validation, settings)
-    at_ceiling = dataclasses.replace(settings, select="compliance", strength_fractions=(1.0,))
+    ceiling_only = dataclasses.replace(settings, select="kl", strength_fractions=(1.0,))
     trials: list[dict[str, Any]] = []
+    judged: list[tuple[int, InterventionSet, StrengthPoint]] = []
     for layer in candidates:
-        log(f"layer {layer}: {method} judged on the validation prompts", progress)
+        log(f"layer {layer}: {method}'s KL ceiling on the validation prompts", progress)
         fitted = fit_at(method, [layer])
-        _, choice = chosen_strength(model, fitted, budget, validation, at_ceiling)
-        unusable = StrengthPoint(choice.strength, 0.0)  # a ceiling of 0: nothing to judge
-        point = next((p for p in choice.points if p.strength == choice.strength), unusable)
-        trials.append({"layer": layer, **dataclasses.asdict(point)})
-    best = int(best_trial(trials)["layer"])
-    chosen = dataclasses.replace(settings, layers=[best])
-    return chosen, LayerChoice([best], "judged", w2, trials), budget
+        edit, choice = chosen_strength(model, fitted, budget, validation, ceiling_only)
+        ceiling = next((p for p in choice.points if p.strength == choice.strength), None)
+        if ceiling is None or choice.strength <= 0:  # a ceiling of 0: nothing to judge
+            trials.append({"layer": layer, **dataclasses.asdict(StrengthPoint(0.0, 0.0))})
+        else:
+            judged.append((layer, edit, ceiling))
+    if settings.early_stop is not None:  # the likeliest winner first: the rest stop sooner
+        screen = {
+            layer: validation.refusal_odds(model, edit, settings) for layer, edit, _ in judged
+        }
+        judged.sort(key=lambda item: screen[item[0]])
+    best: tuple[int, float, int] | None = None  # (compliant count, KL, layer)
+    for layer, edit, ceiling in judged:
+        log(f"layer {layer}: {method} judged at its KL ceiling", progress)
+        wins_ties = best is not None and (ceiling.kl, layer) < (best[1], best[2])
+        need = needed_count(None if best is None else best[0], wins_ties)
+        labels = validation.labels(model, edit, settings, need=need)
+        point = StrengthPoint.judged(ceiling.strength, ceiling.kl, labels)
+        trial = {"layer": layer, **dataclasses.asdict(point)}
+        if settings.early_stop is not None:
+            trial["refusal_log_odds"] = screen[layer]
+        trials.append(trial)
+        if point.complete and (need is None or compliant(labels) >= need):
+            best = (compliant(labels), ceiling.kl, layer)
+    trials.sort(key=lambda trial: trial["layer"])
+    winner = int(best_trial(trials)["layer"])
+    chosen = dataclasses.replace(settings, layers=[winner])
+    return chosen, LayerChoice([winner], "judged", w2, trials), budget
 
 
 def choose_layer(

@@ -143,7 +143,8 @@ def plot_frontier(record: Any, path: str | Path | None = None) -> Figure:
         xlabel=label if share else f"{label} (nats)",
         ylabel="judged compliance on harmful prompts",
         ylim=(-0.02, 1.02),
-        title="Compliance vs damage (small: validation; square: held out; triangle: median)",
+        title="Compliance vs damage (small: validation, x: stopped early; square: held out; "
+        "triangle: median)",
     )
     axis.legend(fontsize=7, loc="best")
     if changed:
@@ -170,6 +171,11 @@ def _frontier_method(axis: Any, name: str, method: MethodRecord, color: str, mea
         return
     linear = measure in SHARE_MEASURES  # a share of 0 is a point; a KL of 0 has no log
     points = [p for p in points if p.kl > 0 or linear]
+    stopped = [p for p in points if not p.complete]  # judged on a prefix only: a mark, no line
+    points = [p for p in points if p.complete]
+    if stopped:
+        axis.plot([p.kl for p in stopped], [p.compliance for p in stopped], "x",
+                  color=color, ms=5, alpha=0.6)  # fmt: skip
     if points:
         axis.plot([p.kl for p in points], [p.compliance for p in points], "o-",
                   color=color, ms=4, lw=1, alpha=0.6)  # fmt: skip

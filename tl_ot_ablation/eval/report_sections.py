@@ -53,23 +53,40 @@ def layer_trial_lines(record: CompareRecord) -> list[str]:
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
+    screened = any("refusal_log_odds" in t for t in trials)
+    stopped = any(t.get("judged_prompts") is not None for t in trials)
     rows = [
         [
             str(t["layer"]),
             f"{t['strength']:.3g}",
             f"{t['kl']:.3g}",
+            *([f"{t['refusal_log_odds']:.2f}" if "refusal_log_odds" in t else "-"] * screened),
             *(share(t[key]) for key in ("compliance", "deflection", "degenerate")),
+            *(["all" if t.get("judged_prompts") is None else str(t["judged_prompts"])] * stopped),
         ]
         for t in trials
     ]
-    header = ["layer", "strength (KL ceiling)", "validation KL", "complies", "deflects", "degen."]
-    return [
+    header = [
+        "layer",
+        "strength (KL ceiling)",
+        "validation KL",
+        *(["refusal log-odds (screen)"] * screened),
+        "complies",
+        "deflects",
+        "degen.",
+        *(["prompts judged"] * stopped),
+    ]
+    lines = [
         f"Layer: each candidate with `{record.settings.judged_method}` alone at its KL ceiling, "
         "judged on the validation harmful prompts; the most compliant wins (ties: the lower KL).",
-        "",
-        markdown_table(header, rows),
-        "",
     ]
+    if stopped or screened:
+        lines.append(
+            "Candidates were judged in order of their refusal log-odds (lowest first); one whose "
+            "count could no longer beat the best so far stopped early, its shares being of the "
+            "prompts judged (`--early-stop`)."
+        )
+    return [*lines, "", markdown_table(header, rows), ""]
 
 
 def damage_lines(record: CompareRecord) -> list[str]:

@@ -208,13 +208,18 @@ def judged_candidates(n_layers: int, w2_rows: Sequence[Mapping[str, int | float]
 def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The trial (``{"layer", "kl", "compliance", ...}``) with the highest judged compliance;
     ties go to the lower KL, then the earlier layer. A trial that could not be judged (its KL
-    ceiling was 0: ``compliance`` is ``None``) loses to any judged one."""
+    ceiling was 0: ``compliance`` is ``None``) or whose judging stopped early because it could
+    no longer win (``judged_prompts`` set: ``eval.early_stop``) loses to any fully judged one."""
     if not trials:
         raise UserInputError("no layer trials to choose from")
+
+    def unranked(trial: Mapping[str, Any]) -> bool:
+        return trial["compliance"] is None or trial.get("judged_prompts") is not None
+
     return min(
         trials,
         key=lambda t: (
-            1.0 if t["compliance"] is None else -t["compliance"],
+            1.0 if unranked(t) else -t["compliance"],
             t["kl"],
             t["layer"],
         ),

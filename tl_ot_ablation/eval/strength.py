@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.errors import UserInputError
+from .early_stop import compliant, needed_count
 from .matched import StrengthMatch, match_strength
 
 RULES = ("compliance", "kl")
@@ -36,15 +37,21 @@ class StrengthPoint:
     deflection: float | None = None
     degenerate: float | None = None
     refusal: float | None = None
+    judged_prompts: int | None = None
+    """Set when judging stopped early because this point could no longer be chosen
+    (``eval.early_stop``): how many prompts were judged, the shares being of those. ``None``:
+    every prompt was judged."""
 
     @classmethod
-    def judged(cls, strength: float, kl: float, labels: Sequence[str]) -> "StrengthPoint":
-        """A point from the judge's labels of its validation harmful completions."""
-        if not labels:
+    def judged(cls, strength: float, kl: float, labels: Sequence[str | None]) -> "StrengthPoint":
+        """A point from the judge's labels of its validation harmful completions (``None``
+        for the prompts not judged because judging stopped early)."""
+        seen = [label for label in labels if label is not None]
+        if not seen:
             raise UserInputError("no judged completions to score a strength with")
 
         def share(label: str) -> float:
-            return sum(x == label for x in labels) / len(labels)
+            return sum(x == label for x in seen) / len(seen)
 
         return cls(
             strength,
@@ -53,7 +60,13 @@ class StrengthPoint:
             share("deflection"),
             share("degenerate"),
             share("refusal"),
+            None if len(seen) == len(labels) else len(seen),
         )
+
+    @property
+    def complete(self) -> bool:
+        """Whether this point was judged on every prompt (a stopped one is never chosen)."""
+        return self.compliance is not None and self.judged_prompts is None
 
 
 @dataclass(frozen=True)
@@ -110,9 +123,15 @@ def candidate_strengths(ceiling: float, fractions: Sequence[float]) -> list[floa
     return sorted({ceiling * f for f in fractions if f > 0})
 
 
+JudgeAt = Callable[[float, int | None], Sequence[str | None]]
+"""The judge's labels of the validation harmful completions at a strength; given a count
+``need``, judging may stop once that count of compliant answers is out of reach (the labels
+of prompts not judged are then ``None``: ``eval.early_stop``)."""
+
+
 def choose_strength(
     kl_at: Callable[[float], float],
-    judge_at: Callable[[float], Sequence[str]],
+    judge_at: JudgeAt,
     *,
     budget: float | None,
     ceiling: float = 1.0,
@@ -125,7 +144,9 @@ def choose_strength(
 
     Args:
         kl_at: Mean first-token KL on the validation harmless prompts at a strength.
-        judge_at: The judge's labels of the validation harmful completions at a strength.
+        judge_at: The judge's labels of the validation harmful completions at a strength,
+            and the count it must reach to be chosen (``JudgeAt``). Candidates are judged
+            from the highest strength down, so a lower one must only tie the best so far.
         budget: The KL budget (``None``: no search; ``ceiling`` is the ceiling).
         ceiling: The ceiling when ``budget`` is ``None``.
         fractions: Fractions of the ceiling judged under ``rule="compliance"``.
@@ -147,10 +168,17 @@ def choose_strength(
         match = match_strength(kl, budget, max_strength=max_strength, steps=steps)
         ceiling = match.strength
     if rule == "kl" or ceiling <= 0:
-        points = [StrengthPoint(s, d) for s, d in sorted(kls.items())]
-        return StrengthChoice(ceiling, rule, ceiling, match, points)
-    points = [
-        StrengthPoint.judged(s, kl(s), judge_at(s)) for s in candidate_strengths(ceiling, fractions)
-    ]
-    best = max(points, key=lambda p: (p.compliance, -p.strength))
-    return StrengthChoice(best.strength, rule, ceiling, match, points)
+        searched = [StrengthPoint(s, d) for s, d in sorted(kls.items())]
+        return StrengthChoice(ceiling, rule, ceiling, match, searched)
+    points: list[StrengthPoint] = []
+    best: int | None = None
+    for strength in reversed(candidate_strengths(ceiling, fractions)):
+        labels = judge_at(strength, needed_count(best, wins_ties=True))  # lower wins a tie
+        point = StrengthPoint.judged(strength, kl(strength), labels)
+        points.insert(0, point)
+        if point.complete and (best is None or compliant(labels) >= best):
+            best = compliant(labels)
+    chosen = max(
+        (p for p in points if p.complete), key=lambda p: (p.compliance or 0.0, -p.strength)
+    )
+    return StrengthChoice(chosen.strength, rule, ceiling, match, points)

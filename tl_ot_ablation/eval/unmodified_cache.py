@@ -64,6 +64,7 @@ def _inputs(model: Any, what: str, settings: CompareSettings, **parts: Any) -> d
         "batch_size": collect.batch_size,
         "system": collect.system,
         "judge": settings.judge,
+        "early_stop": settings.early_stop,  # the validation passes' batches
         **parts,
     }
 
@@ -212,9 +213,10 @@ def cached_validation(
 
 def unmodified_labels(
     model: Any, validation: Validation, settings: CompareSettings, cache: ResultCache | None
-) -> list[str]:
+) -> list[str | None]:
     """The judge's labels of the unmodified model's validation harmful completions
-    (``Validation.labels`` of no edit), read from ``cache`` when stored."""
+    (``Validation.labels`` of no edit: every prompt judged), read from ``cache`` when
+    stored."""
     if cache is None or not cacheable(cache, settings):
         return validation.labels(model, None, settings)
     found = cache.get_or_compute(

@@ -67,6 +67,10 @@ class JobSettings:
     QUICK: ClassVar[dict[str, Any]] = {}
     """The ``"quick"`` preset's changes to the defaults."""
 
+    OLDER_RECORDS: ClassVar[dict[str, Any]] = {}
+    """Fields added after records were first written, with the value those records ran with
+    (``from_json`` fills them in where missing, instead of today's default)."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.map, MapSpec):
             raise UserInputError(f"map must be a MapSpec, got {self.map!r}")
@@ -129,7 +133,7 @@ class JobSettings:
     def from_json(cls: type[S], data: Mapping[str, Any]) -> S:
         """Settings from ``to_json`` output, or from an older record's flat map and collection
         fields; an unknown field raises, a missing one takes its default."""
-        values = dict(data)
+        values = {**cls.OLDER_RECORDS, **data}
         for name, fields in LEGACY_FIELDS.items():
             flat = {key: values.pop(key) for key in fields if key in values}
             if flat:

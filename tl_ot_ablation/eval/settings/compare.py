@@ -72,6 +72,13 @@ class CompareSettings(JobSettings):
             (``damage.KL_THRESHOLD``): the share-above column and measure.
         n_xstest: Over-refusal prompts per class (safe, unsafe) when an XSTest-style set is
             given (``eval.xstest``): that many spread over the prompt types (``None``: all).
+        early_stop: Judged validation passes (the layer search, the strength choices) decode
+            and judge this many prompts at a time, and stop a candidate once it can no longer
+            be chosen (``eval.early_stop``: exact, the same choice as judging every prompt of
+            the same completions). The layer search then judges its candidates in the order
+            of one forward pass's refusal log-odds, the likeliest winner first, so the rest
+            stop sooner. ``None``: every prompt in one pass, never stopped (records written
+            before this setting existed read as ``None``).
         gate_neighbours: For a gated map, the nearest training prompts listed for each of the
             held-out prompts that open its gate most (``eval.gate_report``; 0, the default:
             none). Costs one partial pass over the training prompts, up to the map's layer
@@ -100,6 +107,9 @@ class CompareSettings(JobSettings):
     kl_threshold: float = KL_THRESHOLD
     n_xstest: int | None = None
     gate_neighbours: int = 0
+    early_stop: int | None = 16
+
+    OLDER_RECORDS: ClassVar[dict[str, Any]] = {"early_stop": None}  # judged every prompt
 
     QUICK: ClassVar[dict[str, Any]] = {
         "layers": "auto",
@@ -111,6 +121,7 @@ class CompareSettings(JobSettings):
         "n_questions": 40,
         "n_validation": 16,
         "strength_fractions": (0.5, 1.0),
+        "early_stop": 8,
     }
 
     def __post_init__(self) -> None:
@@ -142,6 +153,8 @@ class CompareSettings(JobSettings):
         if self.n_xstest is not None:
             positive_int(self.n_xstest, "n_xstest")
         non_negative_int(self.gate_neighbours, "gate_neighbours")
+        if self.early_stop is not None:
+            positive_int(self.early_stop, "early_stop")
         if not (isinstance(self.bisection_steps, int) and self.bisection_steps >= 0):
             raise UserInputError(
                 f"bisection_steps must be an integer >= 0, got {self.bisection_steps}"
