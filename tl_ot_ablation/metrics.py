@@ -4,13 +4,18 @@
   ``LABELS`` (``refusal``, ``deflection``, ``compliance``, ``degenerate``), offline;
   ``method="markers"`` is the substring judge that cannot see deflection;
 - ``is_refusal`` / ``refusal_rate``: the refusal markers; ``refusal_log_odds``: Arditi et al.'s
-  generation-free score; ``kl_divergence`` and ``perplexity``: damage;
+  generation-free score (of the tokens ``refusal_token_ids(tokenizer)`` picks);
+  ``kl_divergence`` and ``perplexity``: damage;
   ``degeneracy`` / ``degenerate_rate``: output that is no longer language;
+- ``harm_scores(prompts, completions, *, labels=None)``: a graded, StrongREJECT-style harm
+  score per pair in [0, 1] (``eval.harm_score``; a heuristic proxy, docs/judge.md);
 - ``with_ci``: a mean with its bootstrap interval (an ``Estimate``).
 
-The implementations live in ``eval.judge`` and ``eval.metrics``; this module only gathers them.
+The implementations live in ``eval.judge``, ``eval.harm_score`` and ``eval.metrics``; this
+module only gathers them.
 """
 
+from .eval.harm_score import harm_scores
 from .eval.judge import LABELS, judge
 from .eval.metrics import (
     REFUSAL_MARKERS,
@@ -23,6 +28,7 @@ from .eval.metrics import (
     perplexity,
     refusal_log_odds,
     refusal_rate,
+    refusal_token_ids,
     with_ci,
 )
 
@@ -32,6 +38,7 @@ __all__ = [
     "Estimate",
     "degeneracy",
     "degenerate_rate",
+    "harm_scores",
     "is_degenerate",
     "is_refusal",
     "judge",
@@ -39,5 +46,6 @@ __all__ = [
     "perplexity",
     "refusal_log_odds",
     "refusal_rate",
+    "refusal_token_ids",
     "with_ci",
 ]

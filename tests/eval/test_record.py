@@ -17,7 +17,7 @@ from tl_ot_ablation.eval.record import (
     RecordError,
     SweepRecord,
 )
-from tl_ot_ablation.eval.report_sections import damage_lines, gate_lines
+from tl_ot_ablation.eval.report_sections import damage_lines, gate_lines, harm_score_lines
 from tl_ot_ablation.eval.xstest import XSTEST_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,10 @@ def test_committed_records_load_and_render_without_the_new_fields(path: Path) ->
     assert CompareRecord.from_json(json.loads(json.dumps(data))).to_json() == data
     for method in record.methods.values():
         assert method.kl_harmless_per_prompt == [] and method.gate is None
+        assert method.harm_score_harmful_per_prompt == []
+        assert "harm_score_harmful" not in method.metrics
     assert damage_lines(record) == [] and gate_lines(record) == []
+    assert harm_score_lines(record) == []
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ Data flow: prompts -> one pass of activations at every layer -> statistics (and 
 (``fitting``) -> the selective layers, ``"auto"`` or judged on validation prompts
 (``choices``) -> every registered method fitted (``methods``) -> each method's strength
 chosen on the validation split (``choices.chosen_strength``) -> completions and next-token
-distributions on held-out prompts, and their metrics (``held_out.evaluate_method``) ->
+distributions on held-out prompts, and their metrics (``held_out.evaluate_method``; the graded
+harm score of every method's harmful completions at once, ``held_out.add_harm_scores``) ->
 ``Comparison`` -> the ``results.json`` record (``comparison_record``).
 
 Every method is fitted on one prompt split, its strength chosen on a second (validation) and it
@@ -35,7 +36,18 @@ from .common import at_strength, log
 from .detect import detectability, fit_compare_monitor
 from .fitting import collect_training_activations, fit_methods
 from .gate_report import explain_gates
-from .held_out import MethodResult, evaluate_method
+from .held_out import MethodResult, add_harm_scores, evaluate_method
+from .job_plan import (
+    GATE_NEIGHBOURS,
+    LAYER_SEARCH,
+    TRAINING,
+    UNMODIFIED,
+    VALIDATION,
+    compare_progress,
+    evaluation_stage,
+    strength_stage,
+)
+from .job_progress import JobProgress
 from .prompt_sets import EvalPrompts, ValidationPrompts, held_out_overlap, validation_overlap
 from .record import CompareRecord, PromptsRecord
 from .settings import CompareSettings
@@ -83,20 +95,40 @@ def run_comparison(
     n_layers = model.cfg.n_layers
     settings = (settings or CompareSettings()).resolve(n_layers)
     _require_validation(settings, validation)
-    training = collect_training_activations(
-        model, train_harmful, train_harmless, settings, settings.methods, progress=progress
-    )
-    checked = (
-        cached_validation(model, validation, settings, cache)
-        if validation is not None and needs_validation(settings)
-        else None
-    )
+    train = (train_harmful, train_harmless)
+    job = compare_progress(model, settings, train, prompts, validation, progress)
+    with job:
+        return _run_stages(model, train, prompts, settings, validation, job, progress, cache)
+
+
+def _run_stages(
+    model: Any,
+    train: tuple[Sequence[str], Sequence[str]],
+    prompts: EvalPrompts,
+    settings: CompareSettings,
+    validation: ValidationPrompts | None,
+    job: JobProgress,
+    progress: bool,
+    cache: ResultCache | None,
+) -> Comparison:
+    """``run_comparison``'s stages, each inside ``job.stage`` (``job_plan``'s names)."""
+    train_harmful, train_harmless = train
+    n_layers = model.cfg.n_layers
+    with job.stage(TRAINING):
+        training = collect_training_activations(
+            model, train_harmful, train_harmless, settings, settings.methods, progress=progress
+        )
+    checked = None
+    if validation is not None and needs_validation(settings):
+        with job.stage(VALIDATION):
+            checked = cached_validation(model, validation, settings, cache)
     budget = fixed_budget(settings)
     if settings.layers == "judged":
         assert checked is not None
-        settings, choice, budget = judge_layers(
-            model, train_harmful, train_harmless, settings, training, checked, progress=progress
-        )
+        with job.stage(LAYER_SEARCH):
+            settings, choice, budget = judge_layers(
+                model, train_harmful, train_harmless, settings, training, checked, progress=progress
+            )
     else:
         settings, choice = choose_layers(settings, training, n_layers)
     log(f"selective layers ({choice.how}): {settings.layers}", progress)
@@ -116,47 +148,50 @@ def run_comparison(
             collect=settings.collecting(progress=progress),
         )
     log("evaluating the unmodified model", progress)
-    start = time.perf_counter()
-    none, reference = unmodified_evaluation(
-        model, prompts, settings, monitor=monitor, cache=cache, progress=progress
-    )
-    none.seconds.setdefault("evaluate", round(time.perf_counter() - start, 2))
+    with job.stage(UNMODIFIED):
+        start = time.perf_counter()
+        none, reference = unmodified_evaluation(
+            model, prompts, settings, monitor=monitor, cache=cache, progress=progress
+        )
+        none.seconds.setdefault("evaluate", round(time.perf_counter() - start, 2))
+        if checked is not None and settings.select == "compliance":
+            labels = unmodified_labels(model, checked, settings, cache)
+            anchor = StrengthPoint.judged(0.0, 0.0, labels)
+            none.choice = StrengthChoice(0.0, "unmodified", 0.0, None, [anchor])
     results = {"none": none}
-    if checked is not None and settings.select == "compliance":
-        labels = unmodified_labels(model, checked, settings, cache)
-        anchor = StrengthPoint.judged(0.0, 0.0, labels)
-        none.choice = StrengthChoice(0.0, "unmodified", 0.0, None, [anchor])
     for name, interventions in fitted.items():
         start = time.perf_counter()
         sets_budget = name == "direction_ablation" and settings.match_kl == "direction_ablation"
         strength_choice = None
         if checked is not None:
-            if sets_budget and budget is None:  # its validation KL at 1 is everyone's budget
-                budget = damage_budget(model, interventions, checked, settings)
-            log(f"{name}: choosing its strength on the validation prompts", progress)
-            interventions, strength_choice = chosen_strength(
-                model,
-                interventions,
-                None if sets_budget else budget,
-                checked,
-                settings,
-                ceiling=1.0 if sets_budget else None,
-                known_kl={1.0: budget} if sets_budget and budget is not None else None,
-            )
+            with job.stage(strength_stage(name)):
+                if sets_budget and budget is None:  # its validation KL at 1 is everyone's budget
+                    budget = damage_budget(model, interventions, checked, settings)
+                log(f"{name}: choosing its strength on the validation prompts", progress)
+                interventions, strength_choice = chosen_strength(
+                    model,
+                    interventions,
+                    None if sets_budget else budget,
+                    checked,
+                    settings,
+                    ceiling=1.0 if sets_budget else None,
+                    known_kl={1.0: budget} if sets_budget and budget is not None else None,
+                )
         elif settings.strength != 1.0:
             interventions = at_strength(interventions, settings.strength)
         searched = time.perf_counter()
         log(f"evaluating {name}", progress)
-        result, _ = evaluate_method(
-            model,
-            name,
-            interventions,
-            prompts,
-            settings,
-            reference,
-            monitor=monitor,
-            progress=progress,
-        )
+        with job.stage(evaluation_stage(name)):
+            result, _ = evaluate_method(
+                model,
+                name,
+                interventions,
+                prompts,
+                settings,
+                reference,
+                monitor=monitor,
+                progress=progress,
+            )
         if monitor is not None:
             clean = [none.monitor_scores["harmful"], none.monitor_scores["harmless"]]
             edited = result.monitor_scores["harmful"]
@@ -168,10 +203,14 @@ def run_comparison(
             "evaluate": round(time.perf_counter() - searched, 2),
         }
         results[name] = result
+    add_harm_scores(results, prompts.harmful, settings)
     if checked is not None and checked.reused:
         log(f"{checked.reused} validation measurements reused instead of run again", progress)
     if settings.gate_neighbours:
-        _explain_gates(model, results, prompts, (train_harmful, train_harmless), settings, progress)
+        with job.stage(GATE_NEIGHBOURS):
+            _explain_gates(
+                model, results, prompts, (train_harmful, train_harmless), settings, progress
+            )
     return Comparison(
         results, fitted, settings, training.stats, choice.w2, choice.how, choice.trials
     )

@@ -11,10 +11,12 @@ other method is compared with), on prompts disjoint from those it was fitted and
 - the share of degenerate completions and the unmodified model's perplexity of the harmful
   completions, so a 0 % refusal rate made of gibberish is visible;
 - over-refusal (``xstest``) and multiple-choice accuracy (``capability``) when asked;
+- the graded harm score of each harmful completion (``harm_score``, added for every method at
+  once by ``add_harm_scores``) where the judge is not the marker judge;
 - the per-prompt scores of an activation monitor watching the same generation passes.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,7 @@ from .common import hooks_of
 from .damage import harmless_damage, per_prompt_json
 from .evaluate import completion_nll, text_hooks, text_nll
 from .gate_report import GateRecorder
+from .harm_score import harm_metrics, harm_scores, scored_with
 from .judge import judge
 from .matched import StrengthMatch
 from .metrics import (
@@ -75,6 +78,8 @@ class MethodResult:
     """What a gated map's gate did on each prompt (``gate_report``)."""
     seed: int = 0
     """The bootstrap seed (the settings'), for the gate's shares."""
+    harm_scores: list[float] = field(default_factory=list)
+    """The graded harm score of each held-out harmful completion (``add_harm_scores``)."""
 
     def to_record(self) -> MethodRecord:
         """The ``results.json`` entry (completions go to ``completions.json``)."""
@@ -91,6 +96,7 @@ class MethodResult:
             judged_harmless=self.judged_harmless,
             judged_xstest=self.judged_xstest,
             gate=None if self.gate is None else self.gate.summary(seed=self.seed),
+            harm_score_harmful_per_prompt=self.harm_scores,
         )
 
 
@@ -271,3 +277,32 @@ def evaluate_method(
             for kind, log in logs.items()
         }
     return result, reference
+
+
+def add_harm_scores(
+    results: Mapping[str, MethodResult], harmful: Sequence[str], settings: CompareSettings
+) -> bool:
+    """Score every method's held-out harmful completions with ``harm_score`` (its judged labels
+    decide ``refused``), in one embedding pass, into ``harm_scores`` and the
+    ``harm_score_harmful`` metric. Skipped (``False``) under the marker judge, which loads no
+    model, or where the embedding model is not installed (``harm_score.scored_with``)."""
+    if not scored_with(settings.judge):
+        return False
+    prompts: list[str] = []
+    completions: list[str] = []
+    labels: list[str] = []
+    for name, result in results.items():
+        said, judged = result.completions["harmful"], result.judged_harmful
+        if not len(said) == len(judged) == len(harmful):
+            raise ValueError(
+                f"{name}: {len(said)} harmful completions and {len(judged)} labels for "
+                f"{len(harmful)} prompts"
+            )
+        prompts += harmful
+        completions += said
+        labels += judged
+    scores = harm_scores(prompts, completions, labels=labels)
+    for number, result in enumerate(results.values()):
+        result.harm_scores = scores[number * len(harmful) : (number + 1) * len(harmful)]
+        result.metrics |= harm_metrics(result.harm_scores, seed=settings.seed)
+    return True

@@ -41,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
+from ..core.bars import stage_bar_off
 from ..core.errors import UserInputError
 from .hf_judges import load_hf_judge, parse_hf_spec
 from .judge_features import HAND_FEATURES, embed, features
@@ -124,7 +125,7 @@ class ClassifierJudge:
         head = shipped_head()
         labels: list[str] = []
         starts = range(0, len(completions), self.batch_size)
-        for start in tqdm(starts, desc="judge", disable=not self.progress):
+        for start in tqdm(starts, desc="judge", disable=stage_bar_off(self.progress)):
             stop = start + self.batch_size
             x = features(
                 prompts[start:stop],

@@ -31,6 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.bars import stage_bar_off
 from ..core.errors import UserInputError
 from .metrics import TEXT_CHARS, WORD, degeneracy, is_refusal
 
@@ -281,7 +282,7 @@ def embed(
         batch_size=batch_size,
         convert_to_tensor=True,
         normalize_embeddings=True,
-        show_progress_bar=progress,
+        show_progress_bar=not stage_bar_off(progress),
     )
     row = {text: i for i, text in enumerate(distinct)}
     return vectors.float().cpu()[[row[text] for text in texts]]

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from ..core.monitor import SCORES
 from .damage import DAMAGE_METRICS
 from .detect import DetectionResult, find_result
+from .harm_score import HARM_METRICS
 from .matched import StrengthMatch
 from .methods import check_method
 from .metrics import Estimate
@@ -48,6 +49,7 @@ METRICS = (
     "compliance_rate_harmful",
     "deflection_rate_harmful",
     "degenerate_rate_harmful",
+    *HARM_METRICS,  # the graded harm score of the harmful answers
     "compliance_rate_harmless",
     "refusal_rate_harmful",
     "refusal_rate_harmless",
@@ -117,6 +119,9 @@ class MethodRecord(Record):
     gate: dict[str, Any] | None = field(default=None, metadata={CHECK: _check_gate})
     """A gated map's posterior per prompt and the prompts that open it most
     (``gate_report``; ``None``: no gate)."""
+    harm_score_harmful_per_prompt: list[float] = field(default_factory=list)
+    """The graded harm score of each held-out harmful completion (``harm_score``; empty when
+    not scored: the marker judge, no embedding model, or a record written before it)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRICS))

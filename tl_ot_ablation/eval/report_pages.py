@@ -18,7 +18,13 @@ from .report_markdown import (
     settings_table,
     verdict,
 )
-from .report_sections import damage_lines, gate_lines, layer_trial_lines, over_refusal_lines
+from .report_sections import (
+    damage_lines,
+    gate_lines,
+    harm_score_lines,
+    layer_trial_lines,
+    over_refusal_lines,
+)
 
 Figures = Sequence[tuple[str, str]]
 """``(title, file)`` of each figure drawn (an empty file: it failed)."""
@@ -87,7 +93,8 @@ def compare_markdown(
             "",
         ]
     lines += [comparison_table(record), "", verdict(record), ""]
-    lines += [*damage_lines(record), *over_refusal_lines(record), *gate_lines(record)]
+    lines += [*harm_score_lines(record), *damage_lines(record)]
+    lines += [*over_refusal_lines(record), *gate_lines(record)]
     lines += figure_lines(figures)
     lines += ["## Sample completions", ""]
     for method, groups in completions.items():

@@ -201,8 +201,13 @@ JUDGED_DEPTHS = (0.4, 0.5, 0.6)
 def judged_candidates(n_layers: int, w2_rows: Sequence[Mapping[str, int | float]]) -> list[int]:
     """The layers ``layers="judged"`` tries: those at ``JUDGED_DEPTHS`` of the model's depth and
     the W2² / variance pick (``layers_by_w2``), distinct, ascending."""
-    at_depth = {min(n_layers - 1, math.floor(depth * n_layers + 0.5)) for depth in JUDGED_DEPTHS}
-    return sorted(at_depth | set(layers_by_w2(w2_rows)))
+    return sorted(depth_candidates(n_layers) | set(layers_by_w2(w2_rows)))
+
+
+def depth_candidates(n_layers: int) -> set[int]:
+    """The layers at ``JUDGED_DEPTHS`` of a model's depth (``judged_candidates`` adds the W2
+    pick)."""
+    return {min(n_layers - 1, math.floor(depth * n_layers + 0.5)) for depth in JUDGED_DEPTHS}
 
 
 def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:

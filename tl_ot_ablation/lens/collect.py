@@ -20,6 +20,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.bars import stage_bar_off
 from ..core.errors import UserInputError
 from ..core.stats import GaussianStats
 from .chat_template import format_chat, post_instruction_length
@@ -206,7 +207,7 @@ def for_each_batch(
     captures = [(name, capture(name)) for name in hook_names]
     chunks = batches(ids, mask, options.batch_size, model_device(model))
     with torch.inference_mode(), model.hooks(fwd_hooks=[*fwd_hooks, *captures]):
-        quiet = not options.progress
+        quiet = stage_bar_off(options.progress)
         for batch_ids, batch_attention in tqdm(chunks, desc="activations", disable=quiet):
             fired.clear()
             batch_mask[:] = [position_mask(batch_attention, positions, n_post)]

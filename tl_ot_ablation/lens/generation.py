@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.bars import stage_bar_off
 from .collect import Prompts, batches, model_device, prepare_tokens, require_eval
 from .compatibility import check_hook_names
 from .control_tokens import control_tokens_allowed
@@ -112,7 +113,7 @@ def _generate_batches(
     completions: list[str] = []
     first_logprobs: list[Tensor] = []
     with model.hooks(fwd_hooks=list(fwd_hooks)):
-        for batch_ids, batch_mask in tqdm(chunks, desc="generate", disable=not progress):
+        for batch_ids, batch_mask in tqdm(chunks, desc="generate", disable=stage_bar_off(progress)):
             out = model.original_model.generate(
                 input_ids=batch_ids,
                 attention_mask=batch_mask,
