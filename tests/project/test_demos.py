@@ -1,8 +1,9 @@
 """Demos run headless: notebooks through nbclient, scripts through runpy.
 
 Every notebook is re-executed here on a tiny model (seconds), and its committed outputs must
-come from one complete run on the embedded model (``scripts/execute_notebooks.py``, about
-25 min on 2 cores; not repeated in CI, whose time budget it would take). The real model's own
+come from one complete run on the embedded model (``scripts/execute_notebooks.py``, minutes
+per notebook on 2 cores: ``docs/performance.md``; not repeated in CI, whose time budget it would
+take). The real model's own
 behaviour is tested by ``tests/lens/test_real_model.py`` and the README quickstart (slow).
 """
 
@@ -79,6 +80,39 @@ def test_analysis_notebook_on_a_tiny_model(name: str) -> None:
     expected_text, n_figures = ANALYSIS_NOTEBOOKS[name]
     assert expected_text in _text(notebook)
     assert _images(notebook) == n_figures
+
+
+PUBLIC_CALLS = {
+    # notebook: the public call it is built on
+    "quickstart": "tlo.fit_ot_ablation(",
+    "compare_methods": "tlo.compare(",
+    "layer_sweep": "tlo.sweep(",
+    "circuit_analysis": "tlo.fit_ot_ablation(",
+}
+# What runs behind tlo.compare / tlo.sweep / tlo.monitor / tlo.choose_layer, and the objects
+# it returned before the jobs had a public face: a notebook that shows these teaches internals.
+JOB_INTERNALS = (
+    "run_comparison",
+    "comparison_record",
+    "comparison.results",
+    "run_sweep",
+    "compare_job",
+    "sweep_job",
+    "monitor_job",
+    "eval.jobs",
+    "eval.choices",
+)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_CALLS))
+def test_notebooks_use_the_public_api(name: str) -> None:
+    """Each notebook runs on what a reader would write (``tlo.compare``, ``tlo.sweep``,
+    ``tlo.fit_ot_ablation``), and neither its code nor its prose names the jobs' internals."""
+    notebook = nbformat.read(ROOT / "demos" / f"{name}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    everything = "\n".join(cell.source for cell in notebook.cells)
+    assert PUBLIC_CALLS[name] in code
+    assert not [internal for internal in JOB_INTERNALS if internal in everything]
 
 
 EMBEDDED_RUN = {

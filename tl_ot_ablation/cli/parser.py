@@ -156,8 +156,8 @@ def _add_compare(commands: Any) -> None:
         type=group_or_none,
         metavar="N",
         help="judge validation completions N prompts at a time and stop a layer or strength "
-        "candidate once it can no longer be chosen (exact; default 16, --quick 8); 'none': "
-        "judge every prompt in one pass",
+        "candidate once it can no longer be chosen (exact; off by default: on the package's "
+        "prompts it saved nothing); 'none': judge every prompt in one pass (the default)",
     )
     group.add_argument(
         "--judge",

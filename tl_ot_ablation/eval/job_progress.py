@@ -183,7 +183,7 @@ class JobProgress:
             total=self.total,
             desc=self.desc,
             file=sys.stderr,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} elapsed, {postfix}]",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed} elapsed{postfix}]",
             postfix=f"about {minutes(self.total)} left",
         )
         self._started = time.perf_counter()

@@ -77,8 +77,11 @@ class CompareSettings(JobSettings):
             be chosen (``eval.early_stop``: exact, the same choice as judging every prompt of
             the same completions). The layer search then judges its candidates in the order
             of one forward pass's refusal log-odds, the likeliest winner first, so the rest
-            stop sooner. ``None``: every prompt in one pass, never stopped (records written
-            before this setting existed read as ``None``).
+            stop sooner. ``None`` (the default): every prompt in one pass, never stopped. Off
+            by default because on the package's prompts it saved nothing and cost time
+            (``benchmarks/results/early-stop.json``: under the strict judge no candidate
+            comes near a count that lets another stop, while decoding in smaller groups and
+            the screen's forward passes are slower).
         gate_neighbours: For a gated map, the nearest training prompts listed for each of the
             held-out prompts that open its gate most (``eval.gate_report``; 0, the default:
             none). Costs one partial pass over the training prompts, up to the map's layer
@@ -107,7 +110,7 @@ class CompareSettings(JobSettings):
     kl_threshold: float = KL_THRESHOLD
     n_xstest: int | None = None
     gate_neighbours: int = 0
-    early_stop: int | None = 16
+    early_stop: int | None = None
 
     OLDER_RECORDS: ClassVar[dict[str, Any]] = {"early_stop": None}  # judged every prompt
 
@@ -121,7 +124,6 @@ class CompareSettings(JobSettings):
         "n_questions": 40,
         "n_validation": 16,
         "strength_fractions": (0.5, 1.0),
-        "early_stop": 8,
     }
 
     def __post_init__(self) -> None:
