@@ -1,8 +1,8 @@
 """What stopping a candidate once the count decides saves in ``compare``'s layer search.
 
-Run:  .venv/bin/python benchmarks/bench_early_stop.py            (~40 min on 2 cores)
+Run:  .venv/bin/python benchmarks/bench_early_stop.py            (~22 min on 2 cores)
       .venv/bin/python benchmarks/bench_early_stop.py --both     (+ judging every prompt,
-                                                                  side by side: ~75 min)
+                                                                  side by side: ~27 min)
 
 The embedded model, the default settings and the package's prompts: the training activations
 are collected once, then the judged layer search (``choices.judge_layers``) runs with

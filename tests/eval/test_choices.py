@@ -106,14 +106,19 @@ def test_the_layer_the_judge_prefers_wins_over_a_cheaper_one(tiny_bridge, monkey
     assert result.settings.layers == [2]
 
 
-def test_the_trials_are_recorded_and_reported(judged, tmp_path: Path) -> None:
-    record = comparison_record(
+def _record(judged):
+    """The ``results.json`` record of the ``judged`` comparison."""
+    return comparison_record(
         judged,
         model_name="tiny",
         train={"harmful": HARMFUL, "harmless": HARMLESS},
         held_out=HELD_OUT,
         validation=VALIDATION,
     )
+
+
+def test_the_trials_are_recorded_and_reported(judged, tmp_path: Path) -> None:
+    record = _record(judged)
     data = json.loads(json.dumps(record.to_json()))
     assert data["layer_choice"] == "judged"
     assert data["layer_trials"] == judged.layer_trials
@@ -166,13 +171,7 @@ def test_the_report_shows_which_trials_stopped_early(judged) -> None:
 
     from tl_ot_ablation.eval.report_sections import layer_trial_lines
 
-    record = comparison_record(
-        judged,
-        model_name="tiny",
-        train={"harmful": HARMFUL, "harmless": HARMLESS},
-        held_out=HELD_OUT,
-        validation=VALIDATION,
-    )
+    record = _record(judged)
     first, *rest = record.layer_trials
     trials = [{**first, "judged_prompts": 1, "refusal_log_odds": 0.5}, *rest]
     text = "\n".join(layer_trial_lines(dataclasses.replace(record, layer_trials=trials)))

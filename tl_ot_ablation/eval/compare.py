@@ -90,7 +90,9 @@ def run_comparison(
     compliance on the validation harmful prompts is used. ``validation`` is required unless
     strengths are fixed (``match_kl=None, select="kl"``) and the layers are not judged.
     ``cache`` keeps the unmodified model's outputs between runs (``unmodified_cache``); within
-    a run, no validation measurement is made twice (``choices.Validation``).
+    a run, no validation measurement is made twice (``choices.Validation``). With
+    ``progress``, one bar covers the whole job, its estimate logged before it starts
+    (``job_plan``, ``job_progress``).
     """
     n_layers = model.cfg.n_layers
     settings = (settings or CompareSettings()).resolve(n_layers)

@@ -101,6 +101,16 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {seconds % 3600 / 60:.0f} min"
 
 
+def _input_embedding(model: Any) -> torch.nn.Module | None:
+    """The module every forward call of ``model`` starts with: a bridge's Hugging Face model's
+    input embedding (generation calls that model directly), else a ``HookedTransformer``'s."""
+    hf_model = getattr(model, "original_model", None)
+    if hf_model is not None and hasattr(hf_model, "get_input_embeddings"):
+        return hf_model.get_input_embeddings()
+    embed = getattr(model, "embed", None)
+    return embed if isinstance(embed, torch.nn.Module) else None
+
+
 class JobProgress:
     """The bar of one job: enter it around the job, and each stage with ``stage(name)``.
 
@@ -187,8 +197,9 @@ class JobProgress:
             postfix=f"about {minutes(self.total)} left",
         )
         self._started = time.perf_counter()
-        embedding = self.model.original_model.get_input_embeddings()
-        self._hook = embedding.register_forward_pre_hook(self._count)
+        embedding = _input_embedding(self.model)
+        if embedding is not None:  # else the bar moves stage by stage only
+            self._hook = embedding.register_forward_pre_hook(self._count)
         return self
 
     def __exit__(self, error: type[BaseException] | None, *rest: object) -> None:
