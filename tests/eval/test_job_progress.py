@@ -129,3 +129,23 @@ def test_the_time_left_scales_the_plan_by_the_calls_measured_pace(tiny_bridge, m
         job._settle("skipped")  # a jump of 2
         assert job.counted == 2 and job.done == 4
         assert job.seconds_left() == pytest.approx(4 * (104 - 100) / 2)
+
+
+def test_a_model_without_a_hugging_face_inside_is_counted_at_its_embed() -> None:
+    """A ``HookedTransformer``-like model (``embed``, no ``original_model``) is counted at its
+    own embedding; an object with neither moves the bar stage by stage only."""
+
+    class Hooked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+
+    model = Hooked()
+    with JobProgress(model, [("one", [Pass(1, 3, 1)])], TOKENS) as job:
+        with job.stage("one"):
+            model.embed(torch.zeros(1, 3, dtype=torch.long))
+        assert job.spent["one"] == 3
+    with JobProgress(object(), [("one", [Pass(1, 3, 1)])], TOKENS) as bare:
+        with bare.stage("one"):
+            pass
+    assert bare.spent["one"] == 0 and bare.done == bare.total == 3
