@@ -46,12 +46,16 @@ def compare_plan(
     each as the passes it runs (``settings`` resolved, as the job resolves them)."""
     collect = settings.collect
     batch = collect.batch_size
+    padded: dict[tuple[str, ...], int] = {}  # a set's padded length, tokenized once
 
     def length(asked: Sequence[str], extra: int = 0) -> int:
         if not asked:
             return 0
-        ids, _ = prepare_tokens(model, list(asked), system=collect.system, chat=collect.chat)
-        return int(ids.shape[1]) + extra
+        key = tuple(asked)
+        if key not in padded:
+            ids, _ = prepare_tokens(model, list(asked), system=collect.system, chat=collect.chat)
+            padded[key] = int(ids.shape[1])
+        return padded[key] + extra
 
     def forward(asked: Sequence[str], extra: int = 0) -> Pass:
         return Pass(len(asked), length(asked, extra), batch)
