@@ -25,7 +25,7 @@ import torch
 from _bench import RESULTS, ROOT, machine, write_report
 
 import tl_ot_ablation as tlo
-from tl_ot_ablation.eval import choices
+from tl_ot_ablation.eval import choices, validation
 from tl_ot_ablation.eval.fitting import collect_training_activations
 from tl_ot_ablation.eval.prompt_sets import JobPrompts
 from tl_ot_ablation.eval.settings import CompareSettings
@@ -37,13 +37,13 @@ def layer_search(model: Any, settings: CompareSettings, prompts: JobPrompts, tra
                  reference: Any) -> dict[str, Any]:  # fmt: skip
     """One judged layer search on a fresh memo: seconds, prompts decoded, trials, layer."""
     decoded: list[int] = []
-    judged = choices.judged_completions
+    judged = validation.judged_completions
 
     def counting(model: Any, interventions: Any, harmful: Any, settings: Any) -> Any:
         decoded.append(len(harmful))
         return judged(model, interventions, harmful, settings)
 
-    choices.judged_completions = counting
+    validation.judged_completions = counting
     fresh = dataclasses.replace(reference, measured={}, reused=0)
     try:
         start = time.perf_counter()
@@ -53,7 +53,7 @@ def layer_search(model: Any, settings: CompareSettings, prompts: JobPrompts, tra
         )  # fmt: skip
         seconds = time.perf_counter() - start
     finally:
-        choices.judged_completions = judged
+        validation.judged_completions = judged
     return {
         "early_stop": settings.early_stop,
         "seconds": round(seconds, 1),
@@ -78,7 +78,7 @@ def main() -> None:
     training = collect_training_activations(
         model, prompts.train_harmful, prompts.train_harmless, settings, settings.methods
     )
-    reference = choices.validation_reference(model, prompts.validation, settings)
+    reference = validation.validation_reference(model, prompts.validation, settings)
     prepared = time.perf_counter() - start
     runs = [layer_search(model, settings, prompts, training, reference)]
     if args.both:

@@ -86,14 +86,14 @@ def test_the_layer_the_judge_prefers_wins_over_a_cheaper_one(tiny_bridge, monkey
     """A judge that finds only layer 2's map compliant: compare must pick 2, though the map
     there costs more KL than at layer 1 (the tiny model's maps all read as degenerate, so the
     real judge cannot tell its layers apart)."""
-    from tl_ot_ablation.eval import choices
+    from tl_ot_ablation.eval import validation as measurements
 
     def judged_completions(model, interventions, harmful, settings):
         names = [] if interventions is None else [name for name, _ in interventions.items()]
         complies = any(layer_of(name) == 2 for name in names)
         return ["compliance" if complies else "deflection" for _ in harmful]
 
-    monkeypatch.setattr(choices, "judged_completions", judged_completions)
+    monkeypatch.setattr(measurements, "judged_completions", judged_completions)
     settings = CompareSettings.preset(
         n_components=4, layers="judged", max_new_tokens=2, bisection_steps=1, n_questions=0
     )
@@ -129,6 +129,7 @@ def test_stopping_early_keeps_the_judged_layer_and_decodes_less(tiny_bridge, mon
     """Candidates judged one prompt at a time stop once they cannot beat the best so far; the
     layer, and its trial, are the ones judging every prompt gives."""
     from tl_ot_ablation.eval import choices
+    from tl_ot_ablation.eval import validation as measurements
 
     complying = {0: 1, 1: 2, 2: 6}  # compliant validation answers of 6, by the map's layer
     decoded: list[int] = []
@@ -140,7 +141,7 @@ def test_stopping_early_keeps_the_judged_layer_and_decodes_less(tiny_bridge, mon
         index = [validation.harmful.index(prompt) for prompt in harmful]
         return ["compliance" if i < complying.get(layer, 0) else "refusal" for i in index]
 
-    monkeypatch.setattr(choices, "judged_completions", judged_completions)
+    monkeypatch.setattr(measurements, "judged_completions", judged_completions)
     validation = tlo.ValidationPrompts(
         [f"harmful request {i}" for i in range(6)], list(VALIDATION.harmless)
     )

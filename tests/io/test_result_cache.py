@@ -39,6 +39,17 @@ def test_any_changed_input_is_another_entry(tmp_path: Path, change: dict) -> Non
     assert cache_key(INPUTS) == cache_key(dict(reversed(list(INPUTS.items()))))
 
 
+def test_an_entry_is_kept_unless_replaced(tmp_path: Path) -> None:
+    """A second write of equal inputs keeps the first entry; ``replace`` swaps it (a result that
+    grew, e.g. labels judged past an early stop)."""
+    cache = ResultCache(tmp_path)
+    cache.put(INPUTS, {"labels": ["a", None]}, {})
+    cache.put(INPUTS, {"labels": ["a", "b"]}, {})
+    assert cache.get(INPUTS).meta == {"labels": ["a", None]}
+    cache.put(INPUTS, {"labels": ["a", "b"]}, {}, replace=True)
+    assert cache.get(INPUTS).meta == {"labels": ["a", "b"]} and len(cache.entries()) == 1
+
+
 def test_a_key_must_be_plain_json() -> None:
     with pytest.raises(ValueError, match="plain JSON"):
         cache_key({"x": float("nan")})

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..eval.damage import KL_THRESHOLD, MATCH_MEASURES
 from ..eval.methods import COMPARED, HEADLINE, METHODS, SWEPT
+from ..eval.reading import KINDS as READ_KINDS
 from ..eval.settings import MONITOR_HOOKS, MONITORED, JobSettings
 from ..eval.strength import RULES
 from ..lens.models import DEFAULT_MODEL
@@ -88,8 +89,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--no-cache",
         action="store_true",
-        help="neither read nor store the unmodified model's outputs in the result cache "
-        "($TL_OT_ABLATION_RESULT_CACHE, else ~/.cache/tl_ot_ablation/results)",
+        help="neither read nor store compare's outputs (validation measurements, held-out "
+        "evaluations) in the result cache ($TL_OT_ABLATION_RESULT_CACHE, else "
+        "~/.cache/tl_ot_ablation/results)",
     )
     run.add_argument(
         "--clear-cache", action="store_true", help="empty the result cache before running"
@@ -347,6 +349,19 @@ def _add_read(commands: Any) -> None:
     export.add_argument("--seed", type=int, default=0, help="seed of the shuffle and the ids")
     export.add_argument("--methods", nargs="+", help="only these methods (default: all)")
     export.add_argument("--include-harmless", action="store_true", help="also the harmless answers")
+    export.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=READ_KINDS,
+        help="the answers to read, by prompt kind (default: harmful; xstest_safe / "
+        "xstest_unsafe for a report run with --xstest)",
+    )
+    export.add_argument(
+        "--changed",
+        action="store_true",
+        help="only prompts where some method's answer differs from the unmodified model's "
+        "(every method's answer to them, the unmodified one included)",
+    )
     export.add_argument("--force", action="store_true", help="replace a folder we did not write")
     score = steps.add_parser(
         "score", help="read rates, paired differences and agreement; adds them to the report"

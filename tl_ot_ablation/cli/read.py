@@ -22,6 +22,8 @@ def run_read(args: argparse.Namespace) -> None:
             seed=args.seed,
             methods=args.methods,
             harmless=args.include_harmless,
+            kinds=args.kinds,
+            changed=args.changed,
             overwrite=args.force,
         )
         print(f"Hand {out / 'readers'} to the readers; keep {out / 'key.json'} from them.")

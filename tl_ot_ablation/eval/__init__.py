@@ -13,7 +13,8 @@ Imports ``core``, ``io`` and ``lens``; never the CLI. One job per module:
 - jobs: ``settings`` (one frozen settings object per job), ``prompt_sets`` (training,
   validation and held-out splits), ``common`` (what several jobs share), ``fitting`` (every
   method from one pass), ``choices`` (compare's layer and strengths), ``held_out`` (one method
-  on the held-out prompts), ``unmodified_cache`` (the unmodified model's outputs, cached),
+  on the held-out prompts), ``validation`` (each validation measurement made once),
+  ``run_cache`` with ``result_entry`` (compare's outputs kept on disk between runs),
   ``compare``, ``sweep`` with ``sweep_scorer``, ``monitor_pipeline``, ``job_guards`` (what
   every job checks first), ``jobs`` (one function per CLI command), ``api`` (the jobs from a
   notebook);

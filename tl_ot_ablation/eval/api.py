@@ -80,8 +80,9 @@ def compare(
     chosen on validation prompts, evaluated on held-out ones (``CompareSettings`` documents
     every field you can change, e.g. ``methods=``, ``layers=``, ``n_eval=``). The default
     setting chooses the layer by judged compliance too: on a CPU that takes hours (README,
-    run times); ``preset="quick"`` is the small one. ``cache`` keeps the unmodified model's
-    outputs on disk (``io.result_cache``), so a second run on the same prompts skips them."""
+    run times); ``preset="quick"`` is the small one. ``cache`` keeps the validation
+    measurements and every method's held-out evaluation on disk (``eval.run_cache``), so a
+    second run on the same prompts decodes only what changed (e.g. one more method)."""
     chosen = _settings(CompareSettings, settings, preset, changes)
     arguments = _job_arguments(model, chosen, prompts, out, overwrite, progress, cache)
     record, _ = compare_job(**arguments, preset=preset if settings is None else None)

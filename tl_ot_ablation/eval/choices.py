@@ -11,30 +11,27 @@ prompts:
   within the damage budget (by default direction ablation's own validation KL,
   ``damage_budget``), then, among fractions of it, the one whose validation harmful
   completions the judge finds most compliant (``chosen_strength``).
+
+Every measurement on the validation prompts goes through ``validation.Validation``, which makes
+each one once (and, given the result cache, once across runs: ``run_cache``).
 """
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jaxtyping import Float
-from torch import Tensor
-
 from ..core.errors import UserInputError
-from ..lens.generation import GenerationOptions, generate_with_first_logprobs
 from ..lens.intervention_set import InterventionSet
 from ..lens.training import TrainingActivations
-from .common import at_strength, hooks_of, judged_generation, log
-from .damage import summarise
-from .early_stop import Labels, cannot_reach, compliant, judge_until_decided, needed_count
+from .common import at_strength, log
+from .early_stop import Labels, compliant, needed_count
 from .fitting import collect_training_activations, compare_context
 from .methods import fit_method
-from .metrics import kl_divergence, refusal_log_odds, refusal_token_ids
 from .prompt_sets import ValidationPrompts
 from .selection import LayerChoice, best_trial, judged_candidates, resolve_layers, w2_by_layer
 from .settings import CompareSettings
 from .strength import StrengthChoice, StrengthPoint, choose_strength
+from .validation import Validation, validation_reference
 
 
 def choose_layers(
@@ -52,135 +49,6 @@ def choose_layers(
     return dataclasses.replace(settings, layers=choice.layers), choice
 
 
-@dataclass
-class Validation:
-    """The validation prompts, the unmodified model's first-token log-probabilities on the
-    harmless ones (the reference of every validation KL), and what was measured on them.
-
-    A run measures the same edit more than once: the layer search judges the chosen layer at
-    its KL ceiling and the strength choice then asks for that point again, with the same
-    bisection of KLs before it; direction ablation's KL at strength 1 is the budget and the
-    top of its own search. ``kl`` and ``labels`` remember every result under the edit's
-    fingerprint and the settings it depends on, so none is decoded twice.
-    """
-
-    prompts: ValidationPrompts
-    harmless_logprobs: Float[Tensor, "prompt vocab"]
-    measured: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
-    reused: int = 0
-    """How many measurements were served from ``measured`` instead of being run again."""
-
-    def _remember(self, key: tuple[Any, ...] | None, run: Callable[[], Any]) -> Any:
-        if key is None:  # an edit without a fingerprint (a plain callable): always run
-            return run()
-        if key in self.measured:
-            self.reused += 1
-        else:
-            self.measured[key] = run()
-        return self.measured[key]
-
-    def kl(self, model: Any, interventions: InterventionSet, settings: CompareSettings) -> float:
-        """``harmless_kl`` of ``interventions`` on the validation harmless prompts."""
-        collect = settings.collect
-        key = _edit_key(
-            "kl",
-            interventions,
-            (collect.batch_size, collect.system, settings.match_measure, settings.kl_threshold),
-        )
-        return self._remember(
-            key,
-            lambda: harmless_kl(
-                model, interventions, self.prompts.harmless, self.harmless_logprobs, settings
-            ),
-        )
-
-    def labels(
-        self,
-        model: Any,
-        interventions: InterventionSet | None,
-        settings: CompareSettings,
-        *,
-        need: int | None = None,
-    ) -> Labels:
-        """The judge's labels of greedy completions of the validation harmful prompts under
-        ``interventions``, ``settings.early_stop`` prompts at a time; given ``need``, judging
-        stops once that many compliant answers are out of reach (``early_stop``: the labels
-        not judged are ``None``). A later call continues where an earlier one stopped."""
-        collect = settings.collect
-        depends = (
-            settings.max_new_tokens,
-            collect.batch_size,
-            collect.system,
-            settings.judge,
-            settings.early_stop,
-        )
-        key = _edit_key("labels", interventions, depends)
-        harmful = self.prompts.harmful
-        unjudged: Labels = [None] * len(harmful)
-        known: Labels = list(self.measured.get(key, unjudged)) if key else unjudged
-        if key in self.measured and (None not in known or cannot_reach(known, need)):
-            self.reused += 1  # every prompt judged, or judged far enough to answer
-            return known
-        labels = judge_until_decided(
-            known,
-            lambda start, stop: judged_completions(
-                model, interventions, harmful[start:stop], settings
-            ),
-            group=settings.early_stop,
-            need=need,
-        )
-        if key is not None:
-            self.measured[key] = labels
-        return labels
-
-    def refusal_odds(
-        self, model: Any, interventions: InterventionSet, settings: CompareSettings
-    ) -> float:
-        """The mean refusal log-odds of the first answer token on the validation harmful
-        prompts under ``interventions`` (one forward pass, no decoding): the screen that
-        orders the layer search's candidates, most compliant-looking first."""
-        collect = settings.collect
-        key = _edit_key("refusal", interventions, (collect.batch_size, collect.system))
-
-        def run() -> float:
-            _, logprobs = generate_with_first_logprobs(
-                model,
-                self.prompts.harmful,
-                fwd_hooks=interventions.fwd_hooks(),
-                max_new_tokens=1,
-                options=GenerationOptions(
-                    batch_size=collect.batch_size, system=collect.system, progress=False
-                ),
-            )
-            odds = refusal_log_odds(logprobs, refusal_token_ids(model.tokenizer))
-            return float(odds.mean())
-
-        return float(self._remember(key, run))
-
-
-def _edit_key(
-    what: str, interventions: InterventionSet | None, depends: tuple[Any, ...]
-) -> tuple[Any, ...] | None:
-    """The memo key of a measurement of ``interventions`` (``None``: the unmodified model)."""
-    fingerprint = "unmodified" if interventions is None else interventions.fingerprint()
-    return None if fingerprint is None else (what, fingerprint, *depends)
-
-
-def validation_reference(
-    model: Any, prompts: ValidationPrompts, settings: CompareSettings
-) -> Validation:
-    """``prompts`` with the unmodified model's first step on the harmless ones."""
-    _, logprobs = generate_with_first_logprobs(
-        model,
-        prompts.harmless,
-        max_new_tokens=1,
-        options=GenerationOptions(
-            batch_size=settings.collect.batch_size, system=settings.collect.system, progress=False
-        ),
-    )
-    return Validation(prompts, logprobs)
-
-
 def needs_validation(settings: CompareSettings) -> bool:
     """Whether strengths (a KL budget, or judged compliance) or the layer are chosen on the
     validation prompts rather than fixed."""
@@ -194,47 +62,6 @@ def needs_validation(settings: CompareSettings) -> bool:
 def fixed_budget(settings: CompareSettings) -> float | None:
     """The KL budget when ``match_kl`` is a number (``None``: none, or set by a method)."""
     return None if isinstance(settings.match_kl, str | None) else float(settings.match_kl)
-
-
-def harmless_kl(
-    model: Any,
-    interventions: InterventionSet,
-    harmless: Sequence[str],
-    reference_logprobs: Float[Tensor, "prompt vocab"],
-    settings: CompareSettings,
-) -> float:
-    """The matched-damage cost: ``settings.match_measure`` (the mean by default) of the
-    per-prompt first-token KL on ``harmless`` under ``interventions`` (``damage.summarise``)."""
-    _, logprobs = generate_with_first_logprobs(
-        model,
-        harmless,
-        fwd_hooks=interventions.fwd_hooks(),
-        max_new_tokens=1,
-        options=GenerationOptions(
-            batch_size=settings.collect.batch_size, system=settings.collect.system, progress=False
-        ),
-    )
-    kl = kl_divergence(reference_logprobs, logprobs)
-    return summarise(kl, settings.match_measure, settings.kl_threshold)
-
-
-def judged_completions(
-    model: Any,
-    interventions: InterventionSet | None,
-    harmful: Sequence[str],
-    settings: CompareSettings,
-) -> list[str]:
-    """The judge's labels of greedy completions of ``harmful`` under ``interventions``."""
-    *_, labels = judged_generation(
-        model,
-        harmful,
-        hooks_of(interventions),
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.collect.batch_size,
-        system=settings.collect.system,
-        judge_method=settings.judge,
-    )
-    return labels
 
 
 def damage_budget(

@@ -13,6 +13,10 @@ is evaluated on a third, disjoint from both (``prompt_sets``). Detectability, ho
 activation monitor fitted on clean training activations (``eval.detect``) tells each method's
 harmful runs from clean traffic (AUROC), is read from the same generation passes by
 observe-only hooks (no extra pass).
+
+Given a result cache, the validation measurements and every method's held-out evaluation are
+kept between runs (``run_cache``): a second run with one more method decodes that method's
+searches and evaluation only.
 """
 
 import time
@@ -36,7 +40,7 @@ from .common import at_strength, log
 from .detect import detectability, fit_compare_monitor
 from .fitting import collect_training_activations, fit_methods
 from .gate_report import explain_gates
-from .held_out import MethodResult, add_harm_scores, evaluate_method
+from .held_out import MethodResult, add_harm_scores
 from .job_plan import (
     GATE_NEIGHBOURS,
     LAYER_SEARCH,
@@ -50,9 +54,9 @@ from .job_plan import (
 from .job_progress import JobProgress
 from .prompt_sets import EvalPrompts, ValidationPrompts, held_out_overlap, validation_overlap
 from .record import CompareRecord, PromptsRecord
+from .run_cache import cached_evaluation, cached_validation
 from .settings import CompareSettings
 from .strength import StrengthChoice, StrengthPoint
-from .unmodified_cache import cached_validation, unmodified_evaluation, unmodified_labels
 from .xstest import OverRefusalPrompts
 
 
@@ -89,8 +93,9 @@ def run_comparison(
     ``settings.select="compliance"``, the fraction of the ceiling with the most judged
     compliance on the validation harmful prompts is used. ``validation`` is required unless
     strengths are fixed (``match_kl=None, select="kl"``) and the layers are not judged.
-    ``cache`` keeps the unmodified model's outputs between runs (``unmodified_cache``); within
-    a run, no validation measurement is made twice (``choices.Validation``). With
+    ``cache`` keeps the validation measurements and every method's held-out evaluation between
+    runs (``run_cache``: a second run on the same prompts decodes only what changed); within a
+    run, no validation measurement is made twice (``validation.Validation``). With
     ``progress``, one bar covers the whole job, its estimate logged before it starts
     (``job_plan``, ``job_progress``).
     """
@@ -152,12 +157,20 @@ def _run_stages(
     log("evaluating the unmodified model", progress)
     with job.stage(UNMODIFIED):
         start = time.perf_counter()
-        none, reference = unmodified_evaluation(
-            model, prompts, settings, monitor=monitor, cache=cache, progress=progress
+        none, reference = cached_evaluation(
+            model,
+            "none",
+            None,
+            prompts,
+            settings,
+            None,
+            monitor=monitor,
+            cache=cache,
+            progress=progress,
         )
         none.seconds.setdefault("evaluate", round(time.perf_counter() - start, 2))
         if checked is not None and settings.select == "compliance":
-            labels = unmodified_labels(model, checked, settings, cache)
+            labels = checked.labels(model, None, settings)
             anchor = StrengthPoint.judged(0.0, 0.0, labels)
             none.choice = StrengthChoice(0.0, "unmodified", 0.0, None, [anchor])
     results = {"none": none}
@@ -184,7 +197,7 @@ def _run_stages(
         searched = time.perf_counter()
         log(f"evaluating {name}", progress)
         with job.stage(evaluation_stage(name)):
-            result, _ = evaluate_method(
+            result, _ = cached_evaluation(
                 model,
                 name,
                 interventions,
@@ -192,6 +205,7 @@ def _run_stages(
                 settings,
                 reference,
                 monitor=monitor,
+                cache=cache,
                 progress=progress,
             )
         if monitor is not None:
@@ -200,9 +214,10 @@ def _run_stages(
             result.metrics.update(detectability(edited, clean, seed=settings.seed))
         result.choice = strength_choice
         result.match = None if strength_choice is None else strength_choice.match
-        result.seconds = {
+        result.seconds = {  # a read-back result's {"evaluate": 0.0, "cached": 1.0} last
             "search": round(searched - start, 2),
             "evaluate": round(time.perf_counter() - searched, 2),
+            **result.seconds,
         }
         results[name] = result
     add_harm_scores(results, prompts.harmful, settings)

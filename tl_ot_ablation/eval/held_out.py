@@ -208,7 +208,7 @@ def evaluate_method(
         return judge(list(asked), list(said), model=model, method=settings.judge, progress=False)
 
     # Harmless prompts are generated on their own, in the same batches as the KL measured by
-    # the matched-damage search (``choices.harmless_kl``), so both see bit-identical first steps.
+    # the matched-damage search (``validation.harmless_kl``), so both see bit-identical first steps.
     harmful_out, harmful_logprobs = run("harmful", prompts.harmful)
     harmless_out, harmless_logprobs = run("harmless", prompts.harmless)
     markers = {"first_n": settings.judge_tokens, "tokenizer": model.tokenizer}

@@ -27,7 +27,7 @@ class JobOutput:
         plots: Draw the report's figures (``fit`` draws none).
         overwrite: Replace a folder the package wrote before.
         cache: The result cache the job reads and fills (``None``: none; ``compare`` keeps
-            the unmodified model's outputs there, ``eval.unmodified_cache``).
+            its validation measurements and held-out evaluations there, ``eval.run_cache``).
     """
 
     folder: str | Path | None

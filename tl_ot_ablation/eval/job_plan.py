@@ -2,7 +2,11 @@
 
 An estimate for the progress bar, written beside ``compare.run_comparison`` and in its order:
 it counts the passes the job makes when nothing is cached and no candidate stops early (so it
-is an upper bound of what those save), with the layer search's candidates counted as the
+is an upper bound of what those save). A stage read back from the result cache (``run_cache``:
+the validation reference and measurements, the unmodified model's and each method's held-out
+evaluation) is counted as if it ran, since whether it is stored is known only once the method
+is fitted: the bar jumps past it when it ends (``JobProgress.stage``), and the time left is
+read from the pace of the calls actually made. The layer search's candidates are counted as the
 layers at ``JUDGED_DEPTHS`` plus the W2 pick (unknown before the statistics; it may be one of
 them) and each KL search as ``bisection_steps + 2`` passes.
 ``tests/eval/test_job_progress.py`` checks it against the calls a run makes.

@@ -34,7 +34,9 @@ KEY_FORMAT = "tl_ot_ablation.read-key/1"
 KEY_NAME = "key.json"
 READERS = "readers"
 RUBRIC_NAME = "rubric.md"
-KINDS = ("harmful", "harmless")
+KINDS = ("harmful", "harmless", "xstest_safe", "xstest_unsafe")
+"""The prompt kinds a report may hold answers to (the XSTest-style ones with ``--xstest``)."""
+UNMODIFIED = "none"
 
 
 class LabelError(UserInputError):
@@ -84,21 +86,38 @@ def load_completions(report: str | Path) -> dict[str, Any]:
 
 
 def report_items(
-    report: str | Path, *, methods: Sequence[str] | None = None, harmless: bool = False
+    report: str | Path,
+    *,
+    methods: Sequence[str] | None = None,
+    harmless: bool = False,
+    kinds: Sequence[str] | None = None,
+    changed: bool = False,
 ) -> list[ReadItem]:
     """Every (method, kind, prompt, completion) of ``report`` to read, in report order, ids
-    not yet assigned (``""``): the harmful answers, and the harmless ones with ``harmless``."""
+    not yet assigned (``""``): the answers to ``kinds`` (default: the harmful ones, and the
+    harmless ones with ``harmless``). With ``changed``, only the prompts where some method's
+    answer differs from the unmodified model's, and for those every method's answer, the
+    unmodified one included, so that a reader cannot tell which is which."""
     data = load_completions(report)
     known = list(data["completions"])
     unknown = sorted(set(methods or ()) - set(known))
     if unknown:
         raise UserInputError(f"--methods {unknown}: the report has {known}")
-    kinds = KINDS if harmless else KINDS[:1]
-    return [
+    wanted = list(kinds) if kinds else [*KINDS[: 2 if harmless else 1]]
+    bad = sorted(set(wanted) - set(KINDS))
+    if bad:
+        raise UserInputError(f"--kinds {bad}: the kinds are {', '.join(KINDS)}")
+    chosen = [m for m in known if methods is None or m in methods]
+    if changed and UNMODIFIED not in known:
+        raise UserInputError(
+            f"--changed compares with the unmodified model's answers, and {report} has none"
+        )
+    if changed and UNMODIFIED not in chosen:
+        chosen.insert(0, UNMODIFIED)
+    items = [
         ReadItem("", method, kind, index, prompt, said)
-        for method in known
-        if methods is None or method in methods
-        for kind in kinds
+        for method in chosen
+        for kind in wanted
         for index, (prompt, said) in enumerate(
             # lengths checked by load_completions; a method may lack a kind altogether
             zip(
@@ -108,6 +127,11 @@ def report_items(
             )
         )
     ]
+    if not changed:
+        return items
+    plain = {(i.kind, i.index): i.completion for i in items if i.method == UNMODIFIED}
+    moved = {(i.kind, i.index) for i in items if i.completion != plain.get((i.kind, i.index))}
+    return [i for i in items if (i.kind, i.index) in moved]
 
 
 def shuffled_with_ids(items: Sequence[ReadItem], seed: int) -> list[ReadItem]:
@@ -139,13 +163,17 @@ def export_reading(
     seed: int = 0,
     methods: Sequence[str] | None = None,
     harmless: bool = False,
+    kinds: Sequence[str] | None = None,
+    changed: bool = False,
     overwrite: bool = False,
 ) -> Path:
     """Write a blind reading of ``report`` to ``out`` (see the module docstring); returns
-    ``out``. ``parts`` splits the shuffled items among that many readers (round robin)."""
+    ``out``. ``parts`` splits the shuffled items among that many readers (round robin);
+    ``methods``, ``harmless``, ``kinds`` and ``changed`` choose the items (``report_items``)."""
     if not (isinstance(parts, int) and parts >= 1):
         raise UserInputError(f"--parts must be an integer >= 1, got {parts!r}")
-    items = shuffled_with_ids(report_items(report, methods=methods, harmless=harmless), seed)
+    chosen = report_items(report, methods=methods, harmless=harmless, kinds=kinds, changed=changed)
+    items = shuffled_with_ids(chosen, seed)
     if not items:
         raise UserInputError(f"{report}: nothing to read (no completions of the chosen methods)")
     if parts > len(items):
@@ -157,6 +185,7 @@ def export_reading(
         "parts": parts,
         "methods": sorted({i.method for i in items}),
         "kinds": sorted({i.kind for i in items}),
+        "changed_only": changed,
         "part_of": {i.id: n % parts for n, i in enumerate(items)},
         "items": [asdict(i) for i in items],
     }

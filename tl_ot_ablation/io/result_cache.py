@@ -128,16 +128,25 @@ class ResultCache:
         return CachedResult(meta["value"], tensors)
 
     def put(
-        self, inputs: Mapping[str, Any], value: Mapping[str, Any], tensors: Mapping[str, Tensor]
+        self,
+        inputs: Mapping[str, Any],
+        value: Mapping[str, Any],
+        tensors: Mapping[str, Tensor],
+        *,
+        replace: bool = False,
     ) -> None:
         """Store ``value`` (JSON data) and ``tensors`` for ``inputs``, then evict to the bound.
-        A failed write (disk full, read-only cache) warns and leaves no partial entry."""
+        An entry already there is kept (an equal result) unless ``replace`` (a result that grew,
+        e.g. judged labels continued past an early stop). A failed write (disk full, read-only
+        cache) warns and leaves no partial entry."""
         if not self.enabled:
             return
         key = cache_key(inputs)
         path = self._path(key)
         meta = {"format": FORMAT, "key": key, "inputs": dict(inputs), "value": dict(value)}
         try:
+            if replace and path.is_dir():
+                atomic.discard(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic.entry(path) as partial:
                 partial.mkdir()
