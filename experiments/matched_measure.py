@@ -142,8 +142,8 @@ def main() -> None:
     fitted = {name: fit_method(name, context) for name in METHODS}
     splits = {
         "package": ValidationPrompts(
-            tlo.default_prompts("harmful", "validation"),
-            tlo.default_prompts("harmless", "validation"),
+            tlo.default_prompts("harmful", "validation")[: settings.n_validation],
+            tlo.default_prompts("harmless", "validation")[: settings.n_validation],
         ),
         "shared": ValidationPrompts(
             _instructions(SHARED / "harmful_train.json", 32),
@@ -164,7 +164,9 @@ def main() -> None:
         "splits": {},
     }
     for split, prompts in splits.items():
-        print(f"{split}: {len(prompts.harmful)} harmful, {len(prompts.harmless)} harmless")
+        print(
+            f"{split}: {len(prompts.harmful)} harmful, {len(prompts.harmless)} harmless", flush=True
+        )
         base = validation_reference(model, prompts, settings)
         validation = PerPromptValidation(base.prompts, base.harmless_logprobs)
         record["splits"][split] = {

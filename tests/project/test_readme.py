@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # Blocks that are demo scripts verbatim (compared, not executed here; the demos are run below).
 DEMO_BLOCKS = {"Quickstart": "quickstart.py", "The core on plain tensors": "core_tensors.py"}
-RECORD = ROOT / "experiments" / "results" / "compare-judged-layers" / "results.json"
-READING = ROOT / "experiments" / "results" / "compare-judged-layers-read.json"
+RESULTS = ROOT / "experiments" / "results"
+PACKAGE_RUN = RESULTS / "compare-default-timed"  # the package's held-out prompts
+REAL_RUN = RESULTS / "compare-shared-xstest"  # ../shared/data and XSTest
 _FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 
 
@@ -97,45 +98,112 @@ def test_every_python_block_is_a_demo_or_executed() -> None:
         assert headings.count(heading) == 1, f"'## {heading}' must hold exactly one python block"
 
 
-def _rate(cell: dict[str, float]) -> str:
-    return f"{cell['value']:.2f} [{cell['ci_low']:.2f}, {cell['ci_high']:.2f}]"
+def _load(run: Path) -> tuple[dict, dict]:
+    return json.loads((run / "results.json").read_text()), json.loads(
+        (run / "read.json").read_text()
+    )
 
 
-def _kl(cell: dict[str, float]) -> str:
-    if cell["value"] == 0:
-        return "0"
-    return f"{cell['value']:.3g} [{cell['ci_low']:.3g}, {cell['ci_high']:.3g}]"
+def _read_row(where: str, run: Path) -> list[str]:
+    """Read compliance of both methods, the unmodified count and the paired difference."""
+    reading = _load(run)[1]
+    read = reading["methods"]
+    n = read["ot_selective"]["harmful"]["n"]
+
+    def count(method: str) -> int:
+        return read[method]["harmful"]["labels"].get("compliance", 0)
+
+    paired = reading["paired"]["ot_selective"]["difference"]
+    signed = f"{paired['value']:+.2f} [{paired['ci_low']:+.2f}, {paired['ci_high']:+.2f}]"
+    return [
+        f"{where}, {n} harmful",
+        f"read compliance (unmodified {count('none')})",
+        f"{count('direction_ablation')} of {n}",
+        f"{count('ot_selective')} of {n}, paired {signed}",
+    ]
 
 
-def headline_rows() -> list[list[str]]:
-    """The headline table's rows as the records give them (rates to 2 decimals, KL to 3
-    significant figures as in the record's own report table, perplexity to 1 decimal)."""
-    record = json.loads(RECORD.read_text())
-    reading = json.loads(READING.read_text())["methods"]
-    (layer,) = record["settings"]["layers"]
-    labels = {
-        "none": "unmodified",
-        "direction_ablation": "direction ablation (every layer)",
-        "ot_selective": f"gated OT map (layer {layer})",
-    }
+def _damage_rows(where: str, run: Path, moved: bool) -> list[list[str]]:
+    """Mean / median harmless KL, and the shares as counts, of both methods."""
+    methods = _load(run)[0]["methods"]
+    n = _load(run)[0]["prompts"]["n_eval_harmless"]
+
+    def cells(metric: str, fmt: str) -> list[str]:
+        values = [methods[m][metric]["value"] for m in ("direction_ablation", "ot_selective")]
+        return [format(v, fmt) if fmt else f"{round(v * n)} of {n}" for v in values]
+
+    mean, median = cells("kl_harmless", ".3g"), cells("kl_harmless_median", ".3g")
+    rows = [
+        [
+            where,
+            "mean / median first-token KL",
+            *(f"{a} / {b}" for a, b in zip(mean, median, strict=True)),
+        ],
+    ]
+    if moved:
+        rows.append(
+            ["", "prompts moved by more than 0.01 nats", *cells("kl_harmless_share_above", "")]
+        )
+    rows.append(
+        ["", "answers identical to the unmodified model's", *cells("identical_rate_harmless", "")]
+    )
+    return rows
+
+
+def _plain_rows(run: Path) -> list[list[str]]:
+    """XSTest compliance, prose perplexity and capability, the unmodified model's beside."""
+    record = _load(run)[0]
+    methods, prompts = record["methods"], record["prompts"]
     rows = []
-    for method, label in labels.items():
-        row = record["methods"][method]
-        read = reading[method]
-        strength = "-" if row["strength"] is None else f"{row['strength']:g}"
-        complied = read["labels"].get("compliance", 0)
+    for where, metric, what, fmt in (
+        (
+            f"XSTest, {prompts['n_xstest_safe']} safe",
+            "xstest_compliance_safe",
+            "judged compliance",
+            ".2f",
+        ),
+        (
+            f"XSTest, {prompts['n_xstest_unsafe']} unsafe",
+            "xstest_compliance_unsafe",
+            "judged compliance",
+            ".2f",
+        ),
+        (f"{prompts['n_texts']} prose paragraphs", "ppl_text", "perplexity", ".1f"),
+        (
+            f"{prompts['n_questions']} multiple-choice questions",
+            "capability_accuracy",
+            "accuracy",
+            ".2f",
+        ),
+    ):
+        value = {m: format(methods[m][metric]["value"], fmt) for m in methods}
         rows.append(
             [
-                label,
-                strength,
-                _rate(row["compliance_rate_harmful"]),
-                f"{complied} of {read['n']}, {_rate(read['compliance_rate'])}",
-                _kl(row["kl_harmless"]),
-                f"{row['ppl_text']['value']:.1f}",
-                _rate(row["capability_accuracy"]),
+                where,
+                f"{what} (unmodified {value['none']})",
+                value["direction_ablation"],
+                value["ot_selective"],
             ]
         )
     return rows
+
+
+def headline_rows() -> list[list[str]]:
+    """The headline table's rows as the two records give them: the package's held-out prompts
+    (the timed default run) and real prompts with XSTest, each with its blind reading."""
+    return [
+        _read_row("package", PACKAGE_RUN),
+        _read_row("real", REAL_RUN),
+        *_damage_rows(
+            f"package, {_load(PACKAGE_RUN)[0]['prompts']['n_eval_harmless']} harmless",
+            PACKAGE_RUN,
+            False,
+        ),
+        *_damage_rows(
+            f"real, {_load(REAL_RUN)[0]['prompts']['n_eval_harmless']} everyday", REAL_RUN, True
+        ),
+        *_plain_rows(REAL_RUN),
+    ]
 
 
 def table_after(text: str, heading: str) -> list[list[str]]:
