@@ -28,7 +28,8 @@ At the embedded model's scale (28 layers, d_model 1536, 256 + 256 training promp
 statistics alone are 1.0 GiB (two float64 1536² scatter matrices per layer) and the rows kept
 for Ledoit-Wolf another 0.4 GiB (5 post-instruction tokens a prompt, float32): more than half
 the cache's bound, to save one forward pass per training prompt (4.5 of the default run's
-28 minutes). The fits are quick, and their fingerprints (deterministic: equal across fresh fits) key everything above.
+28 minutes). The fits are quick, and their fingerprints (deterministic: equal across fresh
+fits) key everything above.
 """
 
 import dataclasses
