@@ -36,19 +36,17 @@ import tl_ot_ablation as tlo
 from tl_ot_ablation import CollectOptions
 from tl_ot_ablation.eval.common import judged_generation
 from tl_ot_ablation.eval.damage import summarise
-from tl_ot_ablation.eval.metrics import kl_divergence
+from tl_ot_ablation.eval.settings import CompareSettings
+from tl_ot_ablation.eval.validation import first_logprobs, harmless_kl_per_prompt
 from tl_ot_ablation.io import atomic
-from tl_ot_ablation.lens.generation import (
-    GenerationOptions,
-    generate,
-    generate_with_first_logprobs,
-)
+from tl_ot_ablation.lens.generation import GenerationOptions, generate
 from tl_ot_ablation.lens.intervention_set import InterventionSet
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 LAYER = 17
 HOOK = f"blocks.{LAYER}.hook_resid_pre"
+SETTINGS = CompareSettings()  # batch size and system prompt as compare's
 
 
 class LastTokenGate:
@@ -82,14 +80,7 @@ def _variants(fitted: InterventionSet, strength: float) -> dict[str, Interventio
 
 
 def _kl(model, prompts, reference, edit: InterventionSet) -> dict[str, float]:
-    _, logprobs = generate_with_first_logprobs(
-        model,
-        prompts,
-        fwd_hooks=edit.fwd_hooks(),
-        max_new_tokens=1,
-        options=GenerationOptions(progress=False),
-    )
-    kl = kl_divergence(reference, logprobs)
+    kl = harmless_kl_per_prompt(model, edit, prompts, reference, SETTINGS)
     out = {m: summarise(kl, m, 0.01) for m in ("mean", "median", "p90", "share_above")}
     return {k: float(f"{v:.4g}") for k, v in {**out, "max": float(kl.max())}.items()}
 
@@ -117,9 +108,7 @@ def main() -> None:
         "judged_validation_harmful": {},
     }
     for name, prompts in sets.items():
-        _, reference = generate_with_first_logprobs(
-            model, prompts, max_new_tokens=1, options=options
-        )
+        reference = first_logprobs(model, prompts, [], SETTINGS)
         for strength in (1.0, 1.5, 2.0):
             for variant, edit in _variants(fitted, strength).items():
                 found = _kl(model, prompts, reference, edit)

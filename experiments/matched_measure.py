@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gate_real_traffic import SHARED, _instructions  # experiments/ is on the path
 
 import tl_ot_ablation as tlo
 from tl_ot_ablation.eval.choices import chosen_strength
@@ -40,15 +41,16 @@ from tl_ot_ablation.eval.common import at_strength
 from tl_ot_ablation.eval.damage import MATCH_MEASURES, summarise
 from tl_ot_ablation.eval.fitting import compare_context
 from tl_ot_ablation.eval.methods import fit_method
-from tl_ot_ablation.eval.metrics import kl_divergence
 from tl_ot_ablation.eval.prompt_sets import ValidationPrompts
 from tl_ot_ablation.eval.settings import CompareSettings
-from tl_ot_ablation.eval.validation import Validation, validation_reference
+from tl_ot_ablation.eval.validation import (
+    Validation,
+    harmless_kl_per_prompt,
+    validation_reference,
+)
 from tl_ot_ablation.io import atomic
-from tl_ot_ablation.lens.generation import GenerationOptions, generate_with_first_logprobs
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 LAYER = 17
 METHODS = ("direction_ablation", "ot_selective")
 
@@ -63,23 +65,14 @@ class PerPromptValidation(Validation):
     def kl_per_prompt(self, model: Any, interventions: Any, settings: CompareSettings) -> Any:
         key = interventions.fingerprint()
         if key not in self.per_prompt:
-            _, logprobs = generate_with_first_logprobs(
-                model,
-                self.prompts.harmless,
-                fwd_hooks=interventions.fwd_hooks(),
-                max_new_tokens=1,
-                options=GenerationOptions(batch_size=settings.collect.batch_size, progress=False),
+            self.per_prompt[key] = harmless_kl_per_prompt(
+                model, interventions, self.prompts.harmless, self.harmless_logprobs, settings
             )
-            self.per_prompt[key] = kl_divergence(self.harmless_logprobs, logprobs)
         return self.per_prompt[key]
 
     def kl(self, model: Any, interventions: Any, settings: CompareSettings) -> float:
         kl = self.kl_per_prompt(model, interventions, settings)
         return summarise(kl, settings.match_measure, settings.kl_threshold)
-
-
-def _instructions(path: Path, n: int) -> list[str]:
-    return [row["instruction"] for row in json.loads(path.read_text())][:n]
 
 
 def _distribution(kl: torch.Tensor, threshold: float) -> dict[str, float]:
@@ -146,8 +139,8 @@ def main() -> None:
             tlo.default_prompts("harmless", "validation")[: settings.n_validation],
         ),
         "shared": ValidationPrompts(
-            _instructions(SHARED / "harmful_train.json", 32),
-            _instructions(SHARED / "harmless_train.json", args.n_harmless),
+            _instructions(SHARED / "harmful_train.json")[:32],
+            _instructions(SHARED / "harmless_train.json")[: args.n_harmless],
         ),
     }
     record: dict[str, Any] = {

@@ -148,14 +148,8 @@ class Validation:
         key = _edit_key("refusal", interventions, (collect.batch_size, collect.system))
 
         def run() -> float:
-            _, logprobs = generate_with_first_logprobs(
-                model,
-                self.prompts.harmful,
-                fwd_hooks=interventions.fwd_hooks(),
-                max_new_tokens=1,
-                options=GenerationOptions(
-                    batch_size=collect.batch_size, system=collect.system, progress=False
-                ),
+            logprobs = first_logprobs(
+                model, self.prompts.harmful, interventions.fwd_hooks(), settings
             )
             odds = refusal_log_odds(logprobs, refusal_token_ids(model.tokenizer))
             return float(odds.mean())
@@ -179,15 +173,40 @@ def validation_reference(
     model: Any, prompts: ValidationPrompts, settings: CompareSettings
 ) -> Validation:
     """``prompts`` with the unmodified model's first step on the harmless ones."""
+    return Validation(prompts, first_logprobs(model, prompts.harmless, [], settings))
+
+
+def first_logprobs(
+    model: Any,
+    prompts: Sequence[str],
+    fwd_hooks: Sequence[tuple[str, Any]],
+    settings: CompareSettings,
+) -> Float[Tensor, "prompt vocab"]:
+    """Log-probabilities of the first answer token of ``prompts`` under ``fwd_hooks`` (one
+    forward pass, batched and formatted as the settings' generation)."""
     _, logprobs = generate_with_first_logprobs(
         model,
-        prompts.harmless,
+        prompts,
+        fwd_hooks=fwd_hooks,
         max_new_tokens=1,
         options=GenerationOptions(
             batch_size=settings.collect.batch_size, system=settings.collect.system, progress=False
         ),
     )
-    return Validation(prompts, logprobs)
+    return logprobs
+
+
+def harmless_kl_per_prompt(
+    model: Any,
+    interventions: InterventionSet,
+    harmless: Sequence[str],
+    reference_logprobs: Float[Tensor, "prompt vocab"],
+    settings: CompareSettings,
+) -> Float[Tensor, " prompt"]:
+    """The first-token KL from ``reference_logprobs`` of each of ``harmless`` under
+    ``interventions``."""
+    logprobs = first_logprobs(model, harmless, interventions.fwd_hooks(), settings)
+    return kl_divergence(reference_logprobs, logprobs)
 
 
 def harmless_kl(
@@ -199,16 +218,7 @@ def harmless_kl(
 ) -> float:
     """The matched-damage cost: ``settings.match_measure`` (the mean by default) of the
     per-prompt first-token KL on ``harmless`` under ``interventions`` (``damage.summarise``)."""
-    _, logprobs = generate_with_first_logprobs(
-        model,
-        harmless,
-        fwd_hooks=interventions.fwd_hooks(),
-        max_new_tokens=1,
-        options=GenerationOptions(
-            batch_size=settings.collect.batch_size, system=settings.collect.system, progress=False
-        ),
-    )
-    kl = kl_divergence(reference_logprobs, logprobs)
+    kl = harmless_kl_per_prompt(model, interventions, harmless, reference_logprobs, settings)
     return summarise(kl, settings.match_measure, settings.kl_threshold)
 
 
