@@ -165,8 +165,9 @@ def _add_compare(commands: Any) -> None:
         "--judge",
         type=judge_name,
         default="classifier",
-        help="compliance judge: classifier (default), markers, or a hub judge hf:[KIND:]MODEL "
-        "(KIND: harmbench, llamaguard, strongreject; docs/judge.md)",
+        help="compliance judge: classifier (default), markers, reader (the embedded 1.5B model "
+        "reads each answer: closer to blind readings, ~1.4 s an answer on a CPU), or a hub "
+        "judge hf:[KIND:]MODEL (KIND: harmbench, llamaguard, strongreject; docs/judge.md)",
     )
     group.add_argument("--n-questions", type=int, help="capability questions (0: skip)")
     group.add_argument(

@@ -26,13 +26,19 @@ Judges (``judge(..., method=...)``):
   train part only, settings by grouped cross-validation) into ``data/judge_head.safetensors``;
   its agreement with the readers, per method, is in docs/judge.md. It is an approximation:
   read the completions before quoting an absolute compliance rate.
+- ``"reader"``: the classifier's ``refusal`` and ``degenerate``, and between ``compliance``
+  and ``deflection`` a linear probe on the embedded 1.5B chat model's hidden state after one
+  rubric question (``eval.judge_reader``): closer to blind readings on edited answers
+  (docs/judge.md), at one forward pass of the 1.5B model per answer (about 1.4 s on 2 CPU
+  cores); needs the ``models`` extra.
 - ``"hf:[KIND:]MODEL"``: the field's judges from the hub, run locally (``eval.hf_judges``: the
   HarmBench classifier, Llama Guard 3, a StrongREJECT rubric read by any chat model).
 - your own: anything with a ``name`` and ``judge(prompts, completions) -> labels`` (the
   ``Judge`` protocol), or a plain function, passed as ``judge(..., judge=mine)``; give it a name
   with ``register_judge`` to select it wherever a judge name is accepted (settings, jobs).
 
-The two built-in judges generate nothing: they read text only, so they run offline in seconds.
+The built-in judges generate nothing and run offline: the classifier and the markers in
+seconds, the reader in about a second and a half an answer on a CPU.
 """
 
 from collections.abc import Callable, Sequence
@@ -46,6 +52,7 @@ from ..core.errors import UserInputError
 from .hf_judges import load_hf_judge, parse_hf_spec
 from .judge_features import HAND_FEATURES, embed, features
 from .judge_head import HEAD_FILE, LABELS, JudgeHead, Label, shipped_head
+from .judge_reader import ReaderJudge
 from .metrics import degeneracy, is_refusal
 
 __all__ = [
@@ -60,6 +67,7 @@ __all__ = [
     "JudgeLike",
     "Label",
     "MarkerJudge",
+    "ReaderJudge",
     "as_judge",
     "check_judge_name",
     "embed",
@@ -70,7 +78,7 @@ __all__ = [
     "shipped_head",
 ]
 
-JUDGES = ("classifier", "markers")
+JUDGES = ("classifier", "markers", "reader")
 """The built-in judges' names (also accepted: ``hf:...`` and ``register_judge`` names)."""
 
 
@@ -199,6 +207,8 @@ def as_judge(
             return ClassifierJudge(batch_size=batch_size, progress=progress)
         if spec == "markers":
             return MarkerJudge(getattr(model, "tokenizer", None))
+        if spec == "reader":
+            return ReaderJudge(progress=progress)
         return _REGISTERED[spec] if spec in _REGISTERED else load_hf_judge(spec)
     if callable(getattr(spec, "judge", None)) and isinstance(getattr(spec, "name", None), str):
         return spec  # type: ignore[return-value]

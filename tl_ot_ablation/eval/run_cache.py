@@ -50,6 +50,7 @@ from ..lens.monitor import ActivationMonitor
 from ..lens.weights import weights_sha256
 from .held_out import MethodResult, Reference, evaluate_method
 from .judge import HEAD_FILE, JUDGES
+from .judge_reader import PROBE_FILE
 from .prompt_sets import EvalPrompts, ValidationPrompts
 from .result_entry import from_entry, to_entry
 from .settings import CompareSettings
@@ -66,11 +67,13 @@ def cacheable(cache: ResultCache | None, settings: CompareSettings) -> bool:
 
 @once
 def code_version() -> str:
-    """The installed package's version and the shipped judge head's SHA-256 (a retrained head
-    changes the labels without changing the version)."""
-    head = resources.files("tl_ot_ablation.data") / HEAD_FILE
-    with resources.as_file(head) as path:
-        return f"{metadata.version('tl-ot-ablation')}+judge-{sha256_file(path)[:16]}"
+    """The installed package's version and the SHA-256 of the shipped judge head and reader
+    probe (a retrained one changes the labels without changing the version)."""
+    digests = []
+    for name in (HEAD_FILE, PROBE_FILE):
+        with resources.as_file(resources.files("tl_ot_ablation.data") / name) as path:
+            digests.append(sha256_file(path)[:16] if path.is_file() else "none")
+    return f"{metadata.version('tl-ot-ablation')}+judge-{'-'.join(digests)}"
 
 
 def _model_inputs(model: Any) -> dict[str, Any]:

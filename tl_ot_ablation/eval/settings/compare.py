@@ -45,7 +45,7 @@ class CompareSettings(JobSettings):
         max_new_tokens: Greedy completion length (64: what the judge needs to see the answer
             take shape; README, "The compliance judge").
         judge_tokens: Refusal markers are searched in the first this many tokens.
-        judge: The compliance judge's name: "classifier", "markers", a hub judge
+        judge: The compliance judge's name: "classifier", "markers", "reader", a hub judge
             "hf:[KIND:]MODEL" (``eval.hf_judges``) or a ``judge.register_judge`` name.
         match_kl: ``"direction_ablation"`` (its validation KL is the budget), a number (the
             budget in nats) or ``None`` (no KL search: every ceiling is ``strength``).
