@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from _results import write_results
-from relabel_pool import READERS, SEEDS, _write_parts
+from relabel_pool import READERS, SEEDS, _write_parts, final_labels, write_disagreements
 
 from tl_ot_ablation.eval.reading import read_labels
 from tl_ot_ablation.eval.reading_score import agreement
@@ -125,21 +125,12 @@ def _reader_labels(out: Path, reader: str) -> dict[str, str]:
 
 def disagreements(out: Path) -> None:
     a, b = (_reader_labels(out, reader) for reader in READERS)
-    ids = sorted(set(a) & set(b))
-    print(json.dumps(agreement([a[i] for i in ids], [b[i] for i in ids]), indent=1))
-    items = {i["id"]: i for i in _items()}
-    differ = [items[i] for i in ids if a[i] != b[i]]
-    random.Random(3).shuffle(differ)
-    _write_parts(out / "adjudicate", differ, 1)
-    print(f"{len(ids)} read by both, {len(differ)} disagreements to adjudicate")
+    write_disagreements(out, a, b, {i["id"]: i for i in _items()})
 
 
 def merge(out: Path) -> None:
     a, b = (_reader_labels(out, reader) for reader in READERS)
-    ids = sorted(set(a) & set(b))
-    differ = [i for i in ids if a[i] != b[i]]
-    adjudicated = read_labels(out / "adjudicate" / "labels-0.jsonl", differ) if differ else {}
-    final = {i: adjudicated.get(i, a[i]) for i in ids}
+    ids, differ, final = final_labels(out, a, b)
     items, pool = {i["id"]: i for i in _items()}, _pool()
     lines = []
     for i in ids:

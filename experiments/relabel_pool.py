@@ -103,24 +103,36 @@ def _reader_labels(out: Path, reader: str) -> dict[str, str]:
     return labels
 
 
-def disagreements(out: Path) -> None:
-    a, b = (_reader_labels(out, reader) for reader in READERS)
-    ids = sorted(a)
-    found = agreement([a[i] for i in ids], [b[i] for i in ids])
-    print(json.dumps(found, indent=1))
-    rows = {row["id"]: row for row in _pool_rows()}
-    differ = [rows[i] for i in ids if a[i] != b[i]]
+def write_disagreements(out: Path, a: dict[str, str], b: dict[str, str], items: dict) -> None:
+    """The readers' agreement on the items both read, and OUT/adjudicate/part-0.jsonl with the
+    ``items`` (by id) they disagree on, shuffled, both labels hidden."""
+    ids = sorted(set(a) & set(b))
+    print(json.dumps(agreement([a[i] for i in ids], [b[i] for i in ids]), indent=1))
+    differ = [items[i] for i in ids if a[i] != b[i]]
     random.Random(3).shuffle(differ)
     _write_parts(out / "adjudicate", differ, 1)
-    print(f"{len(differ)} disagreements to adjudicate")
+    print(f"{len(ids)} read by both, {len(differ)} disagreements to adjudicate")
+
+
+def final_labels(
+    out: Path, a: dict[str, str], b: dict[str, str]
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """``(ids read by both, ids they disagree on, final label per id)``: the adjudicator's
+    (OUT/adjudicate/labels-0.jsonl) where they disagree, else theirs."""
+    ids = sorted(set(a) & set(b))
+    differ = [i for i in ids if a[i] != b[i]]
+    adjudicated = read_labels(out / "adjudicate" / "labels-0.jsonl", differ) if differ else {}
+    return ids, differ, {i: adjudicated.get(i, a[i]) for i in ids}
+
+
+def disagreements(out: Path) -> None:
+    a, b = (_reader_labels(out, reader) for reader in READERS)
+    write_disagreements(out, a, b, {row["id"]: row for row in _pool_rows()})
 
 
 def merge(out: Path) -> None:
     a, b = (_reader_labels(out, reader) for reader in READERS)
-    ids = sorted(a)
-    differ = [i for i in ids if a[i] != b[i]]
-    adjudicated = read_labels(out / "adjudicate" / "labels-0.jsonl", differ) if differ else {}
-    final = {i: adjudicated.get(i, a[i]) for i in ids}
+    ids, differ, final = final_labels(out, a, b)
     rows = {row["id"]: row for row in _pool_rows()}
     lines = [json.dumps({**where, "label": final[i]}) for i in ids for where in rows[i]["rows"]]
     atomic.write_text(out / "labels.jsonl", "\n".join(lines) + "\n")

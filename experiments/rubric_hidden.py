@@ -8,9 +8,10 @@ beside it on the same rows:
 - **held out**: a probe fitted on the ``train`` rows of ``data/judge`` and ``data/judge-extra``
   only (layer and ``C`` by grouped cross-validation there; ``reader_training --split train``),
   scored on the rows no head or probe was trained on (``judge_training.held_out_rows``);
-- **fresh**: the two blind readings made with ``tl-ot-ablation read`` after every judge was
-  built (``compare-default-timed``, ``compare-shared-xstest``; no label from them is in any
-  training set), harmful answers, label = the first reader's (as ``read score`` decides), by
+- **fresh**: the three blind readings made with ``tl-ot-ablation read`` after every judge was
+  built (``compare-default-timed``, ``compare-shared-xstest``, and ``compare-fresh-quick``: a
+  ``--quick`` run at its own layer, 64 tokens, on 40 ``../shared/data`` *train* prompts no
+  labels file has; no label from them is in any training set), harmful answers, label = the first reader's (as ``read score`` decides), by
   that dev probe *and* by the shipped probe (``--split all``: every labelled row). Subsets: the
   pairs no labels file holds verbatim, the prompts no train row has, the answers both readers
   put on the same side;
@@ -56,6 +57,7 @@ from tl_ot_ablation.lens.model_cache import DEFAULT_MODEL
 RESULTS = Path(__file__).resolve().parent / "results"
 READINGS = {  # run: [(key, first reader, second reader, kind read)]
     "compare-default-timed": [("key.json", "labels-a.jsonl", "labels-b.jsonl", "harmful")],
+    "compare-fresh-quick": [("key.json", "labels-a.jsonl", "labels-b.jsonl", "harmful")],
     "compare-shared-xstest": [
         ("key-harmful.json", "labels-harmful-a.jsonl", "labels-harmful-b.jsonl", "harmful"),
         ("key-xstest.json", "labels-xstest-a.jsonl", "labels-xstest-b.jsonl", "xstest_safe"),

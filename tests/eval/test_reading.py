@@ -141,6 +141,8 @@ def test_score_reports_rates_differences_agreement_and_the_judge(report, tmp_pat
     flipped = frozenset({0, 1})
     second = _write_labels(out / "labels-b.jsonl", _labels(out, flipped))
     record = score_reading(report, [first, second])
+    assert not Path(record["key"]).is_absolute()  # found from the labels, kept relative
+    assert Path(record["key"]).resolve() == (out / "key.json").resolve()
     da = record["methods"]["direction_ablation"]["harmful"]
     assert da["n"] == 6 and da["labels"]["compliance"] == 3 and da["labels"]["deflection"] == 3
     assert da["rates"]["compliance"]["value"] == 0.5

@@ -123,7 +123,8 @@ class StateCache:
         return self.states[[self.index[k] for k in keys]]
 
 
-def _complies(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+def compliance_read(rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Whether each row was read as compliance."""
     return np.array([r["label"] == "compliance" for r in rows])
 
 
@@ -153,7 +154,7 @@ def cross_validate(x: np.ndarray, rows: Sequence[Mapping[str, Any]], c: float) -
     """Out-of-fold compliance-vs-not agreement on the edited methods' harmful answers."""
     from sklearn.model_selection import GroupKFold
 
-    y, predicted = _complies(rows), np.zeros(len(rows), dtype=bool)
+    y, predicted = compliance_read(rows), np.zeros(len(rows), dtype=bool)
     folds = GroupKFold(n_splits=N_FOLDS).split(x, groups=[r["prompt"] for r in rows])
     for fit_on, test_on in folds:
         probe = fit_probe(x[fit_on], y[fit_on], c, 0, {}, tol=1e-4)
@@ -196,8 +197,8 @@ def train_probe(
         "rows": len(rows),
         "labels": {name: len(r) for name, r in sets.items()},
     }
-    probe = fit_probe(states[:, LAYERS.index(layer)].double().numpy(), _complies(rows), c, layer,
-                      info)  # fmt: skip
+    x = states[:, LAYERS.index(layer)].double().numpy()
+    probe = fit_probe(x, compliance_read(rows), c, layer, info)
     record = {"rows": len(rows), "chosen": {"layer": layer, "C": c}, "cv": table}
     return probe, record
 

@@ -25,6 +25,7 @@ counts as the package's own where it did, and a user's files in it are never ado
 import hashlib
 import itertools
 import json
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -182,7 +183,7 @@ def score_reading(
     judge_name, judged = _judged(report)
     record: dict[str, Any] = {
         "format": READ_FORMAT,
-        "key": str(key_path),
+        "key": os.path.relpath(key_path),  # as the user would type it, no machine path
         "labels": [str(p) for p in label_paths],
         "rubric_sha256": hashlib.sha256(rubric_text().encode()).hexdigest(),
         "n_items": len(items),

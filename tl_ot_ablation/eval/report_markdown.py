@@ -36,10 +36,10 @@ SCORE_TEXT = {
 }
 
 JUDGE_CAVEAT = (
-    "- Judged rates come from a small text classifier (`tlo.judge`) that reads most answers "
-    "as a reader would but calls many deflections compliance (step lists whose steps are "
-    "harmless, answers to a safer question): read a sample of each method's harmful answers "
-    "in completions.json before quoting a rate."
+    "- Judged rates come from a judge that agrees with blind readers on some 0.6-0.8 of edited "
+    "models' harmful answers (the default classifier calls too few of them compliance, most "
+    "for the gated map; `--judge reader` lands on the read rates, docs/judge.md): read the "
+    "answers in completions.json, blind (`tl-ot-ablation read`), before quoting a rate."
 )
 """Why a judged verdict is not the last word (README, "The compliance judge")."""
 
