@@ -27,9 +27,15 @@ from collections import Counter
 from pathlib import Path
 
 from _results import write_results
-from relabel_pool import READERS, SEEDS, _write_parts, final_labels, write_disagreements
+from relabel_pool import (
+    READERS,
+    SEEDS,
+    _reader_labels,
+    _write_parts,
+    final_labels,
+    write_disagreements,
+)
 
-from tl_ot_ablation.eval.reading import read_labels
 from tl_ot_ablation.eval.reading_score import agreement
 from tl_ot_ablation.io import atomic
 
@@ -112,15 +118,6 @@ def export(out: Path, parts: int) -> None:
         random.Random(SEEDS[reader]).shuffle(shuffled)
         _write_parts(out / reader, shuffled, parts)
     print(f"{len(items)} new harmful answers, {parts} parts per reader, in {out}")
-
-
-def _reader_labels(out: Path, reader: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for path in sorted((out / reader).glob("labels-*.jsonl")):
-        part = out / reader / ("part-" + path.name.removeprefix("labels-"))
-        ids = [json.loads(line)["id"] for line in part.read_text().splitlines()]
-        labels.update(read_labels(path, ids))
-    return labels
 
 
 def disagreements(out: Path) -> None:
