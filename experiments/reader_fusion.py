@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from _results import write_results
-from rubric_hidden import RESULTS, fresh_rows, reader_labels
+from rubric_hidden import RESULTS, cells, fresh_rows
 from rubric_logits import judge_probabilities, log_odds
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 from tl_ot_ablation.eval.judge_head import LABELS
+from tl_ot_ablation.eval.judge_reader import reader_labels
 from tl_ot_ablation.eval.judge_scores import UNEDITED, agreement_by_method, method_of
 from tl_ot_ablation.eval.judge_training import REPO_LABELS, held_out_rows, read_labels, train_rows
 from tl_ot_ablation.eval.reader_training import (
@@ -116,15 +117,10 @@ def main() -> None:
             for name, labels in judged(rows, head).items()
         }
     write_results("reader-fusion.json", record)
+    show = ("direction_ablation", "ot_selective", "edited, pooled")
     for part in ("held_out", "fresh"):
         for name, by_method in record[part].items():
-            cells = "  ".join(
-                f"{m[:10]} {v['value']:.2f} j{v['judged_compliance_rate']:.2f}/r"
-                f"{v['read_compliance_rate']:.2f}"
-                for m, v in by_method.items()
-                if m in ("direction_ablation", "ot_selective", "edited, pooled")
-            )
-            print(f"{part:9s} {name:22s} {cells}")
+            print(f"{part:9s} {name:22s}", cells(by_method, show))
 
 
 if __name__ == "__main__":

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from _results import write_results
 
 from tl_ot_ablation.eval.judge import ClassifierJudge
-from tl_ot_ablation.eval.judge_reader import DECIDES, ReaderProbe, shipped_probe_path
+from tl_ot_ablation.eval.judge_reader import ReaderProbe, reader_labels, shipped_probe_path
 from tl_ot_ablation.eval.judge_scores import agreement_by_method, compliance_agreement
 from tl_ot_ablation.eval.judge_training import REPO_LABELS, held_out_rows, train_rows
 from tl_ot_ablation.eval.reader_training import (
@@ -96,15 +95,6 @@ def fresh_rows() -> list[dict[str, Any]]:
                     },
                 )
     return list(rows.values())
-
-
-def reader_labels(classifier: list[str], p: torch.Tensor) -> list[str]:
-    """The reader judge's labels: the probe decides where the classifier said ``DECIDES``."""
-    says = (p > 0.5).tolist()
-    return [
-        ("compliance" if s else "deflection") if label in DECIDES else label
-        for label, s in zip(classifier, says, strict=True)
-    ]
 
 
 def hollow_vs_real(sets: dict, probe: ReaderProbe, states: StateCache) -> dict[str, Any]:
@@ -205,15 +195,15 @@ def main() -> None:
     write_results(args.out, record)
     show = ("direction_ablation", "ot_selective", "edited, pooled")
     for name, by_method in record["held_out"].items():
-        print(f"held out {name:24s}", _cells(by_method, show))
+        print(f"held out {name:24s}", cells(by_method, show))
     for part, by_judge in record["fresh"].items():
         for name, by_method in by_judge.items():
-            print(f"{part:32s} {name:24s}", _cells(by_method, show))
+            print(f"{part:32s} {name:24s}", cells(by_method, show))
     for name, found in record["xstest_safe"].items():
         print(f"xstest safe {name:24s} {found['value']:.2f} (n={found['n']})", file=sys.stdout)
 
 
-def _cells(by_method: dict[str, Any], show: tuple[str, ...]) -> str:
+def cells(by_method: dict[str, Any], show: tuple[str, ...]) -> str:
     return "  ".join(
         f"{m[:10]} {v['value']:.2f} j{v['judged_compliance_rate']:.2f}/r"
         f"{v['read_compliance_rate']:.2f} n{v['n']}"

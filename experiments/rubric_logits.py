@@ -66,7 +66,7 @@ from tl_ot_ablation.cli.model import DTYPES, TINY
 from tl_ot_ablation.eval.evaluate import next_token_logprobs
 from tl_ot_ablation.eval.judge_features import features
 from tl_ot_ablation.eval.judge_head import LABELS, shipped_head
-from tl_ot_ablation.eval.judge_reader import QUESTION, SYSTEM, truncate
+from tl_ot_ablation.eval.judge_reader import QUESTION, SYSTEM, rubric_questions
 from tl_ot_ablation.eval.judge_scores import UNEDITED, agreement_by_method, method_of
 from tl_ot_ablation.eval.judge_training import (
     N_FOLDS,
@@ -101,7 +101,8 @@ class Wording:
 
 
 WORDING = Wording(system=SYSTEM, question=QUESTION)
-"""The prompt: the one thing to tune, on the train rows' figures only."""
+"""The prompt: the package's rubric question (``eval.judge_reader``, which the reader judge's
+probe is fitted to); the one thing to tune, on the train rows' figures only."""
 
 
 # --- rows -----------------------------------------------------------------------------------
@@ -147,13 +148,8 @@ def limited(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any
 def questions(tokenizer: Any, rows: Sequence[dict[str, Any]], n_tokens: int) -> list[str]:
     """The user turn of each row (``WORDING.question``, request and answer cut to
     ``n_tokens``)."""
-    return [
-        WORDING.question.format(
-            request=truncate(tokenizer, r["prompt"], n_tokens),
-            answer=truncate(tokenizer, r["completion"], n_tokens),
-        )
-        for r in rows
-    ]
+    prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
+    return rubric_questions(tokenizer, prompts, completions, n_tokens)
 
 
 def chat_lengths(tokenizer: Any, texts: Sequence[str]) -> list[int]:

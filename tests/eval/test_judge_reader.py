@@ -69,7 +69,9 @@ def test_states_are_the_last_token_residual_and_batching_changes_nothing(tiny_re
 
 
 def test_layers_outside_the_reader_are_refused(tiny_reader) -> None:
-    with pytest.raises(UserInputError, match=r"layers \[3\] are outside"):
+    with pytest.raises(
+        UserInputError, match=r"layer\(s\) \[3\] out of range: this model has layers 0..2"
+    ):
         reader_states(tiny_reader, PROMPTS, ANSWERS, [3])
 
 

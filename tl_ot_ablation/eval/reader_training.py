@@ -38,7 +38,7 @@ from torch import Tensor
 from ..core.errors import UserInputError
 from ..io import atomic
 from ..io.result_cache import cache_home
-from .judge_reader import QUESTION, SYSTEM, ReaderProbe, reader_states
+from .judge_reader import QUESTION, SYSTEM, ReaderProbe, reader_labels, reader_states
 from .judge_scores import agreement_by_method, edited_methods, scores
 from .judge_training import REPO_LABELS, held_out_rows, read_labels
 
@@ -214,11 +214,7 @@ def measure(
     prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
     classifier = ClassifierJudge().judge(prompts, completions)
     states = cache.states_of(rows, None)[:, LAYERS.index(probe.layer)]
-    says = (probe.p_compliance(states) > 0.5).tolist()
-    reader = [
-        ("compliance" if s else "deflection") if label in ("compliance", "deflection") else label
-        for label, s in zip(classifier, says, strict=True)
-    ]
+    reader = reader_labels(classifier, probe.p_compliance(states))
     truth = [r["label"] for r in rows]
     return {
         name: {

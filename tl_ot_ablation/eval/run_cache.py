@@ -72,7 +72,7 @@ def code_version() -> str:
     digests = []
     for name in (HEAD_FILE, PROBE_FILE):
         with resources.as_file(resources.files("tl_ot_ablation.data") / name) as path:
-            digests.append(sha256_file(path)[:16] if path.is_file() else "none")
+            digests.append(sha256_file(path)[:16])
     return f"{metadata.version('tl-ot-ablation')}+judge-{'-'.join(digests)}"
 
 
