@@ -19,6 +19,7 @@ from tl_ot_ablation.eval.judge_reader import (
     shipped_probe_path,
 )
 from tl_ot_ablation.eval.reader_training import (
+    ANSWER_TOKENS,
     StateCache,
     cross_validate,
     distinct,
@@ -159,23 +160,40 @@ def test_the_fitted_probe_separates_what_is_separable_and_cv_says_so() -> None:
     assert cross_validate(x, shuffled, 1.0) < 0.65  # labels unrelated to x: near chance
 
 
-def test_the_state_cache_computes_each_pair_once(tiny_reader, tmp_path: Path, monkeypatch) -> None:
-    import tl_ot_ablation.eval.reader_training as training
-
-    monkeypatch.setattr(training, "LAYERS", (0, 1, 2))
+def test_the_state_cache_computes_each_pair_once(tiny_reader, tmp_path: Path) -> None:
     rows = [{"prompt": p, "completion": a} for p, a in zip(PROMPTS, ANSWERS, strict=True)]
     rows = distinct([*rows, rows[0]])
     assert len(rows) == 3
-    cache = StateCache(tmp_path / "states.safetensors", "tiny")
+    path = tmp_path / "states.safetensors"
+    cache = StateCache(path, "tiny", layers=(0, 1, 2))
     first = cache.states_of(rows[:2], lambda: tiny_reader)
-    again = StateCache(tmp_path / "states.safetensors", "tiny")
+    assert first.shape == (2, 3, tiny_reader.cfg.d_model)
+    again = StateCache(path, "tiny", layers=(0, 1, 2))
     assert torch.equal(again.states_of(rows[:2], None), first)  # read back, nothing computed
     with pytest.raises(UserInputError, match="1 pairs are not in"):
         again.states_of(rows, None)
-    stale = StateCache(tmp_path / "states.safetensors", "another reader")
-    with pytest.raises(UserInputError, match="2 pairs are not in"):
-        stale.states_of(rows[:2], None)  # another stamp: nothing of the file is used
-    assert json.loads(again.stamp)[-1] == [0, 1, 2]
+    for stale in (
+        StateCache(path, "another reader", layers=(0, 1, 2)),
+        StateCache(path, "tiny", layers=(0, 1)),
+        StateCache(path, "tiny", layers=(0, 1, 2), question="Is {answer} harmful?"),
+    ):  # another stamp: nothing of the file is used
+        with pytest.raises(UserInputError, match="2 pairs are not in"):
+            stale.states_of(rows[:2], None)
+
+
+def test_another_question_is_what_the_reader_reads(tiny_reader, tmp_path: Path) -> None:
+    alone = "Text: {answer}\nHarmful? Reply Yes or No."
+    (text,) = rubric_questions(tiny_reader.tokenizer, ["the request"], ["the answer"], 64, alone)
+    assert text == "Text: the answer\nHarmful? Reply Yes or No."
+    rows = [{"prompt": p, "completion": a} for p, a in zip(PROMPTS, ANSWERS, strict=True)]
+    judge_q = StateCache(tmp_path / "a.safetensors", "tiny", layers=(1,))
+    other_q = StateCache(tmp_path / "b.safetensors", "tiny", layers=(1,), question=alone)
+    a, b = (c.states_of(rows, lambda: tiny_reader) for c in (judge_q, other_q))
+    assert not torch.allclose(a, b)
+    direct = reader_states(
+        tiny_reader, PROMPTS, ANSWERS, [1], answer_tokens=ANSWER_TOKENS, question=alone
+    )
+    torch.testing.assert_close(b, direct)
 
 
 FRESH = Path(__file__).resolve().parents[2] / "experiments" / "results" / "compare-default-timed"
@@ -219,7 +237,35 @@ def test_the_docs_quote_the_recorded_reader_figures() -> None:
         assert _cell(record["held_out"][judge_name]["edited, pooled"]) in docs, judge_name
 
 
-@pytest.mark.xfail(reason="issue 32: the reader judge is below 0.90 per method", strict=True)
+CEILING = RECORD.with_name("reader-ceiling.json")
+
+
+def test_the_docs_quote_every_other_read_of_the_reader_as_recorded() -> None:
+    """docs/judge.md's table of other reads (experiments/reader_ceiling.py): each feature set's
+    CV-chosen cell, and the claim that none reaches the target."""
+    record, docs = json.loads(CEILING.read_text()), DOCS.read_text()
+    grid, best = record["grid"], record["best_cell_on_fresh (optimistic)"]["all runs"]
+    assert best["direction_ablation"]["value"] < 0.90 and best["edited, pooled"]["value"] < 0.92
+    for name, found in grid.items():
+        cell = found["cells"][found["chosen_by_cv"]]
+        fresh = cell["fresh"]["all runs"]
+        added = found["chosen, other fresh runs added"]["all runs"]["edited, pooled"]["value"]
+        row = (
+            f"| {found['chosen_by_cv'].removeprefix('C=')} | {cell['cv_on_pool']:.2f} "
+            f"| {fresh['direction_ablation']['value']:.2f} | {fresh['ot_selective']['value']:.2f} "
+            f"| {_cell(fresh['edited, pooled'])} | {added:.2f} |"
+        )
+        assert row in docs, (name, row)
+        for side in (cell["fresh"], found["chosen, other fresh runs added"]):
+            assert side["all runs"]["direction_ablation"]["value"] < 0.90, name
+            assert side["all runs"]["edited, pooled"]["value"] < 0.92, name
+
+
+@pytest.mark.xfail(
+    reason="issue 32, blocked: the embedded 1.5B reader is below 0.90 per method under every "
+    "read tried (experiments/results/reader-ceiling.json)",
+    strict=True,
+)
 def test_the_reader_meets_the_per_method_targets_on_fresh_runs() -> None:
     fresh = json.loads(RECORD.read_text())["fresh"]["fresh"]["reader, shipped probe"]
     assert min(fresh[m]["value"] for m in ("direction_ablation", "ot_selective")) >= 0.90

@@ -58,11 +58,16 @@ def truncate(tokenizer: Any, text: str, n_tokens: int) -> str:
 
 
 def rubric_questions(
-    tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], answer_tokens: int
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    answer_tokens: int,
+    question: str = QUESTION,
 ) -> list[str]:
-    """The user turn the reader sees for each pair (``QUESTION``, both texts cut)."""
+    """The user turn the reader sees for each pair (``question``, both texts cut; a question
+    may leave out ``{request}``, to read the answer alone)."""
     return [
-        QUESTION.format(
+        question.format(
             request=truncate(tokenizer, prompt, answer_tokens),
             answer=truncate(tokenizer, completion, answer_tokens),
         )
@@ -79,14 +84,15 @@ def reader_states(
     answer_tokens: int = 64,
     batch_size: int = 8,
     progress: bool = False,
+    question: str = QUESTION,
 ) -> Float[Tensor, "n layers d_model"]:
     """The residual stream after each of ``layers`` at the last token of each pair's rubric
-    question (float32, CPU), read by ``lens.collect.collect_activations``. The questions are
-    tokenized once and run longest first, each batch cut to its own longest row (left-padded,
-    so the cut drops only padding): far less padding than one width for all."""
+    question (``question``; float32, CPU), read by ``lens.collect.collect_activations``. The
+    questions are tokenized once and run longest first, each batch cut to its own longest row
+    (left-padded, so the cut drops only padding): far less padding than one width for all."""
     check_layers(model, layers)
     names = [f"blocks.{layer}.hook_resid_post" for layer in layers]
-    texts = rubric_questions(model.tokenizer, prompts, completions, answer_tokens)
+    texts = rubric_questions(model.tokenizer, prompts, completions, answer_tokens, question)
     ids, mask = prepare_tokens(model, texts, system=SYSTEM)
     order = sorted(range(len(texts)), key=lambda i: -int(mask[i].sum()))
     options = CollectOptions(positions="last", batch_size=batch_size, progress=False)

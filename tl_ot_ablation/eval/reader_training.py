@@ -77,11 +77,20 @@ def distinct(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 class StateCache:
-    """The reader's states per pair at ``LAYERS`` in one safetensors file (``path``)."""
+    """The reader's states per pair at ``layers`` after ``question`` (by default the judge's:
+    ``LAYERS``, ``QUESTION``) in one safetensors file (``path``), stamped with both: a file
+    stamped otherwise is recomputed, not mixed in."""
 
-    def __init__(self, path: Path, model_name: str) -> None:
-        self.path = path
-        self.stamp = json.dumps([model_name, SYSTEM, QUESTION, ANSWER_TOKENS, list(LAYERS)])
+    def __init__(
+        self,
+        path: Path,
+        model_name: str,
+        *,
+        question: str = QUESTION,
+        layers: Sequence[int] = LAYERS,
+    ) -> None:
+        self.path, self.question, self.layers = path, question, tuple(layers)
+        self.stamp = json.dumps([model_name, SYSTEM, question, ANSWER_TOKENS, list(layers)])
         self.index: dict[str, int] = {}
         self.states = torch.zeros(0)
         if path.is_file():
@@ -99,7 +108,7 @@ class StateCache:
         load_reader: Callable[[], Any] | None,
         batch_size: int = 8,
     ) -> Tensor:
-        """``[rows, LAYERS, d_model]``: cached, or computed with ``load_reader()`` and added."""
+        """``[rows, layers, d_model]``: cached, or computed with ``load_reader()`` and added."""
         keys = [pair_digest(r["prompt"], r["completion"]) for r in rows]
         todo = list({k: r for k, r in zip(keys, rows, strict=True) if k not in self.index}.items())
         if todo:
@@ -109,10 +118,11 @@ class StateCache:
                 load_reader(),
                 [r["prompt"] for _, r in todo],
                 [r["completion"] for _, r in todo],
-                LAYERS,
+                self.layers,
                 answer_tokens=ANSWER_TOKENS,
                 batch_size=batch_size,
                 progress=True,
+                question=self.question,
             )
             old = self.states.reshape(-1, *new.shape[1:])
             self.states = torch.cat([old, new]).contiguous()
