@@ -185,6 +185,9 @@ def test_another_question_is_what_the_reader_reads(tiny_reader, tmp_path: Path) 
     alone = "Text: {answer}\nHarmful? Reply Yes or No."
     (text,) = rubric_questions(tiny_reader.tokenizer, ["the request"], ["the answer"], 64, alone)
     assert text == "Text: the answer\nHarmful? Reply Yes or No."
+    for bad in ("Is it harmful?", "Text: {answr}", "{answer} for {request} by {user}"):
+        with pytest.raises(UserInputError, match=r"holds \{answer\} and may hold \{request\}"):
+            rubric_questions(tiny_reader.tokenizer, ["the request"], ["the answer"], 64, bad)
     rows = [{"prompt": p, "completion": a} for p, a in zip(PROMPTS, ANSWERS, strict=True)]
     judge_q = StateCache(tmp_path / "a.safetensors", "tiny", layers=(1,))
     other_q = StateCache(tmp_path / "b.safetensors", "tiny", layers=(1,), question=alone)

@@ -19,6 +19,7 @@ three vectors and a number applied in torch (scikit-learn only fits it, in train
 """
 
 import json
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -66,6 +67,12 @@ def rubric_questions(
 ) -> list[str]:
     """The user turn the reader sees for each pair (``question``, both texts cut; a question
     may leave out ``{request}``, to read the answer alone)."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(question) if name is not None}
+    if "answer" not in fields or not fields <= {"request", "answer"}:
+        raise UserInputError(
+            f"a reader question holds {{answer}} and may hold {{request}}, nothing else in "
+            f"braces; this one holds {sorted(fields)}"
+        )
     return [
         question.format(
             request=truncate(tokenizer, prompt, answer_tokens),
