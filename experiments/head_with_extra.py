@@ -24,13 +24,12 @@ from tl_ot_ablation.eval.judge import ClassifierJudge
 from tl_ot_ablation.eval.judge_features import features
 from tl_ot_ablation.eval.judge_reader import ReaderProbe, reader_labels, shipped_probe_path
 from tl_ot_ablation.eval.judge_scores import agreement_by_method
-from tl_ot_ablation.eval.judge_training import REPO_LABELS, settings_of, train_head
+from tl_ot_ablation.eval.judge_training import REPO_LABELS, read_pool, settings_of, train_head
 from tl_ot_ablation.eval.reader_training import (
     LAYERS,
     REPO_EXTRA,
     STATES_NAME,
     StateCache,
-    read_pool,
 )
 from tl_ot_ablation.io.result_cache import cache_home
 from tl_ot_ablation.lens.model_cache import DEFAULT_MODEL

@@ -38,7 +38,7 @@ from rubric_hidden import fresh_rows
 from tl_ot_ablation.eval.judge import ClassifierJudge
 from tl_ot_ablation.eval.judge_reader import QUESTION, reader_labels
 from tl_ot_ablation.eval.judge_scores import agreement_by_method
-from tl_ot_ablation.eval.judge_training import REPO_LABELS
+from tl_ot_ablation.eval.judge_training import REPO_LABELS, read_pool
 from tl_ot_ablation.eval.reader_training import (
     C_GRID,
     LAYERS,
@@ -49,7 +49,6 @@ from tl_ot_ablation.eval.reader_training import (
     cross_validate,
     distinct,
     fit_probe,
-    read_pool,
 )
 from tl_ot_ablation.io.result_cache import cache_home
 from tl_ot_ablation.lens.model_cache import DEFAULT_MODEL

@@ -27,7 +27,13 @@ from sklearn.model_selection import GroupKFold
 from tl_ot_ablation.eval.judge_head import LABELS
 from tl_ot_ablation.eval.judge_reader import reader_labels
 from tl_ot_ablation.eval.judge_scores import UNEDITED, agreement_by_method, method_of
-from tl_ot_ablation.eval.judge_training import REPO_LABELS, held_out_rows, read_labels, train_rows
+from tl_ot_ablation.eval.judge_training import (
+    REPO_LABELS,
+    held_out_rows,
+    read_labels,
+    read_pool,
+    train_rows,
+)
 from tl_ot_ablation.eval.reader_training import (
     LAYERS,
     N_FOLDS,
@@ -38,7 +44,6 @@ from tl_ot_ablation.eval.reader_training import (
     distinct,
     fit_probe,
     pair_digest,
-    read_pool,
 )
 from tl_ot_ablation.io.result_cache import cache_home
 from tl_ot_ablation.lens.model_cache import DEFAULT_MODEL

@@ -38,7 +38,7 @@ from _results import write_results
 from tl_ot_ablation.eval.judge import ClassifierJudge
 from tl_ot_ablation.eval.judge_reader import ReaderProbe, reader_labels, shipped_probe_path
 from tl_ot_ablation.eval.judge_scores import agreement_by_method, compliance_agreement
-from tl_ot_ablation.eval.judge_training import REPO_LABELS, held_out_rows, train_rows
+from tl_ot_ablation.eval.judge_training import REPO_LABELS, held_out_rows, read_pool, train_rows
 from tl_ot_ablation.eval.reader_training import (
     LAYERS,
     REPO_EXTRA,
@@ -46,7 +46,6 @@ from tl_ot_ablation.eval.reader_training import (
     StateCache,
     measure,
     pair_digest,
-    read_pool,
     train_probe,
 )
 from tl_ot_ablation.eval.reading import read_key, read_labels

@@ -3,12 +3,15 @@ the adjudicated readings (``data/judge/``, read by people against the rubric, ne
 on answers no head was trained on."""
 
 import functools
+import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
+from tl_ot_ablation.core.errors import UserInputError
 from tl_ot_ablation.eval.judge import (
     LABELS,
     features,
@@ -31,6 +34,7 @@ from tl_ot_ablation.eval.judge_training import (
     fit_head,
     held_out_rows,
     read_labels,
+    read_pool,
     refit_head,
     settings_of,
     train_rows,
@@ -118,6 +122,17 @@ def test_features_have_the_documented_layout() -> None:
     assert torch.isfinite(x).all()
     with pytest.raises(ValueError, match="unknown feature groups"):
         features(["a"], ["b"], groups=("vibes",))
+
+
+def test_label_folders_pool_and_a_repeated_set_name_is_refused(tmp_path: Path) -> None:
+    row = {"prompt": "p", "completion": "c", "label": "refusal", "config": "none"}
+    for folder, name in (("a", "one"), ("b", "two"), ("c", "one")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"labels-{name}.jsonl").write_text(json.dumps(row) + "\n")
+    pooled = read_pool([tmp_path / "a", tmp_path / "b"])
+    assert sorted(pooled) == ["one", "two"] and pooled["two"] == [row]
+    with pytest.raises(UserInputError, match=r"labels-one\.jsonl is in two of"):
+        read_pool([tmp_path / "a", tmp_path / "c"])
 
 
 def test_training_without_scikit_learn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

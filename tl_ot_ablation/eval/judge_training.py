@@ -19,7 +19,7 @@ trained on: every non-``train`` row, less those whose prompt has a ``train`` row
 
 Needs scikit-learn (the ``train`` extra: ``pip install 'tl-ot-ablation[train]'``)::
 
-    python -m tl_ot_ablation.eval.judge_training [--labels data/judge] [--out PATH]
+    python -m tl_ot_ablation.eval.judge_training [--labels data/judge [MORE ...]] [--out PATH]
         [--record experiments/results/judge.json] [--compare OLD_HEAD]
 """
 
@@ -94,6 +94,17 @@ def read_labels(folder: str | Path = REPO_LABELS) -> dict[str, list[dict[str, An
         if wrong:
             raise UserInputError(f"{path}: labels outside {LABELS}: {sorted(map(str, wrong))}")
         sets[path.stem.removeprefix("labels-")] = rows
+    return sets
+
+
+def read_pool(folders: Sequence[Path]) -> dict[str, list[dict[str, Any]]]:
+    """Every ``labels-NAME.jsonl`` of ``folders``, by NAME (names must not repeat)."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for folder in folders:
+        for name, rows in read_labels(folder).items():
+            if name in sets:
+                raise UserInputError(f"labels-{name}.jsonl is in two of {list(map(str, folders))}")
+            sets[name] = rows
     return sets
 
 
@@ -318,13 +329,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m tl_ot_ablation.eval.judge_training``: train, write the head, and with
     ``--record`` measure it (and ``--compare`` heads) on the held-out rows."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--labels", type=Path, default=REPO_LABELS, help="folder of labels-*.jsonl")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        nargs="+",
+        default=[REPO_LABELS],
+        help="folders of labels-*.jsonl (e.g. data/judge data/judge-extra)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="head file (default: the package's)")
     parser.add_argument("--record", type=Path, default=None, help="write a JSON record here")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other heads to score")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    sets = read_labels(args.labels)
+    sets = read_pool(args.labels)
     head, record = train_head(sets, progress=not args.quiet)
     out = args.out or shipped_head_path()
     atomic.write_bytes(out, head.to_bytes())

@@ -40,7 +40,7 @@ from ..io import atomic
 from ..io.result_cache import cache_home
 from .judge_reader import QUESTION, SYSTEM, ReaderProbe, reader_labels, reader_states
 from .judge_scores import agreement_by_method, edited_methods, scores
-from .judge_training import REPO_LABELS, held_out_rows, read_labels
+from .judge_training import REPO_LABELS, held_out_rows, read_pool
 
 REPO_EXTRA = REPO_LABELS.parent / "judge-extra"
 """``data/judge-extra/`` of a source checkout: more read harmful answers (not package data)."""
@@ -50,17 +50,6 @@ N_FOLDS = 5
 ANSWER_TOKENS = 64
 STATES_NAME = "reader-states.safetensors"
 """The state cache's file name in ``io.result_cache.cache_home()``."""
-
-
-def read_pool(folders: Sequence[Path]) -> dict[str, list[dict[str, Any]]]:
-    """Every ``labels-NAME.jsonl`` of ``folders``, by NAME (names must not repeat)."""
-    sets: dict[str, list[dict[str, Any]]] = {}
-    for folder in folders:
-        for name, rows in read_labels(folder).items():
-            if name in sets:
-                raise UserInputError(f"labels-{name}.jsonl is in two of {list(map(str, folders))}")
-            sets[name] = rows
-    return sets
 
 
 def pair_digest(prompt: str, completion: str) -> str:
