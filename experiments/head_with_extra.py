@@ -8,7 +8,7 @@ scores it beside the shipped one on the fresh runs' harmful answers of
 ``experiments/rubric_hidden.py`` (no label of them is in either folder), alone and as the
 reader judge's first stage (the shipped probe still deciding compliance vs deflection). It
 does not replace the shipped head. Writes ``experiments/results/head-with-extra.json``
-(about 5 min on the 2-core CPU; the reader's states come from its cache).
+(about 2.5 min on the 2-core CPU; the reader's states come from its cache).
 
     .venv/bin/python experiments/head_with_extra.py
 """

@@ -69,7 +69,7 @@ FEATURES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {  # name: (rubri
 SHOW = ("direction_ablation", "ot_selective", "edited, pooled")
 
 
-def features(
+def side_by_side(
     rubric: torch.Tensor, alone: torch.Tensor, layers: tuple[tuple[int, ...], tuple[int, ...]]
 ) -> np.ndarray:
     """The chosen layers of both states side by side, ``[rows, width]`` (float64)."""
@@ -122,7 +122,7 @@ def main() -> None:
 
     grid: dict[str, Any] = {}
     for name, layers in FEATURES.items():
-        x_pool, x_fresh = (features(*states[part], layers) for part in ("pool", "fresh"))
+        x_pool, x_fresh = (side_by_side(*states[part], layers) for part in ("pool", "fresh"))
         cells = {}
         for c in C_GRID:
             probe = fit_probe(x_pool, y_pool, c, 0, {}, tol=1e-4)
